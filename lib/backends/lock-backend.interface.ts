@@ -1,0 +1,125 @@
+/**
+ * The contract every storage backend implements.
+ *
+ * Backends do single attempts only. Waiting, renewal scheduling, loss detection, reentrancy and
+ * key validation live once, in the engine, shared by every backend. All times are milliseconds;
+ * a backend converts at its own boundary (etcd speaks seconds).
+ *
+ * Keys handed to a backend are final: already validated, encoded and prefixed with `keyPrefix`,
+ * and, for a multi-key lock, de-duplicated and sorted in canonical (code unit) order.
+ */
+
+/** Identifies one grant: the keys it covers and the random owner token of that acquisition. */
+export interface BackendLockRef {
+  /** Final backend keys, canonical order, at least one. */
+  readonly keys: readonly string[];
+  /** Random owner token, unique per acquisition. */
+  readonly token: string;
+}
+
+/** One acquire attempt. */
+export interface BackendAcquireRequest extends BackendLockRef {
+  /** Lock time-to-live in ms. */
+  readonly ttl: number;
+  /**
+   * When > 0 and the keys are busy, the backend queues this token as a waiter for this many ms, so
+   * that a release hands the lock to the longest-waiting live waiter (FIFO) and wakes it through
+   * {@link LockBackend.onWake}. A later attempt with the same token refreshes the queue entry
+   * instead of adding a second one. When 0 or absent, a busy attempt leaves no trace.
+   */
+  readonly queueFor?: number;
+}
+
+/** Outcome of one acquire attempt. */
+export type BackendAcquireResult =
+  | {
+      readonly acquired: true;
+      /** One fencing token per key, in the order of `keys`; strictly increasing per key. */
+      readonly fencingTokens: readonly number[];
+    }
+  | {
+      readonly acquired: false;
+      /**
+       * Upper bound, in ms, after which a new attempt may succeed without any wake-up (usually the
+       * current holder's remaining TTL). The engine re-attempts no later than this, so a lost
+       * wake-up message delays a waiter but never strands it.
+       */
+      readonly retryAfter: number;
+    };
+
+/** One extension in a batch. */
+export interface BackendExtendRequest extends BackendLockRef {
+  /** New time-to-live in ms, counted from when the backend applies it. */
+  readonly ttl: number;
+}
+
+/** What {@link LockBackend.inspect} reports about one key. */
+export interface BackendLockInfo {
+  /** Whether some owner currently holds the key. */
+  readonly held: boolean;
+  /** Remaining time-to-live of the holder in ms, when held. */
+  readonly ttl?: number;
+  /** Fencing token of the current grant, when held and known. */
+  readonly fencingToken?: number;
+}
+
+/** Stops a wake-up subscription. */
+export type Unsubscribe = () => void;
+
+/**
+ * A storage backend for distributed locks. Implement this to plug in your own store and pass the
+ * instance as the module's `backend` option.
+ *
+ * Every method either resolves with a definite answer or rejects with a `LockBackendError` within
+ * a bounded time; it never hangs and never reports "busy" for an outage.
+ */
+export interface LockBackend {
+  /** Short name used in logs and errors, such as `memory`, `redis`, `etcd`. */
+  readonly name: string;
+
+  /**
+   * Tries once to take every key of `request` for its token, all or none. Also succeeds when the
+   * keys were already handed to this token by a release (fair handoff); the attempt then claims
+   * them with the full `ttl`. Respects the wait queue: a newcomer does not jump ahead of live
+   * queued waiters.
+   */
+  acquire(request: BackendAcquireRequest): Promise<BackendAcquireResult>;
+
+  /**
+   * Extends several grants at once (renewals are batched by the engine). Each entry is extended
+   * only if it is still held by its token, atomically. Resolves one boolean per entry, `false`
+   * meaning the grant is gone or owned by someone else.
+   */
+  extend(requests: readonly BackendExtendRequest[]): Promise<boolean[]>;
+
+  /**
+   * Releases a grant if, and only if, it is still held by its token; atomically hands each key
+   * to its next live queued waiter, if any, and wakes that waiter. Resolves `false` when the
+   * grant was already gone.
+   */
+  release(ref: BackendLockRef): Promise<boolean>;
+
+  /**
+   * Gives up waiting: removes the token's queue entries and releases anything a release handed
+   * to it that it has not claimed yet. Idempotent.
+   */
+  cancel(ref: BackendLockRef): Promise<void>;
+
+  /** Reports whether a single key is held, without changing anything. */
+  inspect(key: string): Promise<BackendLockInfo>;
+
+  /**
+   * Calls `listener` whenever a wait of `token` may now succeed (the lock was handed to it, or a
+   * key it waits for was released). Registered by the engine before its first attempt, so no
+   * wake-up is missed. Wake-ups are hints: spurious ones are allowed, missing ones are covered
+   * by `retryAfter`.
+   */
+  onWake(token: string, listener: () => void): Unsubscribe;
+
+  /**
+   * Releases the resources this backend opened itself (connections, timers, leases). Called on
+   * application shutdown only for backends the module created; a backend instance the user
+   * passed in is left to the user.
+   */
+  close?(): Promise<void>;
+}
