@@ -1,0 +1,247 @@
+import type {
+  BackendAcquireRequest,
+  BackendAcquireResult,
+  BackendExtendRequest,
+  BackendLockInfo,
+  BackendLockRef,
+  LockBackend,
+  Unsubscribe,
+} from '../lock-backend.interface';
+import { monotonicNow } from '../../engine/clock';
+import { assertTtl } from '../../engine/lock-options.validator';
+
+/** Tuning of {@link MemoryLockBackend}. */
+export interface MemoryLockBackendOptions {
+  /**
+   * How long, in ms, a lock handed to a queued waiter on release stays reserved for it before the
+   * waiter claims it with its own ttl. Bounds how long a waiter that vanished can block the queue.
+   * Default 2000 (never more than the waiter's ttl).
+   */
+  claimWindow?: number;
+}
+
+interface Holder {
+  token: string;
+  fence: number;
+  expiresAt: number;
+  timer: NodeJS.Timeout;
+  /** Handed over by a release and not yet claimed by the waiter. */
+  handed: boolean;
+}
+
+interface Waiter {
+  readonly token: string;
+  readonly keys: readonly string[];
+  ttl: number;
+  deadline: number;
+}
+
+interface KeyState {
+  holder: Holder | undefined;
+  queue: Waiter[];
+}
+
+/**
+ * The embedded backend: locks live in this process only. Same semantics as a remote backend (TTL
+ * expiry, owner tokens, fencing tokens, FIFO handoff with wake-ups), so code and tests move to
+ * Redis or etcd unchanged; it cannot exclude other processes.
+ *
+ * Memory is bounded by the keys currently held or awaited: a key's state is dropped as soon as it
+ * has neither a holder nor a waiter. Fencing tokens come from one counter for the whole backend,
+ * which makes them strictly increasing per key without remembering keys that are gone.
+ */
+export class MemoryLockBackend implements LockBackend {
+  readonly name = 'memory';
+  private readonly keys = new Map<string, KeyState>();
+  private readonly listeners = new Map<string, Set<() => void>>();
+  private readonly claimWindow: number;
+  private fence = 0;
+
+  constructor(options: MemoryLockBackendOptions = {}) {
+    this.claimWindow = options.claimWindow ?? 2000;
+    assertTtl(this.claimWindow, 'MemoryLockBackend claimWindow');
+  }
+
+  /** Number of keys with a holder or a waiter (for tests of bounded memory). */
+  get trackedKeys(): number {
+    return this.keys.size;
+  }
+
+  async acquire(request: BackendAcquireRequest): Promise<BackendAcquireResult> {
+    const now = monotonicNow();
+    const { keys, token, ttl } = request;
+    for (const key of keys) this.purgeQueue(key, now);
+    const takeable = keys.every((key) => {
+      const state = this.keys.get(key);
+      if (!state) return true;
+      if (state.holder) return state.holder.token === token; // handed to us, or ours already
+      return state.queue.length === 0 || state.queue[0].token === token;
+    });
+    if (takeable) {
+      const fencingTokens = keys.map((key) => {
+        const state = this.state(key);
+        this.dequeue(state, token);
+        const holder = state.holder;
+        const fence = holder && holder.token === token ? holder.fence : ++this.fence;
+        this.hold(key, state, token, fence, ttl, false);
+        return fence;
+      });
+      return { acquired: true, fencingTokens };
+    }
+    if (request.queueFor !== undefined && request.queueFor > 0) {
+      for (const key of keys) {
+        const state = this.state(key);
+        const entry = state.queue.find((w) => w.token === token);
+        if (entry) {
+          entry.deadline = now + request.queueFor;
+          entry.ttl = ttl;
+        } else {
+          state.queue.push({ token, keys, ttl, deadline: now + request.queueFor });
+        }
+      }
+    }
+    // No wake-up may come if a message is lost (remote backends) or a queue entry ahead of us
+    // expires: re-check when whatever blocks us ends at the latest.
+    let retryAfter = 1;
+    for (const key of keys) {
+      const state = this.keys.get(key);
+      if (state?.holder && state.holder.token !== token) {
+        retryAfter = Math.max(retryAfter, state.holder.expiresAt - now);
+      } else if (state && state.queue.length > 0 && state.queue[0].token !== token) {
+        retryAfter = Math.max(retryAfter, state.queue[0].deadline - now);
+      }
+    }
+    return { acquired: false, retryAfter: Math.ceil(retryAfter) };
+  }
+
+  async extend(requests: readonly BackendExtendRequest[]): Promise<boolean[]> {
+    return requests.map((request) => {
+      if (!this.ownsAll(request)) return false;
+      for (const key of request.keys) {
+        const state = this.keys.get(key) as KeyState;
+        const holder = state.holder as Holder;
+        this.hold(key, state, holder.token, holder.fence, request.ttl, false);
+      }
+      return true;
+    });
+  }
+
+  async release(ref: BackendLockRef): Promise<boolean> {
+    const owned = this.ownsAll(ref);
+    for (const key of ref.keys) {
+      if (this.keys.get(key)?.holder?.token === ref.token) this.free(key);
+    }
+    return owned;
+  }
+
+  async cancel(ref: BackendLockRef): Promise<void> {
+    for (const key of ref.keys) {
+      const state = this.keys.get(key);
+      if (!state) continue;
+      this.dequeue(state, ref.token);
+      if (state.holder?.token === ref.token && state.holder.handed) this.free(key);
+      else this.dropIfIdle(key, state);
+    }
+  }
+
+  async inspect(key: string): Promise<BackendLockInfo> {
+    const holder = this.keys.get(key)?.holder;
+    if (!holder) return { held: false };
+    return { held: true, ttl: Math.max(0, Math.ceil(holder.expiresAt - monotonicNow())), fencingToken: holder.fence };
+  }
+
+  onWake(token: string, listener: () => void): Unsubscribe {
+    let set = this.listeners.get(token);
+    if (!set) this.listeners.set(token, (set = new Set()));
+    set.add(listener);
+    return () => {
+      set.delete(listener);
+      if (set.size === 0 && this.listeners.get(token) === set) this.listeners.delete(token);
+    };
+  }
+
+  async close(): Promise<void> {
+    for (const state of this.keys.values()) if (state.holder) clearTimeout(state.holder.timer);
+    this.keys.clear();
+    this.listeners.clear();
+  }
+
+  private ownsAll(ref: BackendLockRef): boolean {
+    return ref.keys.every((key) => {
+      const holder = this.keys.get(key)?.holder;
+      return holder !== undefined && holder.token === ref.token && !holder.handed;
+    });
+  }
+
+  private state(key: string): KeyState {
+    let state = this.keys.get(key);
+    if (!state) this.keys.set(key, (state = { holder: undefined, queue: [] }));
+    return state;
+  }
+
+  private hold(key: string, state: KeyState, token: string, fence: number, ttl: number, handed: boolean): void {
+    if (state.holder) clearTimeout(state.holder.timer);
+    const timer = setTimeout(() => {
+      if (state.holder?.token === token) this.free(key);
+    }, ttl);
+    timer.unref();
+    state.holder = { token, fence, expiresAt: monotonicNow() + ttl, timer, handed };
+  }
+
+  /** Drops the holder of `key` and hands the key to the first live waiter that can take all its keys. */
+  private free(key: string): void {
+    const state = this.keys.get(key);
+    if (!state) return;
+    if (state.holder) clearTimeout(state.holder.timer);
+    state.holder = undefined;
+    const now = monotonicNow();
+    this.purgeQueue(key, now);
+    const next = state.queue[0];
+    if (next && this.canHandTo(next)) {
+      for (const k of next.keys) {
+        const s = this.state(k);
+        this.dequeue(s, next.token);
+        this.hold(k, s, next.token, ++this.fence, Math.min(this.claimWindow, next.ttl), true);
+      }
+      this.wake(next.token);
+    }
+    // Otherwise the first waiter still needs other keys; it is served when they are released.
+    this.dropIfIdle(key, state);
+  }
+
+  private canHandTo(waiter: Waiter): boolean {
+    return waiter.keys.every((key) => {
+      const state = this.keys.get(key);
+      return !!state && !state.holder && state.queue[0]?.token === waiter.token;
+    });
+  }
+
+  private purgeQueue(key: string, now: number): void {
+    const state = this.keys.get(key);
+    if (!state) return;
+    const live = state.queue.filter((w) => w.deadline > now);
+    if (live.length === state.queue.length) return;
+    state.queue = live;
+    // A dead entry may have been all that kept a free key from its next waiter.
+    if (!state.holder) this.free(key);
+    else this.dropIfIdle(key, state);
+  }
+
+  private dequeue(state: KeyState, token: string): void {
+    const i = state.queue.findIndex((w) => w.token === token);
+    if (i >= 0) state.queue.splice(i, 1);
+  }
+
+  private dropIfIdle(key: string, state: KeyState): void {
+    if (!state.holder && state.queue.length === 0 && this.keys.get(key) === state) this.keys.delete(key);
+  }
+
+  private wake(token: string): void {
+    const set = this.listeners.get(token);
+    if (!set) return;
+    // Asynchronously, like a message from a remote server, so no engine code runs inside ours.
+    queueMicrotask(() => {
+      for (const listener of [...set]) listener();
+    });
+  }
+}

@@ -1,0 +1,52 @@
+/** Longest user key we accept, in UTF-16 code units. Long enough for any id, short enough to keep backend keys cheap. */
+export const MAX_KEY_LENGTH = 512;
+
+/** What callers may pass as the key(s) of a lock. */
+export type LockKeys = string | readonly string[];
+
+/**
+ * Validates one user key. Throws a `TypeError` naming the problem; never touches the backend.
+ */
+export function assertValidKey(key: unknown, where = 'lock key'): asserts key is string {
+  if (typeof key !== 'string') {
+    throw new TypeError(`${where} must be a string, got ${describe(key)}`);
+  }
+  if (key.length === 0) {
+    throw new TypeError(`${where} must not be empty`);
+  }
+  if (key.length > MAX_KEY_LENGTH) {
+    throw new TypeError(`${where} is ${key.length} characters long; the limit is ${MAX_KEY_LENGTH}`);
+  }
+  // Control characters make keys invisible in logs and ambiguous across backends' tooling.
+  // eslint-disable-next-line no-control-regex
+  if (/[\u0000-\u001f\u007f]/.test(key)) {
+    throw new TypeError(`${where} ${JSON.stringify(key)} contains a control character`);
+  }
+}
+
+/**
+ * Validates `keys` and returns them de-duplicated in canonical (code unit) order, the order in
+ * which every backend takes them, so that two callers locking [a, b] and [b, a] cannot deadlock.
+ */
+export function normalizeKeys(keys: unknown): string[] {
+  const list: unknown[] = Array.isArray(keys) ? keys : [keys];
+  if (list.length === 0) {
+    throw new TypeError('a multi-key lock needs at least one key');
+  }
+  list.forEach((key, i) => assertValidKey(key, Array.isArray(keys) ? `lock key #${i}` : 'lock key'));
+  return [...new Set(list as string[])].sort(compareCodeUnits);
+}
+
+function compareCodeUnits(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/** A short, safe description of a value for error messages. */
+export function describe(value: unknown): string {
+  if (value === null) return 'null';
+  if (value === undefined) return 'undefined';
+  if (typeof value === 'string') return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value);
+  if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint') return String(value);
+  if (Array.isArray(value)) return 'an array';
+  return `a ${typeof value}`;
+}

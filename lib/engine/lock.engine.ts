@@ -1,0 +1,267 @@
+import { randomUUID } from 'node:crypto';
+import type { BackendLockRef, LockBackend } from '../backends/lock-backend.interface';
+import { LockBackendError } from '../errors/lock-backend.error';
+import { LockError } from '../errors/lock.error';
+import { LockLostError } from '../errors/lock-lost.error';
+import { LockNotAcquiredError } from '../errors/lock-not-acquired.error';
+import type { AcquireOptions } from './acquire-options.interface';
+import { monotonicNow } from './clock';
+import { GrantedLock, LockOwner } from './granted.lock';
+import { LockContext } from './lock.context';
+import type { Lock } from './lock.interface';
+import { assertValidKey, LockKeys, normalizeKeys } from './lock-key.validator';
+import { assertTtl, assertWait } from './lock-options.validator';
+import { ReentrantLock } from './reentrant.lock';
+import { RenewalScheduler } from './renewal.scheduler';
+import { WakeWaiter } from './wake.waiter';
+
+/** Defaults an engine applies to every call. */
+export interface EngineDefaults {
+  /** Prepended to every key sent to the backend. */
+  readonly keyPrefix: string;
+  /** Default ttl in ms. */
+  readonly ttl: number;
+  /** Default wait in ms. */
+  readonly wait: number;
+}
+
+/** Where the engine reports what it cannot throw to a caller. */
+export interface EngineLogger {
+  warn(message: string): void;
+  error(message: string): void;
+}
+
+/**
+ * The backend-agnostic lock engine: validation, waiting with server wake-ups, renewal, loss
+ * detection, reentrancy and shutdown. Backends only make single attempts.
+ */
+export class LockEngine implements LockOwner {
+  readonly context = new LockContext();
+  private readonly scheduler: RenewalScheduler;
+  private readonly held = new Set<GrantedLock>();
+  private readonly shutdown$ = new AbortController();
+
+  constructor(
+    readonly backend: LockBackend,
+    readonly defaults: EngineDefaults,
+    private readonly logger: EngineLogger,
+  ) {
+    this.scheduler = new RenewalScheduler(backend, logger);
+  }
+
+  /** Number of grants this engine currently holds (reentrant handles excluded). */
+  get heldCount(): number {
+    return this.held.size;
+  }
+
+  /**
+   * Acquires `keys`, waiting up to `wait` ms. In `try` mode a busy lock resolves `null` instead of
+   * throwing `LockNotAcquiredError`.
+   */
+  async acquire(keys: LockKeys, options: AcquireOptions, mode: 'wait'): Promise<Lock>;
+  async acquire(keys: LockKeys, options: AcquireOptions, mode: 'try'): Promise<Lock | null>;
+  async acquire(keys: LockKeys, options: AcquireOptions, mode: 'wait' | 'try'): Promise<Lock | null> {
+    const userKeys = normalizeKeys(keys);
+    const ttl = options.ttl ?? this.defaults.ttl;
+    assertTtl(ttl, 'ttl');
+    const wait = options.wait ?? (mode === 'try' ? 0 : this.defaults.wait);
+    assertWait(wait, 'wait');
+    if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) {
+      throw new TypeError('signal must be an AbortSignal');
+    }
+    options.signal?.throwIfAborted();
+    this.shutdown$.signal.throwIfAborted();
+
+    const chain = this.context.heldKeys();
+    const inherited = new Map<string, Lock>();
+    for (const key of userKeys) {
+      const holder = chain.get(key);
+      if (holder) inherited.set(key, holder);
+    }
+    if (inherited.size === userKeys.length) return new ReentrantLock(userKeys, inherited, undefined);
+    const missing = userKeys.filter((key) => !inherited.has(key));
+    let own: GrantedLock;
+    try {
+      own = await this.grant(missing, ttl, wait, options.renew ?? true, options.signal);
+    } catch (err) {
+      if (mode === 'try' && err instanceof LockNotAcquiredError) return null;
+      throw err;
+    }
+    return inherited.size > 0 ? new ReentrantLock(userKeys, inherited, own) : own;
+  }
+
+  /**
+   * Runs `fn` holding `lock`, as `current()` of its async chain, then releases it. The work's own
+   * error wins; otherwise a loss during the work surfaces as `LockLostError`.
+   */
+  async runHolding<T>(lock: Lock, fn: () => T | Promise<T>): Promise<T> {
+    let result: T;
+    try {
+      result = await this.context.run(lock, fn);
+    } catch (err) {
+      await this.releaseQuietly(lock);
+      throw err;
+    }
+    await this.releaseAfterWork(lock);
+    return result;
+  }
+
+  /**
+   * Releases after successful work: a lost lock throws (the work ran without exclusivity and the
+   * caller must know); an unreachable backend is logged, since the lock then expires on its own.
+   */
+  async releaseAfterWork(lock: Lock): Promise<void> {
+    try {
+      await lock.release();
+    } catch (err) {
+      if (err instanceof LockBackendError) {
+        this.logger.warn(`${err.message}; lock "${lock.key}" will expire after its ttl`);
+        return;
+      }
+      throw err;
+    }
+  }
+
+  /** Releases after failed work without masking the work's error. */
+  async releaseQuietly(lock: Lock): Promise<void> {
+    try {
+      await lock.release();
+    } catch (err) {
+      this.logger.warn(`release of lock "${lock.key}" after a failed call: ${(err as Error)?.message}`);
+    }
+  }
+
+  /** Whether `key` is held by anyone, according to the backend. */
+  async isLocked(key: string): Promise<boolean> {
+    assertValidKey(key);
+    const info = await this.call('inspect', () => this.backend.inspect(this.defaults.keyPrefix + key));
+    return info.held;
+  }
+
+  /** The innermost lock held by the current async call chain. */
+  current(): Lock | undefined {
+    return this.context.current();
+  }
+
+  /** Stops renewals, cancels waits and releases every held lock. */
+  async shutdown(): Promise<void> {
+    if (this.shutdown$.signal.aborted) return;
+    this.shutdown$.abort(new LockError('the lock module is shutting down'));
+    const held = [...this.held];
+    this.scheduler.stop();
+    const results = await Promise.allSettled(held.map((lock) => lock.release()));
+    results.forEach((result, i) => {
+      if (result.status === 'rejected') {
+        this.logger.warn(`release of lock "${held[i].key}" at shutdown: ${(result.reason as Error)?.message}`);
+      }
+    });
+  }
+
+  // --- LockOwner: called by GrantedLock -------------------------------------------------------
+
+  async extendLock(lock: GrantedLock, ttl: number): Promise<void> {
+    assertTtl(ttl, 'ttl');
+    const sentAt = monotonicNow();
+    const [ok] = await this.call('extend', () => this.backend.extend([{ ...lock.ref, ttl }]));
+    if (!lock.held) throw lock.lossError ?? new LockError(`Lock "${lock.key}" is no longer held`);
+    if (!ok) {
+      lock.lost('it expired or was taken by another owner before it could be extended');
+      throw lock.lossError as LockLostError;
+    }
+    lock.renewed(sentAt, ttl);
+    this.scheduler.refresh(lock);
+  }
+
+  async releaseLock(lock: GrantedLock): Promise<void> {
+    let ok: boolean;
+    try {
+      ok = await this.call('release', () => this.backend.release(lock.ref));
+    } catch (err) {
+      // Stop renewing so the lock expires after its ttl; nothing is leaked without a TTL.
+      lock.released();
+      throw err;
+    }
+    if (!ok) {
+      lock.lost('it had expired or been taken by another owner before it was released');
+      throw lock.lossError as LockLostError;
+    }
+    lock.released();
+  }
+
+  forget(lock: GrantedLock): void {
+    this.held.delete(lock);
+    this.scheduler.delete(lock);
+  }
+
+  // --- internals -------------------------------------------------------------------------------
+
+  private async grant(
+    keys: readonly string[],
+    ttl: number,
+    wait: number,
+    renew: boolean,
+    signal: AbortSignal | undefined,
+  ): Promise<GrantedLock> {
+    const ref: BackendLockRef = {
+      keys: keys.map((key) => this.defaults.keyPrefix + key),
+      token: randomUUID(),
+    };
+    const started = monotonicNow();
+    const deadline = started + wait;
+    const waiter = new WakeWaiter(signal ? [signal, this.shutdown$.signal] : [this.shutdown$.signal]);
+    // Subscribe before the first attempt: a release that hands us the lock must find us listening.
+    const unsubscribe = wait > 0 ? this.backend.onWake(ref.token, () => waiter.wake()) : undefined;
+    let queued = false;
+    let retryAfter: number | undefined;
+    try {
+      // Bounded by the deadline; every round parks at least 1 ms or awaits a backend round trip.
+      for (;;) {
+        waiter.reset();
+        const sentAt = monotonicNow();
+        const queueFor = wait > 0 ? Math.max(1, Math.ceil(deadline - sentAt)) : 0;
+        const result = await this.call('acquire', () => this.backend.acquire({ ...ref, ttl, queueFor }));
+        if (result.acquired) {
+          const lock = new GrantedLock(this, keys, ref, result.fencingTokens, ttl, renew, sentAt);
+          this.held.add(lock);
+          this.scheduler.add(lock);
+          queued = false;
+          if (signal?.aborted || this.shutdown$.signal.aborted) {
+            await this.releaseQuietly(lock);
+            waiter.throwIfAborted();
+          }
+          return lock;
+        }
+        queued = queueFor > 0;
+        retryAfter = result.retryAfter;
+        const remaining = deadline - monotonicNow();
+        if (remaining <= 0) break;
+        await waiter.park(Math.max(1, Math.min(result.retryAfter, remaining)));
+      }
+    } finally {
+      unsubscribe?.();
+      if (queued) await this.cancelQuietly(ref);
+    }
+    throw new LockNotAcquiredError(keys[0], keys, Math.round(monotonicNow() - started), retryAfter);
+  }
+
+  private async cancelQuietly(ref: BackendLockRef): Promise<void> {
+    try {
+      await this.call('cancel', () => this.backend.cancel(ref));
+    } catch (err) {
+      // The queue entry expires by itself at the end of the wait it was registered for.
+      this.logger.warn(`could not leave the wait queue: ${(err as Error)?.message}`);
+    }
+  }
+
+  /** Runs one backend call, turning anything that is not already a LockError into a LockBackendError. */
+  private async call<T>(operation: string, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      if (err instanceof LockError) throw err;
+      throw new LockBackendError(this.backend.name, operation, (err as Error)?.message ?? String(err), {
+        cause: err,
+      });
+    }
+  }
+}

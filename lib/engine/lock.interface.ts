@@ -1,0 +1,40 @@
+/**
+ * A held lock, as returned by `LockService.acquire` and handed to `withLock` callbacks.
+ *
+ * `await using lock = await locks.acquire('k')` releases it when the block ends.
+ */
+export interface Lock extends AsyncDisposable {
+  /** The first key of the lock in canonical order (the only key of a single-key lock). */
+  readonly key: string;
+  /** Every key of the lock, de-duplicated, in canonical (code unit) order. */
+  readonly keys: readonly string[];
+  /** Random owner token of this acquisition (a v4 UUID). */
+  readonly token: string;
+  /**
+   * Fencing token of `key`: a number that strictly increases with every grant of that key. Pass it
+   * to the storage you protect and have it reject writes carrying an older token.
+   */
+  readonly fencingToken: number;
+  /** Fencing tokens of every key, in the order of `keys`. */
+  readonly fencingTokens: readonly number[];
+  /**
+   * Aborted when the lock is lost (reason: `LockLostError`) or released. Pass it to the work the
+   * lock protects so that work stops when exclusivity ends.
+   */
+  readonly signal: AbortSignal;
+  /** Local estimate of when the lock expires unless extended, in epoch ms. */
+  readonly expiresAt: number;
+  /** Whether this handle still believes it holds the lock (not released, not lost). */
+  readonly held: boolean;
+  /**
+   * Extends the lock to `ttl` ms from now (default: the lock's current ttl), owner-checked.
+   * Throws `LockLostError` if the lock is no longer ours, `LockBackendError` if the backend failed.
+   */
+  extend(ttl?: number): Promise<void>;
+  /**
+   * Releases the lock, owner-checked; a second call does nothing. Throws `LockLostError` if the
+   * lock had been lost, `LockBackendError` if the backend could not be reached (the lock then
+   * expires on its own after its ttl).
+   */
+  release(): Promise<void>;
+}

@@ -1,0 +1,12 @@
+/** Injection token of the module options (after `forRoot` / `forRootAsync` resolved them). */
+export const DISTRIBUTED_LOCK_OPTIONS = Symbol('DISTRIBUTED_LOCK_OPTIONS');
+
+/** Injection token of the resolved backend and defaults the module runs with. */
+export const DISTRIBUTED_LOCK_RUNTIME = Symbol('DISTRIBUTED_LOCK_RUNTIME');
+
+/** Default key prefix, so lock keys never collide with application data keys. */
+export const DEFAULT_KEY_PREFIX = 'lock:';
+/** Default lock time-to-live in ms. */
+export const DEFAULT_TTL = 30_000;
+/** Default time a caller waits for a busy lock, in ms. */
+export const DEFAULT_WAIT = 10_000;

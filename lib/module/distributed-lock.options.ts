@@ -1,0 +1,47 @@
+import type { InjectionToken, ModuleMetadata, OptionalFactoryDependency, Type } from '@nestjs/common';
+import type { LockBackend } from '../backends/lock-backend.interface';
+import type { MemoryLockBackendOptions } from '../backends/memory/memory.backend';
+
+/** Selects the embedded in-memory backend (one process only). */
+export interface MemoryBackendConfig extends MemoryLockBackendOptions {
+  type: 'memory';
+}
+
+/** A backend described by configuration; the module creates it and closes it at shutdown. */
+export type LockBackendConfig = MemoryBackendConfig;
+
+/** Options of `DistributedLockModule.forRoot` (and what `forRootAsync` factories return). */
+export interface DistributedLockModuleOptions {
+  /**
+   * The backend: a {@link LockBackend} instance you own (never closed by the module), or a config
+   * object the module turns into a backend it owns. Default `{ type: 'memory' }`.
+   */
+  backend?: LockBackend | LockBackendConfig;
+  /** Prepended to every backend key, so locks never collide with application keys. Default `'lock:'`. */
+  keyPrefix?: string;
+  /** Default lock time-to-live in ms, renewed while held. Default 30000. */
+  ttl?: number;
+  /** Default time a caller waits for a busy lock, in ms; 0 tries once. Default 10000. */
+  wait?: number;
+  /** Register the module globally so every module can inject `LockService`. Default true. */
+  isGlobal?: boolean;
+}
+
+/** A class that produces the module options, for `forRootAsync({ useClass | useExisting })`. */
+export interface DistributedLockOptionsFactory {
+  createDistributedLockOptions(): DistributedLockModuleOptions | Promise<DistributedLockModuleOptions>;
+}
+
+/** Options of `DistributedLockModule.forRootAsync`. Exactly one of `useFactory`, `useClass`, `useExisting`. */
+export interface DistributedLockModuleAsyncOptions extends Pick<ModuleMetadata, 'imports'> {
+  /** Providers injected into `useFactory`. */
+  inject?: (InjectionToken | OptionalFactoryDependency)[];
+  /** Builds the options; may be async. */
+  useFactory?: (...args: never[]) => DistributedLockModuleOptions | Promise<DistributedLockModuleOptions>;
+  /** A class the module instantiates to build the options. */
+  useClass?: Type<DistributedLockOptionsFactory>;
+  /** An existing provider (from `imports`) that builds the options. */
+  useExisting?: Type<DistributedLockOptionsFactory>;
+  /** Register the module globally. Default true. */
+  isGlobal?: boolean;
+}

@@ -1,0 +1,69 @@
+import type { LockBackend } from '../backends/lock-backend.interface';
+import { MemoryLockBackend } from '../backends/memory/memory.backend';
+import type { EngineDefaults } from '../engine/lock.engine';
+import { describe } from '../engine/lock-key.validator';
+import { assertTtl, assertWait } from '../engine/lock-options.validator';
+import { DEFAULT_KEY_PREFIX, DEFAULT_TTL, DEFAULT_WAIT } from './distributed-lock.constants';
+import type { DistributedLockModuleOptions, LockBackendConfig } from './distributed-lock.options';
+
+/** What the module runs with once its options are resolved. */
+export interface LockRuntime {
+  readonly backend: LockBackend;
+  /** The module created the backend, so the module closes it at shutdown. */
+  readonly ownsBackend: boolean;
+  readonly defaults: EngineDefaults;
+}
+
+const KNOWN_OPTIONS = new Set(['backend', 'keyPrefix', 'ttl', 'wait', 'isGlobal']);
+
+/**
+ * Validates the module options and creates the backend. Runs at bootstrap, so a bad option stops
+ * the application with a clear message before any lock is taken.
+ */
+export function createLockRuntime(options: DistributedLockModuleOptions | undefined): LockRuntime {
+  const prefix = 'DistributedLockModule:';
+  if (options === null || (options !== undefined && typeof options !== 'object')) {
+    throw new TypeError(`${prefix} options must be an object, got ${describe(options)}`);
+  }
+  const opts = options ?? {};
+  for (const name of Object.keys(opts)) {
+    if (!KNOWN_OPTIONS.has(name)) throw new TypeError(`${prefix} unknown option "${name}"`);
+  }
+  const ttl = opts.ttl ?? DEFAULT_TTL;
+  assertTtl(ttl, `${prefix} ttl`);
+  const wait = opts.wait ?? DEFAULT_WAIT;
+  assertWait(wait, `${prefix} wait`);
+  const keyPrefix = opts.keyPrefix ?? DEFAULT_KEY_PREFIX;
+  // eslint-disable-next-line no-control-regex
+  if (typeof keyPrefix !== 'string' || keyPrefix.length > 128 || /[\u0000-\u001f\u007f]/.test(keyPrefix)) {
+    throw new TypeError(`${prefix} keyPrefix must be a printable string of at most 128 characters`);
+  }
+  const { backend, ownsBackend } = createBackend(opts.backend ?? { type: 'memory' }, prefix);
+  return { backend, ownsBackend, defaults: { keyPrefix, ttl, wait } };
+}
+
+function isBackendInstance(value: object): value is LockBackend {
+  const candidate = value as Partial<Record<keyof LockBackend, unknown>>;
+  return ['acquire', 'extend', 'release', 'cancel', 'inspect', 'onWake'].every(
+    (method) => typeof candidate[method as keyof LockBackend] === 'function',
+  );
+}
+
+function createBackend(
+  backend: LockBackend | LockBackendConfig,
+  prefix: string,
+): { backend: LockBackend; ownsBackend: boolean } {
+  if (backend === null || typeof backend !== 'object') {
+    throw new TypeError(`${prefix} backend must be a LockBackend instance or a config object, got ${describe(backend)}`);
+  }
+  if (isBackendInstance(backend)) return { backend, ownsBackend: false };
+  const { type, ...rest } = backend as { type?: unknown };
+  switch (type) {
+    case 'memory':
+      return { backend: new MemoryLockBackend(rest), ownsBackend: true };
+    default:
+      throw new TypeError(
+        `${prefix} unknown backend type ${describe(type)}; expected one of 'memory', or a LockBackend instance`,
+      );
+  }
+}

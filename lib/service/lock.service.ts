@@ -1,0 +1,149 @@
+import {
+  BeforeApplicationShutdown,
+  Inject,
+  Injectable,
+  Logger,
+  OnApplicationShutdown,
+} from '@nestjs/common';
+import { isObservable, Observable } from 'rxjs';
+import type { LockBackend } from '../backends/lock-backend.interface';
+import { LockNotAcquiredError } from '../errors/lock-not-acquired.error';
+import type { AcquireOptions } from '../engine/acquire-options.interface';
+import { LockEngine } from '../engine/lock.engine';
+import type { Lock } from '../engine/lock.interface';
+import type { LockKeys } from '../engine/lock-key.validator';
+import { DISTRIBUTED_LOCK_RUNTIME } from '../module/distributed-lock.constants';
+import type { LockRuntime } from '../module/lock-runtime.factory';
+
+/** What `@Locked` passes to {@link LockService.runLocked}. */
+export interface RunLockedOptions extends AcquireOptions {
+  /** `'skip'`: a busy lock resolves `undefined` without running the method. Default `'throw'`. */
+  onBusy?: 'throw' | 'skip';
+}
+
+/**
+ * The lock API: inject it anywhere once `DistributedLockModule` is imported.
+ *
+ * Times are milliseconds. Bad input throws a `TypeError` before any backend call; a busy lock
+ * throws `LockNotAcquiredError`; a backend failure throws `LockBackendError`; a lock lost while
+ * held surfaces as `LockLostError`.
+ */
+@Injectable()
+export class LockService implements BeforeApplicationShutdown, OnApplicationShutdown {
+  private readonly logger = new Logger('DistributedLock');
+  private readonly engine: LockEngine;
+
+  constructor(@Inject(DISTRIBUTED_LOCK_RUNTIME) private readonly runtime: LockRuntime) {
+    this.engine = new LockEngine(runtime.backend, runtime.defaults, this.logger);
+  }
+
+  /** The backend this service runs on. */
+  get backend(): LockBackend {
+    return this.runtime.backend;
+  }
+
+  /**
+   * Acquires `keys` (one key, or several taken all-or-none), waiting up to `options.wait` ms.
+   * Release it with `lock.release()` or `await using`. Throws `LockNotAcquiredError` if it stays
+   * busy, the signal's reason if `options.signal` aborts the wait.
+   */
+  acquire(keys: LockKeys, options: AcquireOptions = {}): Promise<Lock> {
+    return this.engine.acquire(keys, options, 'wait');
+  }
+
+  /** Like {@link acquire}, but resolves `null` when the lock is busy. Default `wait` is 0 (one try). */
+  tryAcquire(keys: LockKeys, options: AcquireOptions = {}): Promise<Lock | null> {
+    return this.engine.acquire(keys, options, 'try');
+  }
+
+  /**
+   * Acquires `keys`, runs `fn(lock)`, and releases. If the lock is lost while `fn` runs,
+   * `lock.signal` aborts at once, and `LockLostError` is thrown after `fn` ends, unless `fn`
+   * threw first (its error wins).
+   */
+  async withLock<T>(keys: LockKeys, fn: (lock: Lock) => T | Promise<T>, options: AcquireOptions = {}): Promise<T> {
+    const lock = await this.engine.acquire(keys, options, 'wait');
+    return this.engine.runHolding(lock, () => fn(lock));
+  }
+
+  /** Whether `key` is currently held by anyone. */
+  isLocked(key: string): Promise<boolean> {
+    return this.engine.isLocked(key);
+  }
+
+  /** The innermost lock held by the current async call chain (inside `withLock` or a `@Locked` method). */
+  current(): Lock | undefined {
+    return this.engine.current();
+  }
+
+  /**
+   * Runs `invoke` under a lock on `keys`: what `@Locked` methods do. An Observable result keeps
+   * the lock until it completes, errors or is unsubscribed.
+   * @internal
+   */
+  async runLocked<T>(keys: LockKeys, options: RunLockedOptions, invoke: () => T): Promise<T | undefined> {
+    let lock: Lock;
+    try {
+      lock = await this.engine.acquire(keys, options, 'wait');
+    } catch (err) {
+      if (options.onBusy === 'skip' && err instanceof LockNotAcquiredError) {
+        this.logger.debug?.(`skipped: ${err.message}`);
+        return undefined;
+      }
+      throw err;
+    }
+    let result: T;
+    try {
+      result = await this.engine.context.run(lock, invoke);
+    } catch (err) {
+      await this.engine.releaseQuietly(lock);
+      throw err;
+    }
+    if (isObservable(result)) return this.holdUntilComplete(result, lock) as T;
+    await this.engine.releaseAfterWork(lock);
+    return result;
+  }
+
+  /** @internal Stops renewals and releases held locks before the app's connections close. */
+  async beforeApplicationShutdown(): Promise<void> {
+    await this.engine.shutdown();
+  }
+
+  /** @internal Closes the backend if this module created it; a backend you passed in stays open. */
+  async onApplicationShutdown(): Promise<void> {
+    if (this.runtime.ownsBackend) await this.runtime.backend.close?.();
+  }
+
+  private holdUntilComplete<V>(source: Observable<V>, lock: Lock): Observable<V> {
+    const engine = this.engine;
+    return new Observable<V>((subscriber) => {
+      let settled = false;
+      const settle = (error?: { error: unknown }): void => {
+        if (settled) return;
+        settled = true;
+        if (error) {
+          void engine.releaseQuietly(lock).then(() => subscriber.error(error.error));
+        } else {
+          engine.releaseAfterWork(lock).then(
+            () => subscriber.complete(),
+            (err: unknown) => subscriber.error(err),
+          );
+        }
+      };
+      const subscription = engine.context.run(lock, () =>
+        source.subscribe({
+          next: (value) => subscriber.next(value),
+          error: (error: unknown) => settle({ error }),
+          complete: () => settle(),
+        }),
+      );
+      return () => {
+        subscription.unsubscribe();
+        if (!settled) {
+          settled = true;
+          void engine.releaseQuietly(lock);
+        }
+      };
+    });
+  }
+}
