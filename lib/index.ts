@@ -6,7 +6,12 @@ export type {
   LockBackendConfig,
   MemoryBackendConfig,
 } from './module/distributed-lock.options';
-export { DISTRIBUTED_LOCK_OPTIONS, DEFAULT_KEY_PREFIX, DEFAULT_TTL, DEFAULT_WAIT } from './module/distributed-lock.constants';
+export {
+  DISTRIBUTED_LOCK_OPTIONS,
+  DEFAULT_KEY_PREFIX,
+  DEFAULT_TTL,
+  DEFAULT_WAIT,
+} from './module/distributed-lock.constants';
 export { Locked } from './decorators/locked.decorator';
 export type { LockedOptions } from './decorators/locked.decorator';
 export type { LockedKey } from './decorators/key-template.compiler';

@@ -2,10 +2,16 @@ import { compileKeyResolver } from './key-template.compiler';
 import { parseParameterNames } from './parameter-names.parser';
 
 class Sample {
-  async plain(orderId: string, amount = 5, { nested }: { nested: string } = { nested: 'x' }, ...rest: string[]) {
+  async plain(
+    orderId: string,
+    amount = 5,
+    { nested }: { nested: string } = { nested: 'x' },
+    ...rest: string[]
+  ) {
     return [orderId, amount, nested, rest];
   }
-  /* a comment (with, parens) */ async commented(/* first */ a: string, // trailing
+  /* a comment (with, parens) */ async commented(
+    /* first */ a: string, // trailing
     b: string = 'a,b',
   ) {
     return a + b;
@@ -19,7 +25,11 @@ describe('parseParameterNames', () => {
       rest: true,
     });
     expect(parseParameterNames(Sample.prototype.commented).names).toEqual(['a', 'b']);
-    expect(parseParameterNames(function named(x: number, y: number) { return x + y; }).names).toEqual(['x', 'y']);
+    expect(
+      parseParameterNames(function named(x: number, y: number) {
+        return x + y;
+      }).names,
+    ).toEqual(['x', 'y']);
     expect(parseParameterNames(((z: number) => z) as (z: number) => number).names).toEqual(['z']);
   });
 });
@@ -77,6 +87,8 @@ describe('compileKeyResolver', () => {
   });
 
   it('allows any index into a rest parameter', () => {
-    expect(compileKeyResolver('r:<7>', method, 'test')(['a', 1, {}, 'b', 'c', 'd', 'e', 'f'])).toBe('r:f');
+    expect(compileKeyResolver('r:<7>', method, 'test')(['a', 1, {}, 'b', 'c', 'd', 'e', 'f'])).toBe(
+      'r:f',
+    );
   });
 });

@@ -2,7 +2,8 @@ import { describe, LockKeys } from '../engine/lock-key.validator';
 import { parseParameterNames } from './parameter-names.parser';
 
 /** The key argument of `@Locked`: a template, several templates, or a function of the arguments. */
-export type LockedKey = string | readonly string[] | ((...args: never[]) => string | readonly string[]);
+export type LockedKey =
+  string | readonly string[] | ((...args: never[]) => string | readonly string[]);
 
 /** Turns a method's arguments into its lock key(s). */
 export type KeyResolver = (args: readonly unknown[]) => LockKeys;
@@ -33,14 +34,22 @@ export function compileKeyResolver(
     return (args) => {
       const result = (key as (...a: readonly unknown[]) => unknown)(...args);
       if (typeof result !== 'string' && !Array.isArray(result)) {
-        throw new TypeError(`${where}: the key function returned ${describe(result)}, not a string or string[]`);
+        throw new TypeError(
+          `${where}: the key function returned ${describe(result)}, not a string or string[]`,
+        );
       }
       return result as LockKeys;
     };
   }
   const templates = typeof key === 'string' ? [key] : key;
-  if (!Array.isArray(templates) || templates.length === 0 || templates.some((t) => typeof t !== 'string')) {
-    throw new TypeError(`${where}: the lock key must be a template string, a non-empty array of them, or a function`);
+  if (
+    !Array.isArray(templates) ||
+    templates.length === 0 ||
+    templates.some((t) => typeof t !== 'string')
+  ) {
+    throw new TypeError(
+      `${where}: the lock key must be a template string, a non-empty array of them, or a function`,
+    );
   }
   const params = parseParameterNames(method);
   const compiled = templates.map((template) => compileTemplate(template, params, where));
@@ -59,7 +68,8 @@ function compileTemplate(
   for (const match of template.matchAll(/<([^<>]*)>/g)) {
     const at = match.index ?? 0;
     const text = template.slice(last, at);
-    if (/[<>]/.test(text)) throw new TypeError(`${where}: unbalanced "<" or ">" in key template "${template}"`);
+    if (/[<>]/.test(text))
+      throw new TypeError(`${where}: unbalanced "<" or ">" in key template "${template}"`);
     if (parts.length > 0 && typeof parts[parts.length - 1] !== 'string' && !hasDelimiter(text)) {
       throw new TypeError(
         `${where}: placeholders in "${template}" must be separated by a character such as ":" or "/" ` +
@@ -71,7 +81,8 @@ function compileTemplate(
     last = at + match[0].length;
   }
   const tail = template.slice(last);
-  if (/[<>]/.test(tail)) throw new TypeError(`${where}: unbalanced "<" or ">" in key template "${template}"`);
+  if (/[<>]/.test(tail))
+    throw new TypeError(`${where}: unbalanced "<" or ">" in key template "${template}"`);
   if (tail) parts.push(tail);
   return parts;
 }
@@ -87,7 +98,8 @@ function compilePlaceholder(
   where: string,
 ): Placeholder {
   const m = PLACEHOLDER.exec(body);
-  if (!m) throw new TypeError(`${where}: invalid placeholder <${body}> in key template "${template}"`);
+  if (!m)
+    throw new TypeError(`${where}: invalid placeholder <${body}> in key template "${template}"`);
   const path = m[3] ? m[3].slice(1).split('.') : [];
   if (m[1] !== undefined) {
     const index = Number(m[1]);
@@ -101,25 +113,49 @@ function compilePlaceholder(
   const index = params.names.indexOf(m[2]);
   if (index < 0) {
     const declared = params.names.map((n, i) => n ?? `#${i}`).join(', ');
-    throw new TypeError(`${where}: placeholder <${body}> names no parameter of the method (${declared})`);
+    throw new TypeError(
+      `${where}: placeholder <${body}> names no parameter of the method (${declared})`,
+    );
   }
   return { label: body, index, path };
 }
 
-function render(parts: readonly Part[], args: readonly unknown[], template: string, where: string): string {
+function render(
+  parts: readonly Part[],
+  args: readonly unknown[],
+  template: string,
+  where: string,
+): string {
   let key = '';
   for (const part of parts) {
-    key += typeof part === 'string' ? part : encodeValue(resolve(part, args, template, where), part, template, where);
+    key +=
+      typeof part === 'string'
+        ? part
+        : encodeValue(resolve(part, args, template, where), part, template, where);
   }
   return key;
 }
 
-function resolve(placeholder: Placeholder, args: readonly unknown[], template: string, where: string): unknown {
+function resolve(
+  placeholder: Placeholder,
+  args: readonly unknown[],
+  template: string,
+  where: string,
+): unknown {
   let value: unknown = args[placeholder.index];
-  let walked = placeholder.path.length === 0 ? `argument <${placeholder.label}>` : `argument #${placeholder.index}`;
+  let walked =
+    placeholder.path.length === 0
+      ? `argument <${placeholder.label}>`
+      : `argument #${placeholder.index}`;
   for (const segment of placeholder.path) {
-    if (value === null || value === undefined || (typeof value !== 'object' && typeof value !== 'function')) {
-      throw new TypeError(`${where}: cannot read "${segment}" of ${walked} (${describe(value)}) for key "${template}"`);
+    if (
+      value === null ||
+      value === undefined ||
+      (typeof value !== 'object' && typeof value !== 'function')
+    ) {
+      throw new TypeError(
+        `${where}: cannot read "${segment}" of ${walked} (${describe(value)}) for key "${template}"`,
+      );
     }
     if (!(segment in (value as object))) {
       throw new TypeError(`${where}: ${walked} has no property "${segment}" for key "${template}"`);
@@ -136,15 +172,23 @@ function resolve(placeholder: Placeholder, args: readonly unknown[], template: s
  * key. Numbers and bigints use their decimal form: `42` and `'42'` deliberately name the same
  * key, so a route parameter and a service argument lock the same resource.
  */
-function encodeValue(value: unknown, placeholder: Placeholder, template: string, where: string): string {
+function encodeValue(
+  value: unknown,
+  placeholder: Placeholder,
+  template: string,
+  where: string,
+): string {
   let text: string;
   if (typeof value === 'string') {
     if (value.length === 0) {
-      throw new TypeError(`${where}: <${placeholder.label}> is an empty string; key "${template}" would be ambiguous`);
+      throw new TypeError(
+        `${where}: <${placeholder.label}> is an empty string; key "${template}" would be ambiguous`,
+      );
     }
     text = value;
   } else if (typeof value === 'number') {
-    if (!Number.isFinite(value)) throw new TypeError(`${where}: <${placeholder.label}> is ${value}, not a usable key`);
+    if (!Number.isFinite(value))
+      throw new TypeError(`${where}: <${placeholder.label}> is ${value}, not a usable key`);
     text = String(value);
   } else if (typeof value === 'bigint' || typeof value === 'boolean') {
     text = String(value);
@@ -161,9 +205,12 @@ function encodeValue(value: unknown, placeholder: Placeholder, template: string,
       continue;
     }
     if (char.length === 1 && char.charCodeAt(0) >= 0xd800 && char.charCodeAt(0) <= 0xdfff) {
-      throw new TypeError(`${where}: <${placeholder.label}> contains a lone surrogate, not well-formed text`);
+      throw new TypeError(
+        `${where}: <${placeholder.label}> contains a lone surrogate, not well-formed text`,
+      );
     }
-    for (const byte of Buffer.from(char, 'utf8')) out += `%${byte.toString(16).toUpperCase().padStart(2, '0')}`;
+    for (const byte of Buffer.from(char, 'utf8'))
+      out += `%${byte.toString(16).toUpperCase().padStart(2, '0')}`;
   }
   return out;
 }

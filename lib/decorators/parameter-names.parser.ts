@@ -3,7 +3,10 @@
  * entry per declared parameter: its name, or `undefined` for a destructured one (reachable by
  * index only). A rest parameter is reported with its name and flagged.
  */
-export function parseParameterNames(fn: (...args: never[]) => unknown): { names: (string | undefined)[]; rest: boolean } {
+export function parseParameterNames(fn: (...args: never[]) => unknown): {
+  names: (string | undefined)[];
+  rest: boolean;
+} {
   const source = stripComments(Function.prototype.toString.call(fn));
   let start = 0;
   if (source.startsWith('[')) start = matchingClose(source, 0) + 1; // computed method name

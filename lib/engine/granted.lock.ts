@@ -73,7 +73,9 @@ export class GrantedLock implements Lock {
   extend(ttl?: number): Promise<void> {
     if (this.lostError) return Promise.reject(this.lostError);
     if (this.state !== 'held') {
-      return Promise.reject(new LockError(`Lock "${this.key}" was released; it cannot be extended`));
+      return Promise.reject(
+        new LockError(`Lock "${this.key}" was released; it cannot be extended`),
+      );
     }
     return this.owner.extendLock(this, ttl ?? this.ttl);
   }
@@ -101,7 +103,11 @@ export class GrantedLock implements Lock {
   lost(reason: string, cause?: unknown): void {
     if (this.state === 'lost' || this.state === 'released') return;
     this.state = 'lost';
-    this.lostError = new LockLostError(this.key, reason, cause === undefined ? undefined : { cause });
+    this.lostError = new LockLostError(
+      this.key,
+      reason,
+      cause === undefined ? undefined : { cause },
+    );
     this.owner.forget(this);
     this.controller.abort(this.lostError);
   }

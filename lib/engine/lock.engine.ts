@@ -60,7 +60,11 @@ export class LockEngine implements LockOwner {
    */
   async acquire(keys: LockKeys, options: AcquireOptions, mode: 'wait'): Promise<Lock>;
   async acquire(keys: LockKeys, options: AcquireOptions, mode: 'try'): Promise<Lock | null>;
-  async acquire(keys: LockKeys, options: AcquireOptions, mode: 'wait' | 'try'): Promise<Lock | null> {
+  async acquire(
+    keys: LockKeys,
+    options: AcquireOptions,
+    mode: 'wait' | 'try',
+  ): Promise<Lock | null> {
     const userKeys = normalizeKeys(keys);
     const ttl = options.ttl ?? this.defaults.ttl;
     assertTtl(ttl, 'ttl');
@@ -78,7 +82,8 @@ export class LockEngine implements LockOwner {
       const holder = chain.get(key);
       if (holder) inherited.set(key, holder);
     }
-    if (inherited.size === userKeys.length) return new ReentrantLock(userKeys, inherited, undefined);
+    if (inherited.size === userKeys.length)
+      return new ReentrantLock(userKeys, inherited, undefined);
     const missing = userKeys.filter((key) => !inherited.has(key));
     let own: GrantedLock;
     try {
@@ -127,14 +132,18 @@ export class LockEngine implements LockOwner {
     try {
       await lock.release();
     } catch (err) {
-      this.logger.warn(`release of lock "${lock.key}" after a failed call: ${(err as Error)?.message}`);
+      this.logger.warn(
+        `release of lock "${lock.key}" after a failed call: ${(err as Error)?.message}`,
+      );
     }
   }
 
   /** Whether `key` is held by anyone, according to the backend. */
   async isLocked(key: string): Promise<boolean> {
     assertValidKey(key);
-    const info = await this.call('inspect', () => this.backend.inspect(this.defaults.keyPrefix + key));
+    const info = await this.call('inspect', () =>
+      this.backend.inspect(this.defaults.keyPrefix + key),
+    );
     return info.held;
   }
 
@@ -152,7 +161,9 @@ export class LockEngine implements LockOwner {
     const results = await Promise.allSettled(held.map((lock) => lock.release()));
     results.forEach((result, i) => {
       if (result.status === 'rejected') {
-        this.logger.warn(`release of lock "${held[i].key}" at shutdown: ${(result.reason as Error)?.message}`);
+        this.logger.warn(
+          `release of lock "${held[i].key}" at shutdown: ${(result.reason as Error)?.message}`,
+        );
       }
     });
   }
@@ -208,7 +219,9 @@ export class LockEngine implements LockOwner {
     };
     const started = monotonicNow();
     const deadline = started + wait;
-    const waiter = new WakeWaiter(signal ? [signal, this.shutdown$.signal] : [this.shutdown$.signal]);
+    const waiter = new WakeWaiter(
+      signal ? [signal, this.shutdown$.signal] : [this.shutdown$.signal],
+    );
     // Subscribe before the first attempt: a release that hands us the lock must find us listening.
     const unsubscribe = wait > 0 ? this.backend.onWake(ref.token, () => waiter.wake()) : undefined;
     let queued = false;
@@ -219,7 +232,9 @@ export class LockEngine implements LockOwner {
         waiter.reset();
         const sentAt = monotonicNow();
         const queueFor = wait > 0 ? Math.max(1, Math.ceil(deadline - sentAt)) : 0;
-        const result = await this.call('acquire', () => this.backend.acquire({ ...ref, ttl, queueFor }));
+        const result = await this.call('acquire', () =>
+          this.backend.acquire({ ...ref, ttl, queueFor }),
+        );
         if (result.acquired) {
           const lock = new GrantedLock(this, keys, ref, result.fencingTokens, ttl, renew, sentAt);
           this.held.add(lock);
@@ -259,9 +274,14 @@ export class LockEngine implements LockOwner {
       return await fn();
     } catch (err) {
       if (err instanceof LockError) throw err;
-      throw new LockBackendError(this.backend.name, operation, (err as Error)?.message ?? String(err), {
-        cause: err,
-      });
+      throw new LockBackendError(
+        this.backend.name,
+        operation,
+        (err as Error)?.message ?? String(err),
+        {
+          cause: err,
+        },
+      );
     }
   }
 }

@@ -12,7 +12,11 @@ describe('RenewalScheduler batching', () => {
       extended += requests.length;
       return extend(requests);
     };
-    const engine = new LockEngine(backend, { keyPrefix: 'b:', ttl: 300, wait: 0 }, { warn: () => {}, error: () => {} });
+    const engine = new LockEngine(
+      backend,
+      { keyPrefix: 'b:', ttl: 300, wait: 0 },
+      { warn: () => {}, error: () => {} },
+    );
     const locks = [];
     for (let i = 0; i < 2000; i++) {
       locks.push(await engine.acquire(`k${i}`, {}, 'wait'));

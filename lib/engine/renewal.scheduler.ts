@@ -60,7 +60,9 @@ export class RenewalScheduler {
   }
 
   private dueAt(lock: GrantedLock): number {
-    return lock.renew && !lock.renewing ? Math.min(lock.nextRenewAt, lock.validUntil) : lock.validUntil;
+    return lock.renew && !lock.renewing
+      ? Math.min(lock.nextRenewAt, lock.validUntil)
+      : lock.validUntil;
   }
 
   private arm(at: number): void {
@@ -98,7 +100,9 @@ export class RenewalScheduler {
     for (const lock of batch) lock.renewing = true;
     const sentAt = monotonicNow();
     try {
-      const results = await this.backend.extend(batch.map((lock) => ({ ...lock.ref, ttl: lock.ttl })));
+      const results = await this.backend.extend(
+        batch.map((lock) => ({ ...lock.ref, ttl: lock.ttl })),
+      );
       batch.forEach((lock, i) => {
         lock.renewing = false;
         if (!lock.held) return;

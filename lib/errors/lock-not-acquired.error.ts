@@ -14,6 +14,8 @@ export class LockNotAcquiredError extends LockError {
     readonly waited: number,
     readonly retryAfter?: number,
   ) {
-    super(`Lock "${keys.join('", "')}" not acquired within ${waited} ms: it is held by another owner`);
+    super(
+      `Lock "${keys.join('", "')}" not acquired within ${waited} ms: it is held by another owner`,
+    );
   }
 }

@@ -1,4 +1,10 @@
-import { CallHandler, ConflictException, ExecutionContext, Injectable, NestInterceptor } from '@nestjs/common';
+import {
+  CallHandler,
+  ConflictException,
+  ExecutionContext,
+  Injectable,
+  NestInterceptor,
+} from '@nestjs/common';
 import { catchError, Observable, throwError } from 'rxjs';
 import { LockNotAcquiredError } from '../errors/lock-not-acquired.error';
 
@@ -19,12 +25,15 @@ export class LockInterceptor implements NestInterceptor {
   intercept(context: ExecutionContext, next: CallHandler): Observable<unknown> {
     return next.handle().pipe(
       catchError((err: unknown) => {
-        if (!(err instanceof LockNotAcquiredError) || context.getType() !== 'http') return throwError(() => err);
+        if (!(err instanceof LockNotAcquiredError) || context.getType() !== 'http')
+          return throwError(() => err);
         const response = context.switchToHttp().getResponse<HeaderSink>();
         const seconds = String(Math.max(1, Math.ceil((err.retryAfter ?? 1000) / 1000)));
         if (typeof response?.setHeader === 'function') response.setHeader('Retry-After', seconds);
         else if (typeof response?.header === 'function') response.header('Retry-After', seconds);
-        return throwError(() => new ConflictException(err.message, { cause: err, description: 'Conflict' }));
+        return throwError(
+          () => new ConflictException(err.message, { cause: err, description: 'Conflict' }),
+        );
       }),
     );
   }

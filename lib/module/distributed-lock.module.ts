@@ -28,7 +28,11 @@ export class DistributedLockModule {
     return {
       module: DistributedLockModule,
       global: options.isGlobal ?? true,
-      providers: [{ provide: DISTRIBUTED_LOCK_OPTIONS, useValue: options }, runtimeProvider, LockService],
+      providers: [
+        { provide: DISTRIBUTED_LOCK_OPTIONS, useValue: options },
+        runtimeProvider,
+        LockService,
+      ],
       exports: [LockService],
     };
   }
@@ -37,7 +41,9 @@ export class DistributedLockModule {
   static forRootAsync(options: DistributedLockModuleAsyncOptions): DynamicModule {
     const sources = [options.useFactory, options.useClass, options.useExisting].filter(Boolean);
     if (sources.length !== 1) {
-      throw new TypeError('DistributedLockModule.forRootAsync needs exactly one of useFactory, useClass, useExisting');
+      throw new TypeError(
+        'DistributedLockModule.forRootAsync needs exactly one of useFactory, useClass, useExisting',
+      );
     }
     const providers: Provider[] = [runtimeProvider, LockService];
     if (options.useFactory) {
@@ -47,11 +53,14 @@ export class DistributedLockModule {
         inject: options.inject ?? [],
       });
     } else {
-      const factoryClass = (options.useClass ?? options.useExisting) as NonNullable<typeof options.useClass>;
+      const factoryClass = (options.useClass ?? options.useExisting) as NonNullable<
+        typeof options.useClass
+      >;
       if (options.useClass) providers.push({ provide: factoryClass, useClass: factoryClass });
       providers.push({
         provide: DISTRIBUTED_LOCK_OPTIONS,
-        useFactory: (factory: DistributedLockOptionsFactory) => factory.createDistributedLockOptions(),
+        useFactory: (factory: DistributedLockOptionsFactory) =>
+          factory.createDistributedLockOptions(),
         inject: [factoryClass],
       });
     }

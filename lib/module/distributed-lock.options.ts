@@ -1,4 +1,9 @@
-import type { InjectionToken, ModuleMetadata, OptionalFactoryDependency, Type } from '@nestjs/common';
+import type {
+  InjectionToken,
+  ModuleMetadata,
+  OptionalFactoryDependency,
+  Type,
+} from '@nestjs/common';
 import type { LockBackend } from '../backends/lock-backend.interface';
 import type { MemoryLockBackendOptions } from '../backends/memory/memory.backend';
 
@@ -29,7 +34,8 @@ export interface DistributedLockModuleOptions {
 
 /** A class that produces the module options, for `forRootAsync({ useClass | useExisting })`. */
 export interface DistributedLockOptionsFactory {
-  createDistributedLockOptions(): DistributedLockModuleOptions | Promise<DistributedLockModuleOptions>;
+  createDistributedLockOptions():
+    DistributedLockModuleOptions | Promise<DistributedLockModuleOptions>;
 }
 
 /** Options of `DistributedLockModule.forRootAsync`. Exactly one of `useFactory`, `useClass`, `useExisting`. */
@@ -37,7 +43,9 @@ export interface DistributedLockModuleAsyncOptions extends Pick<ModuleMetadata, 
   /** Providers injected into `useFactory`. */
   inject?: (InjectionToken | OptionalFactoryDependency)[];
   /** Builds the options; may be async. */
-  useFactory?: (...args: never[]) => DistributedLockModuleOptions | Promise<DistributedLockModuleOptions>;
+  useFactory?: (
+    ...args: never[]
+  ) => DistributedLockModuleOptions | Promise<DistributedLockModuleOptions>;
   /** A class the module instantiates to build the options. */
   useClass?: Type<DistributedLockOptionsFactory>;
   /** An existing provider (from `imports`) that builds the options. */

@@ -1,7 +1,7 @@
 import type { LockBackend } from '../backends/lock-backend.interface';
 import { MemoryLockBackend } from '../backends/memory/memory.backend';
 import type { EngineDefaults } from '../engine/lock.engine';
-import { describe } from '../engine/lock-key.validator';
+import { describe, hasControlCharacter } from '../engine/lock-key.validator';
 import { assertTtl, assertWait } from '../engine/lock-options.validator';
 import { DEFAULT_KEY_PREFIX, DEFAULT_TTL, DEFAULT_WAIT } from './distributed-lock.constants';
 import type { DistributedLockModuleOptions, LockBackendConfig } from './distributed-lock.options';
@@ -34,8 +34,7 @@ export function createLockRuntime(options: DistributedLockModuleOptions | undefi
   const wait = opts.wait ?? DEFAULT_WAIT;
   assertWait(wait, `${prefix} wait`);
   const keyPrefix = opts.keyPrefix ?? DEFAULT_KEY_PREFIX;
-  // eslint-disable-next-line no-control-regex
-  if (typeof keyPrefix !== 'string' || keyPrefix.length > 128 || /[\u0000-\u001f\u007f]/.test(keyPrefix)) {
+  if (typeof keyPrefix !== 'string' || keyPrefix.length > 128 || hasControlCharacter(keyPrefix)) {
     throw new TypeError(`${prefix} keyPrefix must be a printable string of at most 128 characters`);
   }
   const { backend, ownsBackend } = createBackend(opts.backend ?? { type: 'memory' }, prefix);
@@ -54,7 +53,9 @@ function createBackend(
   prefix: string,
 ): { backend: LockBackend; ownsBackend: boolean } {
   if (backend === null || typeof backend !== 'object') {
-    throw new TypeError(`${prefix} backend must be a LockBackend instance or a config object, got ${describe(backend)}`);
+    throw new TypeError(
+      `${prefix} backend must be a LockBackend instance or a config object, got ${describe(backend)}`,
+    );
   }
   if (isBackendInstance(backend)) return { backend, ownsBackend: false };
   const { type, ...rest } = backend as { type?: unknown };

@@ -61,7 +61,11 @@ export class LockService implements BeforeApplicationShutdown, OnApplicationShut
    * `lock.signal` aborts at once, and `LockLostError` is thrown after `fn` ends, unless `fn`
    * threw first (its error wins).
    */
-  async withLock<T>(keys: LockKeys, fn: (lock: Lock) => T | Promise<T>, options: AcquireOptions = {}): Promise<T> {
+  async withLock<T>(
+    keys: LockKeys,
+    fn: (lock: Lock) => T | Promise<T>,
+    options: AcquireOptions = {},
+  ): Promise<T> {
     const lock = await this.engine.acquire(keys, options, 'wait');
     return this.engine.runHolding(lock, () => fn(lock));
   }
@@ -81,7 +85,11 @@ export class LockService implements BeforeApplicationShutdown, OnApplicationShut
    * the lock until it completes, errors or is unsubscribed.
    * @internal
    */
-  async runLocked<T>(keys: LockKeys, options: RunLockedOptions, invoke: () => T): Promise<T | undefined> {
+  async runLocked<T>(
+    keys: LockKeys,
+    options: RunLockedOptions,
+    invoke: () => T,
+  ): Promise<T | undefined> {
     let lock: Lock;
     try {
       lock = await this.engine.acquire(keys, options, 'wait');

@@ -1,4 +1,9 @@
-import { LockLostError, LockNotAcquiredError, LockService, LockBackendError } from 'nestjs-distributed-lock';
+import {
+  LockLostError,
+  LockNotAcquiredError,
+  LockService,
+  LockBackendError,
+} from 'nestjs-distributed-lock';
 import { INestApplication } from '@nestjs/common';
 import { deferred, eventually, sleep, within } from '../support/async.helpers';
 import { ObservedBackend } from '../support/observed.backend';
@@ -30,7 +35,9 @@ describe.each(TEST_BACKENDS)('LockService on $name', (testBackend) => {
     const lock = await locks.acquire(key);
     expect(lock.key).toBe(key);
     expect(lock.keys).toEqual([key]);
-    expect(lock.token).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    expect(lock.token).toMatch(
+      /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/,
+    );
     expect(Number.isSafeInteger(lock.fencingToken)).toBe(true);
     expect(lock.expiresAt).toBeGreaterThan(Date.now());
     expect(await other.isLocked(key)).toBe(true);
@@ -58,7 +65,11 @@ describe.each(TEST_BACKENDS)('LockService on $name', (testBackend) => {
         inside--;
         runs++;
       });
-    await within(20_000, Promise.all(Array.from({ length: 20 }, (_, i) => worker(i % 2 ? locks : other))), 'workers');
+    await within(
+      20_000,
+      Promise.all(Array.from({ length: 20 }, (_, i) => worker(i % 2 ? locks : other))),
+      'workers',
+    );
     expect(runs).toBe(20);
     expect(maxInside).toBe(1);
   });
@@ -161,7 +172,11 @@ describe.each(TEST_BACKENDS)('LockService on $name', (testBackend) => {
   it('with renew: false, lets the lock expire and reports the loss', async () => {
     const key = uniqueKey();
     const lock = await locks.acquire(key, { ttl: 200, renew: false });
-    const lost = await within(5000, new Promise((r) => lock.signal.addEventListener('abort', () => r(lock.signal.reason))), 'loss');
+    const lost = await within(
+      5000,
+      new Promise((r) => lock.signal.addEventListener('abort', () => r(lock.signal.reason))),
+      'loss',
+    );
     expect(lost).toBeInstanceOf(LockLostError);
     await eventually(async () => !(await other.isLocked(key)), 3000, 'key expired');
     await expect(lock.release()).rejects.toBeInstanceOf(LockLostError);
@@ -176,7 +191,11 @@ describe.each(TEST_BACKENDS)('LockService on $name', (testBackend) => {
         // Another owner takes over: the lock is gone behind our back (as after an expiry).
         await backend.inner.release({ keys: [`lock:${key}`], token: lock.token });
         const thief = await other.acquire(key, { ttl: 60_000 });
-        await within(5000, new Promise((r) => lock.signal.addEventListener('abort', r)), 'signal abort');
+        await within(
+          5000,
+          new Promise((r) => lock.signal.addEventListener('abort', r)),
+          'signal abort',
+        );
         sawAbort = lock.signal.reason;
         await thief.release();
         return 'work done';
@@ -266,7 +285,9 @@ describe.each(TEST_BACKENDS)('LockService on $name', (testBackend) => {
         await sleep(1);
         done++;
       });
-    const calls = Array.from({ length: 20 }, (_, i) => (i % 2 ? run(locks, [a, b]) : run(other, [b, a])));
+    const calls = Array.from({ length: 20 }, (_, i) =>
+      i % 2 ? run(locks, [a, b]) : run(other, [b, a]),
+    );
     await within(20_000, Promise.all(calls), 'multi-key callers');
     expect(done).toBe(20);
   });

@@ -14,7 +14,12 @@ import { PATH_METADATA, METHOD_METADATA } from '@nestjs/common/constants';
 import { Cron, ScheduleModule, SchedulerRegistry } from '@nestjs/schedule';
 import { Observable, timer, map } from 'rxjs';
 import request from 'supertest';
-import { Locked, LockNotAcquiredError, LockService, LockBackendError } from 'nestjs-distributed-lock';
+import {
+  Locked,
+  LockNotAcquiredError,
+  LockService,
+  LockBackendError,
+} from 'nestjs-distributed-lock';
 import { deferred, eventually, sleep, within } from '../support/async.helpers';
 import { ObservedBackend } from '../support/observed.backend';
 import { createLockApp, uniqueKey } from '../support/test-app';
@@ -54,16 +59,19 @@ class PaymentService {
   }
 
   @Locked(`${RUN}:cust:<0.customer.id>:<1>`)
+  // eslint-disable-next-line @typescript-eslint/no-unused-vars -- the key template reads them
   async byPath(_order: { customer: { id: number } }, region: string): Promise<string | undefined> {
     return this.locks.current()?.key;
   }
 
   @Locked([`${RUN}:acct:<from>`, `${RUN}:acct:<to>`])
+  // eslint-disable-next-line @typescript-eslint/no-unused-vars -- the key template reads them
   async transfer(from: string, to: string): Promise<readonly string[] | undefined> {
     return this.locks.current()?.keys;
   }
 
   @Locked((id: number) => `${RUN}:fn:${id * 2}`)
+  // eslint-disable-next-line @typescript-eslint/no-unused-vars -- the key template reads them
   async byFunction(id: number): Promise<string | undefined> {
     return this.locks.current()?.key;
   }
@@ -141,7 +149,11 @@ describe.each(TEST_BACKENDS)('@Locked on $name', (testBackend) => {
     backend = new ObservedBackend(testBackend.connect());
     const created = await createLockApp(
       { backend, wait: 2000 },
-      { imports: [ScheduleModule.forRoot()], providers: [PaymentService, CronJobs], controllers: [OrdersController] },
+      {
+        imports: [ScheduleModule.forRoot()],
+        providers: [PaymentService, CronJobs],
+        controllers: [OrdersController],
+      },
     );
     app = created.app;
     payments = created.get(PaymentService);
@@ -194,7 +206,9 @@ describe.each(TEST_BACKENDS)('@Locked on $name', (testBackend) => {
     await expect(payments.pay(null as unknown as string, 1)).rejects.toThrow(/orderId/);
     await expect(payments.pay('', 1)).rejects.toThrow(/empty/);
     await expect(payments.pay({ id: 1 } as unknown as string, 1)).rejects.toThrow(/property path/);
-    await expect(payments.byPath({} as { customer: { id: number } }, 'eu')).rejects.toThrow(/customer/);
+    await expect(payments.byPath({} as { customer: { id: number } }, 'eu')).rejects.toThrow(
+      /customer/,
+    );
     await expect(payments.byPath({ customer: { id: Number.NaN } }, 'eu')).rejects.toThrow(/NaN/);
     expect(backend.calls.length).toBe(before);
   });
@@ -227,7 +241,8 @@ describe.each(TEST_BACKENDS)('@Locked on $name', (testBackend) => {
     void above.fireOnTick();
     await eventually(() => cron.runs === 2, 5000, 'first firings ran');
     await eventually(
-      async () => (await other.isLocked(`${RUN}:cron:below`)) && (await other.isLocked(`${RUN}:cron:above`)),
+      async () =>
+        (await other.isLocked(`${RUN}:cron:below`)) && (await other.isLocked(`${RUN}:cron:above`)),
       5000,
       'cron locks held',
     );
@@ -236,7 +251,11 @@ describe.each(TEST_BACKENDS)('@Locked on $name', (testBackend) => {
     expect(cron.runs).toBe(2);
     gate.resolve();
     cron.gate = undefined;
-    await eventually(async () => !(await other.isLocked(`${RUN}:cron:below`)), 5000, 'cron lock released');
+    await eventually(
+      async () => !(await other.isLocked(`${RUN}:cron:below`)),
+      5000,
+      'cron lock released',
+    );
     void below.fireOnTick();
     await eventually(() => cron.runs === 3, 5000, 'third firing ran');
   });
@@ -253,7 +272,11 @@ describe.each(TEST_BACKENDS)('@Locked on $name', (testBackend) => {
   it('answers 409 with the standard error body and Retry-After when the lock is busy', async () => {
     const holder = await other.acquire(`${RUN}:http:13`, { ttl: 5000 });
     const res = await request(app.getHttpServer()).post('/orders/13/pay').expect(409);
-    expect(res.body).toEqual({ statusCode: 409, error: 'Conflict', message: expect.stringContaining('not acquired') });
+    expect(res.body).toEqual({
+      statusCode: 409,
+      error: 'Conflict',
+      message: expect.stringContaining('not acquired'),
+    });
     expect(Number(res.headers['retry-after'])).toBeGreaterThanOrEqual(1);
     await holder.release();
   });
@@ -262,7 +285,9 @@ describe.each(TEST_BACKENDS)('@Locked on $name', (testBackend) => {
     const gate = deferred();
     controller.gate = gate.promise;
     controller.entered = deferred();
-    const first = request(app.getHttpServer()).post('/orders/14/pay').then((r) => r.status);
+    const first = request(app.getHttpServer())
+      .post('/orders/14/pay')
+      .then((r) => r.status);
     await within(5000, controller.entered.promise, 'first request entered');
     await request(app.getHttpServer()).post('/orders/14/pay').expect(409);
     gate.resolve();
@@ -278,7 +303,9 @@ describe.each(TEST_BACKENDS)('@Locked on $name', (testBackend) => {
 
   it('holds the lock until an Observable result completes', async () => {
     const key = `${RUN}:http:stream:16`;
-    const pending = request(app.getHttpServer()).get('/orders/16/stream').then((r) => r.body as unknown);
+    const pending = request(app.getHttpServer())
+      .get('/orders/16/stream')
+      .then((r) => r.body as unknown);
     await sleep(60);
     expect(await other.isLocked(key)).toBe(true);
     expect(await pending).toEqual({ id: '16', held: true });

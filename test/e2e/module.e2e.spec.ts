@@ -33,8 +33,16 @@ describe('DistributedLockModule options', () => {
     ['ttl 0', { ttl: 0 }, /ttl must be a finite number of milliseconds > 0/],
     ['ttl Infinity', { ttl: Infinity }, /ttl/],
     ['negative wait', { wait: -5 }, /wait must be/],
-    ['unknown backend type', { backend: { type: 'mongo' } as unknown as DistributedLockModuleOptions['backend'] }, /unknown backend type "mongo"/],
-    ['unknown option', { tll: 5 } as unknown as DistributedLockModuleOptions, /unknown option "tll"/],
+    [
+      'unknown backend type',
+      { backend: { type: 'mongo' } as unknown as DistributedLockModuleOptions['backend'] },
+      /unknown backend type "mongo"/,
+    ],
+    [
+      'unknown option',
+      { tll: 5 } as unknown as DistributedLockModuleOptions,
+      /unknown option "tll"/,
+    ],
     ['bad key prefix', { keyPrefix: 5 as unknown as string }, /keyPrefix/],
   ])('fails at bootstrap on %s', async (_label, options, message) => {
     await expect(bootstrap([DistributedLockModule.forRoot(options)])).rejects.toThrow(message);
@@ -71,7 +79,9 @@ describe('DistributedLockModule options', () => {
     @Module({ providers: [Options], exports: [Options] })
     class OptionsModule {}
     const first = await bootstrap([DistributedLockModule.forRootAsync({ useClass: Options })]);
-    const second = await bootstrap([DistributedLockModule.forRootAsync({ imports: [OptionsModule], useExisting: Options })]);
+    const second = await bootstrap([
+      DistributedLockModule.forRootAsync({ imports: [OptionsModule], useExisting: Options }),
+    ]);
     const lock = await first.get(LockService).acquire('shared');
     expect(await second.get(LockService).isLocked('shared')).toBe(true);
     await lock.release();
@@ -93,9 +103,9 @@ describe('DistributedLockModule options', () => {
     const app = await bootstrap([DistributedLockModule.forRoot(), FeatureModule]);
     expect(app.get(Consumer).locks).toBeInstanceOf(LockService);
     await app.close();
-    await expect(bootstrap([DistributedLockModule.forRoot({ isGlobal: false }), FeatureModule])).rejects.toThrow(
-      /LockService/,
-    );
+    await expect(
+      bootstrap([DistributedLockModule.forRoot({ isGlobal: false }), FeatureModule]),
+    ).rejects.toThrow(/LockService/);
   });
 });
 

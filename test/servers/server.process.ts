@@ -29,7 +29,9 @@ export function freePort(): Promise<number> {
 
 function onPath(binary: string): string | undefined {
   try {
-    return execFileSync('sh', ['-c', `command -v ${binary}`], { encoding: 'utf8' }).trim() || undefined;
+    return (
+      execFileSync('sh', ['-c', `command -v ${binary}`], { encoding: 'utf8' }).trim() || undefined
+    );
   } catch {
     return undefined;
   }
@@ -47,14 +49,22 @@ export function ensureBinary(binary: string, debPackage: string): string {
   }
   const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
   execFileSync('apt-get', ['update', '-qq'], { stdio: 'inherit', env, timeout: 300_000 });
-  execFileSync('apt-get', ['install', '-y', '-qq', debPackage], { stdio: 'inherit', env, timeout: 600_000 });
+  execFileSync('apt-get', ['install', '-y', '-qq', debPackage], {
+    stdio: 'inherit',
+    env,
+    timeout: 600_000,
+  });
   const installed = onPath(binary);
   if (!installed) throw new Error(`apt-get install ${debPackage} did not provide ${binary}`);
   return installed;
 }
 
 /** Resolves once something accepts TCP connections on 127.0.0.1:port; rejects after timeoutMs. */
-export async function waitForPort(port: number, timeoutMs: number, child?: ChildProcess): Promise<void> {
+export async function waitForPort(
+  port: number,
+  timeoutMs: number,
+  child?: ChildProcess,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (let attempt = 0; attempt < 10_000 && Date.now() < deadline; attempt++) {
     if (child && child.exitCode !== null) {

@@ -27,7 +27,11 @@ export async function within<T>(ms: number, promise: Promise<T>, label: string):
 }
 
 /** Polls `predicate` until true; bounded by `ms` and by 1000 rounds. */
-export async function eventually(predicate: () => boolean | Promise<boolean>, ms: number, label: string): Promise<void> {
+export async function eventually(
+  predicate: () => boolean | Promise<boolean>,
+  ms: number,
+  label: string,
+): Promise<void> {
   const deadline = Date.now() + ms;
   for (let i = 0; i < 1000 && Date.now() < deadline; i++) {
     if (await predicate()) return;

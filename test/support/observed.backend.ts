@@ -44,7 +44,9 @@ export class ObservedBackend implements LockBackend {
     const result = await this.inner.acquire(request);
     if (!result.acquired) {
       this.busyCount++;
-      this.busyWaiters = this.busyWaiters.filter((w) => (w.count <= this.busyCount ? (w.resolve(), false) : true));
+      this.busyWaiters = this.busyWaiters.filter((w) =>
+        w.count <= this.busyCount ? (w.resolve(), false) : true,
+      );
     }
     return result;
   }

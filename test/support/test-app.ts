@@ -1,7 +1,11 @@
 import { INestApplication, ModuleMetadata, Type } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
 import { randomUUID } from 'node:crypto';
-import { DistributedLockModule, DistributedLockModuleOptions, LockService } from 'nestjs-distributed-lock';
+import {
+  DistributedLockModule,
+  DistributedLockModuleOptions,
+  LockService,
+} from 'nestjs-distributed-lock';
 
 /** Builds and initialises a Nest app importing DistributedLockModule.forRoot(options) plus `metadata`. */
 export async function createLockApp(

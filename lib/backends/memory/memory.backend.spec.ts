@@ -24,7 +24,12 @@ describe('MemoryLockBackend', () => {
 
   it('checks the owner on extend and release', async () => {
     await backend.acquire({ ...ref('k', 'a'), ttl: 1000 });
-    expect(await backend.extend([{ ...ref('k', 'b'), ttl: 1000 }, { ...ref('k', 'a'), ttl: 1000 }])).toEqual([false, true]);
+    expect(
+      await backend.extend([
+        { ...ref('k', 'b'), ttl: 1000 },
+        { ...ref('k', 'a'), ttl: 1000 },
+      ]),
+    ).toEqual([false, true]);
     expect(await backend.release(ref('k', 'b'))).toBe(false);
     expect((await backend.inspect('k')).held).toBe(true);
     expect(await backend.release(ref('k', 'a'))).toBe(true);
@@ -36,13 +41,19 @@ describe('MemoryLockBackend', () => {
     const woken: string[] = [];
     backend.onWake('b', () => woken.push('b'));
     backend.onWake('c', () => woken.push('c'));
-    expect((await backend.acquire({ ...ref('k', 'b'), ttl: 5000, queueFor: 1000 })).acquired).toBe(false);
-    expect((await backend.acquire({ ...ref('k', 'c'), ttl: 5000, queueFor: 1000 })).acquired).toBe(false);
+    expect((await backend.acquire({ ...ref('k', 'b'), ttl: 5000, queueFor: 1000 })).acquired).toBe(
+      false,
+    );
+    expect((await backend.acquire({ ...ref('k', 'c'), ttl: 5000, queueFor: 1000 })).acquired).toBe(
+      false,
+    );
     await backend.release(ref('k', 'a'));
     await Promise.resolve();
     expect(woken).toEqual(['b']);
     // Nobody else can take it, not even a queued waiter further back.
-    expect((await backend.acquire({ ...ref('k', 'c'), ttl: 5000, queueFor: 1000 })).acquired).toBe(false);
+    expect((await backend.acquire({ ...ref('k', 'c'), ttl: 5000, queueFor: 1000 })).acquired).toBe(
+      false,
+    );
     expect((await backend.acquire({ ...ref('k', 'x'), ttl: 5000 })).acquired).toBe(false);
     const claimed = await backend.acquire({ ...ref('k', 'b'), ttl: 5000, queueFor: 1000 });
     expect(claimed.acquired).toBe(true);
@@ -56,7 +67,9 @@ describe('MemoryLockBackend', () => {
     await backend.release(ref('k', 'a')); // handed to 'dead', which never claims
     await new Promise((r) => setTimeout(r, 150));
     // The claim window (100 ms) ran out and the key moved on to the next waiter.
-    expect((await backend.acquire({ ...ref('k', 'next'), ttl: 5000, queueFor: 5000 })).acquired).toBe(true);
+    expect(
+      (await backend.acquire({ ...ref('k', 'next'), ttl: 5000, queueFor: 5000 })).acquired,
+    ).toBe(true);
   });
 
   it('issues strictly increasing fencing tokens, also after expiry', async () => {

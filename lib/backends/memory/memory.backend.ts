@@ -147,7 +147,11 @@ export class MemoryLockBackend implements LockBackend {
   async inspect(key: string): Promise<BackendLockInfo> {
     const holder = this.keys.get(key)?.holder;
     if (!holder) return { held: false };
-    return { held: true, ttl: Math.max(0, Math.ceil(holder.expiresAt - monotonicNow())), fencingToken: holder.fence };
+    return {
+      held: true,
+      ttl: Math.max(0, Math.ceil(holder.expiresAt - monotonicNow())),
+      fencingToken: holder.fence,
+    };
   }
 
   onWake(token: string, listener: () => void): Unsubscribe {
@@ -179,7 +183,14 @@ export class MemoryLockBackend implements LockBackend {
     return state;
   }
 
-  private hold(key: string, state: KeyState, token: string, fence: number, ttl: number, handed: boolean): void {
+  private hold(
+    key: string,
+    state: KeyState,
+    token: string,
+    fence: number,
+    ttl: number,
+    handed: boolean,
+  ): void {
     if (state.holder) clearTimeout(state.holder.timer);
     const timer = setTimeout(() => {
       if (state.holder?.token === token) this.free(key);
@@ -233,7 +244,8 @@ export class MemoryLockBackend implements LockBackend {
   }
 
   private dropIfIdle(key: string, state: KeyState): void {
-    if (!state.holder && state.queue.length === 0 && this.keys.get(key) === state) this.keys.delete(key);
+    if (!state.holder && state.queue.length === 0 && this.keys.get(key) === state)
+      this.keys.delete(key);
   }
 
   private wake(token: string): void {
