@@ -5,6 +5,8 @@ export type {
   DistributedLockOptionsFactory,
   LockBackendConfig,
   MemoryBackendConfig,
+  RedisBackendConfig,
+  EtcdBackendConfig,
 } from './module/distributed-lock.options';
 export {
   DISTRIBUTED_LOCK_OPTIONS,
@@ -31,7 +33,10 @@ export type {
   BackendExtendRequest,
   BackendLockInfo,
   BackendLockRef,
+  BackendLossEvent,
   Unsubscribe,
 } from './backends/lock-backend.interface';
 export { MemoryLockBackend } from './backends/memory/memory.backend';
 export type { MemoryLockBackendOptions } from './backends/memory/memory.backend';
+export * from './backends/redis';
+export * from './backends/etcd';

@@ -63,6 +63,16 @@ export interface BackendLockInfo {
   readonly fencingToken?: number;
 }
 
+/** What a backend reports when it learns that grants ended without a release (a lost lease). */
+export interface BackendLossEvent {
+  /** The grants that are gone. */
+  readonly locks: readonly BackendLockRef[];
+  /** Why they ended. */
+  readonly reason: string;
+  /** The underlying error, when there was one. */
+  readonly cause?: unknown;
+}
+
 /** Stops a wake-up subscription. */
 export type Unsubscribe = () => void;
 
@@ -115,6 +125,14 @@ export interface LockBackend {
    * by `retryAfter`.
    */
   onWake(token: string, listener: () => void): Unsubscribe;
+
+  /**
+   * Optional: calls `listener` as soon as the backend itself learns that grants ended (for
+   * example a session lease expired), so holders hear of the loss before anyone else can be
+   * granted the lock, without waiting for their next extension. Backends without such knowledge
+   * omit it; the engine then relies on `extend` and the local validity deadline.
+   */
+  onLost?(listener: (event: BackendLossEvent) => void): Unsubscribe;
 
   /**
    * Releases the resources this backend opened itself (connections, timers, leases). Called on

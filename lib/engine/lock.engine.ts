@@ -38,7 +38,9 @@ export interface EngineLogger {
 export class LockEngine implements LockOwner {
   readonly context = new LockContext();
   private readonly scheduler: RenewalScheduler;
-  private readonly held = new Set<GrantedLock>();
+  /** Own grants, by owner token, so a backend's loss report finds them. */
+  private readonly held = new Map<string, GrantedLock>();
+  private readonly stopLossReports: (() => void) | undefined;
   private readonly shutdown$ = new AbortController();
 
   constructor(
@@ -47,6 +49,9 @@ export class LockEngine implements LockOwner {
     private readonly logger: EngineLogger,
   ) {
     this.scheduler = new RenewalScheduler(backend, logger);
+    this.stopLossReports = backend.onLost?.((event) => {
+      for (const ref of event.locks) this.held.get(ref.token)?.lost(event.reason, event.cause);
+    });
   }
 
   /** Number of grants this engine currently holds (reentrant handles excluded). */
@@ -156,8 +161,9 @@ export class LockEngine implements LockOwner {
   async shutdown(): Promise<void> {
     if (this.shutdown$.signal.aborted) return;
     this.shutdown$.abort(new LockError('the lock module is shutting down'));
-    const held = [...this.held];
+    const held = [...this.held.values()];
     this.scheduler.stop();
+    this.stopLossReports?.();
     const results = await Promise.allSettled(held.map((lock) => lock.release()));
     results.forEach((result, i) => {
       if (result.status === 'rejected') {
@@ -200,7 +206,7 @@ export class LockEngine implements LockOwner {
   }
 
   forget(lock: GrantedLock): void {
-    this.held.delete(lock);
+    this.held.delete(lock.token);
     this.scheduler.delete(lock);
   }
 
@@ -237,7 +243,7 @@ export class LockEngine implements LockOwner {
         );
         if (result.acquired) {
           const lock = new GrantedLock(this, keys, ref, result.fencingTokens, ttl, renew, sentAt);
-          this.held.add(lock);
+          this.held.set(ref.token, lock);
           this.scheduler.add(lock);
           queued = false;
           if (signal?.aborted || this.shutdown$.signal.aborted) {

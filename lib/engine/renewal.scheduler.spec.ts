@@ -14,7 +14,7 @@ describe('RenewalScheduler batching', () => {
     };
     const engine = new LockEngine(
       backend,
-      { keyPrefix: 'b:', ttl: 300, wait: 0 },
+      { keyPrefix: 'b:', ttl: 1500, wait: 0 },
       { warn: () => {}, error: () => {} },
     );
     const locks = [];
@@ -23,7 +23,7 @@ describe('RenewalScheduler batching', () => {
       // Spread acquisitions a little so their renewals are not naturally aligned.
       if (i % 400 === 0) await new Promise((r) => setTimeout(r, 20));
     }
-    await new Promise((r) => setTimeout(r, 700)); // at least two renewal periods
+    await new Promise((r) => setTimeout(r, 3200)); // at least two renewal periods (ttl/3 = 500 ms)
     expect(locks.every((lock) => lock.held)).toBe(true);
     expect(extended).toBeGreaterThanOrEqual(2000);
     expect(extendCalls).toBeLessThan(40);

@@ -5,15 +5,30 @@ import type {
   Type,
 } from '@nestjs/common';
 import type { LockBackend } from '../backends/lock-backend.interface';
+import type { EtcdLockBackendOptions } from '../backends/etcd';
 import type { MemoryLockBackendOptions } from '../backends/memory/memory.backend';
+import type { RedisLockBackendOptions } from '../backends/redis';
 
 /** Selects the embedded in-memory backend (one process only). */
 export interface MemoryBackendConfig extends MemoryLockBackendOptions {
   type: 'memory';
 }
 
+/**
+ * Selects Redis: `{ type: 'redis', url }`, `{ type: 'redis', client }` (an ioredis client you
+ * own; never closed by the module) or `{ type: 'redis', options }` (ioredis options). Needs the
+ * optional peer dependency `ioredis`.
+ */
+export type RedisBackendConfig = { type: 'redis' } & RedisLockBackendOptions;
+
+/**
+ * Selects etcd: `{ type: 'etcd', hosts }` plus etcd3 client options, or `{ type: 'etcd', client }`
+ * (an `Etcd3` you own; never closed by the module). Needs the optional peer dependency `etcd3`.
+ */
+export type EtcdBackendConfig = { type: 'etcd' } & EtcdLockBackendOptions;
+
 /** A backend described by configuration; the module creates it and closes it at shutdown. */
-export type LockBackendConfig = MemoryBackendConfig;
+export type LockBackendConfig = MemoryBackendConfig | RedisBackendConfig | EtcdBackendConfig;
 
 /** Options of `DistributedLockModule.forRoot` (and what `forRootAsync` factories return). */
 export interface DistributedLockModuleOptions {

@@ -1,5 +1,7 @@
 import type { LockBackend } from '../backends/lock-backend.interface';
+import { EtcdLockBackend, EtcdLockBackendOptions } from '../backends/etcd';
 import { MemoryLockBackend } from '../backends/memory/memory.backend';
+import { RedisLockBackend, RedisLockBackendOptions } from '../backends/redis';
 import type { EngineDefaults } from '../engine/lock.engine';
 import { describe, hasControlCharacter } from '../engine/lock-key.validator';
 import { assertTtl, assertWait } from '../engine/lock-options.validator';
@@ -62,9 +64,14 @@ function createBackend(
   switch (type) {
     case 'memory':
       return { backend: new MemoryLockBackend(rest), ownsBackend: true };
+    case 'redis':
+      // The module owns the backend object; the backend itself leaves a user's `client` open.
+      return { backend: new RedisLockBackend(rest as RedisLockBackendOptions), ownsBackend: true };
+    case 'etcd':
+      return { backend: new EtcdLockBackend(rest as EtcdLockBackendOptions), ownsBackend: true };
     default:
       throw new TypeError(
-        `${prefix} unknown backend type ${describe(type)}; expected one of 'memory', or a LockBackend instance`,
+        `${prefix} unknown backend type ${describe(type)}; expected 'memory', 'redis', 'etcd' or a LockBackend instance`,
       );
   }
 }

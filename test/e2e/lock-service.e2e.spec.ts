@@ -8,7 +8,7 @@ import { INestApplication } from '@nestjs/common';
 import { deferred, eventually, sleep, within } from '../support/async.helpers';
 import { ObservedBackend } from '../support/observed.backend';
 import { createLockApp, uniqueKey } from '../support/test-app';
-import { TEST_BACKENDS } from '../support/test-backends';
+import { closeTestBackends, TEST_BACKENDS } from '../support/test-backends';
 
 describe.each(TEST_BACKENDS)('LockService on $name', (testBackend) => {
   const apps: INestApplication[] = [];
@@ -160,11 +160,11 @@ describe.each(TEST_BACKENDS)('LockService on $name', (testBackend) => {
     await locks.withLock(
       key,
       async (lock) => {
-        await sleep(900);
+        await sleep(2000);
         expect(lock.signal.aborted).toBe(false);
         expect(await other.tryAcquire(key)).toBeNull();
       },
-      { ttl: 300 },
+      { ttl: 600 },
     );
     expect(backend.count('extend') - extendsBefore).toBeGreaterThanOrEqual(2);
   });
@@ -314,3 +314,5 @@ describe.each(TEST_BACKENDS)('LockService on $name', (testBackend) => {
     expect(backend.calls.length - before).toBe(400);
   });
 });
+
+afterAll(() => closeTestBackends());

@@ -23,7 +23,7 @@ import {
 import { deferred, eventually, sleep, within } from '../support/async.helpers';
 import { ObservedBackend } from '../support/observed.backend';
 import { createLockApp, uniqueKey } from '../support/test-app';
-import { TEST_BACKENDS } from '../support/test-backends';
+import { closeTestBackends, TEST_BACKENDS } from '../support/test-backends';
 
 const RUN = uniqueKey('run'); // keeps keys apart between backends and runs
 
@@ -377,3 +377,5 @@ describe('@Locked at class definition', () => {
     await expect(new Manual().run('1')).rejects.toThrow(/no LockService was injected/);
   });
 });
+
+afterAll(() => closeTestBackends());

@@ -9,7 +9,7 @@ import {
 } from 'nestjs-distributed-lock';
 import { ObservedBackend } from '../support/observed.backend';
 import { createLockApp, uniqueKey } from '../support/test-app';
-import { TEST_BACKENDS } from '../support/test-backends';
+import { closeTestBackends, TEST_BACKENDS } from '../support/test-backends';
 
 async function bootstrap(imports: Parameters<typeof Test.createTestingModule>[0]['imports']) {
   const moduleRef = await Test.createTestingModule({ imports }).compile();
@@ -153,3 +153,5 @@ describe('shutdown of an owned backend', () => {
     }
   });
 });
+
+afterAll(() => closeTestBackends());

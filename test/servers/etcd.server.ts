@@ -5,13 +5,21 @@ export interface EtcdMember {
   readonly name: string;
   readonly clientPort: number;
   readonly peerPort: number;
+  /** Shared by every member of one cluster: etcd rejects peers with another token. */
+  readonly clusterToken: string;
 }
 
 /** Free ports for an etcd cluster of `size` members on 127.0.0.1. */
 export async function planEtcdCluster(size: number): Promise<EtcdMember[]> {
   const members: EtcdMember[] = [];
+  const clusterToken = `ndl-${process.pid}-${Date.now()}`;
   for (let i = 0; i < size; i++) {
-    members.push({ name: `m${i}`, clientPort: await freePort(), peerPort: await freePort() });
+    members.push({
+      name: `m${i}`,
+      clientPort: await freePort(),
+      peerPort: await freePort(),
+      clusterToken,
+    });
   }
   return members;
 }

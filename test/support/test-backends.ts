@@ -1,4 +1,9 @@
-import { LockBackend, MemoryLockBackend } from 'nestjs-distributed-lock';
+import {
+  EtcdLockBackend,
+  LockBackend,
+  MemoryLockBackend,
+  RedisLockBackend,
+} from 'nestjs-distributed-lock';
 
 /**
  * A backend the shared e2e suite runs against. `connect()` returns a new client of ONE shared
@@ -36,5 +41,35 @@ function sharedClient(store: MemoryLockBackend): LockBackend {
   };
 }
 
+function env(name: string): string {
+  const value = process.env[name];
+  if (!value)
+    throw new Error(
+      `${name} is not set: run the suite with jest (its globalSetup starts the servers)`,
+    );
+  return value;
+}
+
+const connected: LockBackend[] = [];
+
+/** Remembers a client so that {@link closeTestBackends} closes it. */
+function tracked(backend: LockBackend): LockBackend {
+  connected.push(backend);
+  return backend;
+}
+
+/** Closes every client the suite connected (call in afterAll): user-owned backends stay open otherwise. */
+export async function closeTestBackends(): Promise<void> {
+  const all = connected.splice(0);
+  await Promise.all(all.map((backend) => backend.close?.()));
+}
+
 /** Every backend the shared e2e suite covers. Adding a backend is one line here. */
-export const TEST_BACKENDS: readonly TestBackend[] = [memory()];
+export const TEST_BACKENDS: readonly TestBackend[] = [
+  memory(),
+  { name: 'redis', connect: () => tracked(new RedisLockBackend({ url: env('REDIS_URL') })) },
+  {
+    name: 'etcd',
+    connect: () => tracked(new EtcdLockBackend({ hosts: env('ETCD_HOSTS').split(',') })),
+  },
+];

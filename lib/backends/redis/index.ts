@@ -1,0 +1,8 @@
+export { RedisLockBackend } from './redis.backend';
+export type {
+  RedisLockBackendClientOptions,
+  RedisLockBackendConnectionOptions,
+  RedisLockBackendOptions,
+  RedisLockBackendTuning,
+  RedisLockBackendUrlOptions,
+} from './redis-backend.options';

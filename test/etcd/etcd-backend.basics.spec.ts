@@ -1,0 +1,241 @@
+import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
+import { EtcdLockBackend } from '../../lib/backends/etcd';
+import { LockBackendError } from '../../lib/errors/lock-backend.error';
+import { Resources, etcdHosts, members, newToken, sleep, uniqueKey } from './etcd-test.helpers';
+
+describe('EtcdLockBackend basics (real etcd)', () => {
+  const resources = new Resources();
+  afterAll(() => resources.closeAll());
+
+  describe('construction', () => {
+    it('rejects bad options clearly', () => {
+      const hosts = etcdHosts();
+      expect(() => new EtcdLockBackend({} as never)).toThrow(/exactly one of `hosts`/);
+      expect(() => new EtcdLockBackend({ hosts: [] })).toThrow(/hosts/);
+      expect(() => new EtcdLockBackend({ hosts: [''] })).toThrow(/hosts/);
+      expect(() => new EtcdLockBackend({ hosts, client: resources.client() } as never)).toThrow(
+        /exactly one/,
+      );
+      expect(() => new EtcdLockBackend({ client: {} as never })).toThrow(/Etcd3 instance/);
+      expect(() => new EtcdLockBackend({ hosts, sessionTtl: 0 })).toThrow(RangeError);
+      expect(() => new EtcdLockBackend({ hosts, sessionTtl: Number.NaN })).toThrow(RangeError);
+      expect(() => new EtcdLockBackend({ hosts, commandTimeout: -1 })).toThrow(RangeError);
+    });
+
+    it('does not load etcd3 when the backend module is imported', () => {
+      const root = join(__dirname, '..', '..');
+      const script = `
+        const ts = require('typescript');
+        const fs = require('fs');
+        require.extensions['.ts'] = (m, file) => m._compile(ts.transpileModule(fs.readFileSync(file, 'utf8'),
+          { compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022, esModuleInterop: true } }).outputText, file);
+        require('./lib/backends/etcd');
+        const loaded = Object.keys(require.cache).some((f) => f.includes('/node_modules/etcd3/'));
+        process.stdout.write(loaded ? 'loaded' : 'not-loaded');
+      `;
+      const out = execFileSync(process.execPath, ['-e', script], {
+        cwd: root,
+        encoding: 'utf8',
+        timeout: 20_000,
+      });
+      expect(out).toBe('not-loaded');
+    });
+  });
+
+  it('acquires, reports busy, and releases only for the owner', async () => {
+    const a = resources.backend();
+    const b = resources.backend();
+    const key = uniqueKey('basic');
+    const owner = newToken();
+    const first = await a.acquire({ keys: [key], token: owner, ttl: 5_000 });
+    expect(first.acquired).toBe(true);
+
+    const busy = await b.acquire({ keys: [key], token: newToken(), ttl: 5_000 });
+    expect(busy).toEqual({ acquired: false, retryAfter: expect.any(Number) });
+    if (!busy.acquired) expect(busy.retryAfter).toBeLessThanOrEqual(5_000);
+
+    expect(await b.release({ keys: [key], token: owner })).toBe(false);
+    expect(await a.release({ keys: [key], token: newToken() })).toBe(false);
+    expect((await a.inspect(key)).held).toBe(true);
+    expect(await a.release({ keys: [key], token: owner })).toBe(true);
+    expect(await a.release({ keys: [key], token: owner })).toBe(false);
+    expect(await a.inspect(key)).toEqual({ held: false });
+
+    const again = await b.acquire({ keys: [key], token: newToken(), ttl: 5_000 });
+    expect(again.acquired).toBe(true);
+  });
+
+  it('leaves no trace when a try-once attempt finds the lock busy', async () => {
+    const backend = resources.backend();
+    const raw = resources.client();
+    const key = uniqueKey('no-trace');
+    expect((await backend.acquire({ keys: [key], token: newToken(), ttl: 5_000 })).acquired).toBe(
+      true,
+    );
+    for (let i = 0; i < 3; i++) {
+      expect((await backend.acquire({ keys: [key], token: newToken(), ttl: 5_000 })).acquired).toBe(
+        false,
+      );
+    }
+    expect(await members(raw, key)).toHaveLength(1);
+  });
+
+  it('never grants the same key to two acquisitions of one backend instance', async () => {
+    const backend = resources.backend();
+    const key = uniqueKey('same-instance');
+    for (let round = 0; round < 5; round++) {
+      const tokens = Array.from({ length: 8 }, () => newToken());
+      const results = await Promise.all(
+        tokens.map((token, i) =>
+          backend.acquire({ keys: [key], token, ttl: 5_000, queueFor: i % 2 ? 1_000 : 0 }),
+        ),
+      );
+      const winners = tokens.filter((_, i) => results[i].acquired);
+      expect(winners).toHaveLength(1);
+      for (const token of tokens) {
+        if (token !== winners[0]) await backend.cancel({ keys: [key], token });
+      }
+      expect(await backend.release({ keys: [key], token: winners[0] })).toBe(true);
+    }
+  });
+
+  it('hands out strictly increasing fencing tokens and reports them in inspect', async () => {
+    const a = resources.backend();
+    const b = resources.backend();
+    const key = uniqueKey('fencing');
+    let previous = 0;
+    for (let i = 0; i < 6; i++) {
+      const backend = i % 2 ? a : b;
+      const token = newToken();
+      const result = await backend.acquire({ keys: [key], token, ttl: 5_000 });
+      if (!result.acquired) throw new Error('expected the lock');
+      const [fencing] = result.fencingTokens;
+      expect(fencing).toBeGreaterThan(previous);
+      expect((await a.inspect(key)).fencingToken).toBe(fencing);
+      previous = fencing;
+      expect(await backend.release({ keys: [key], token })).toBe(true);
+    }
+  });
+
+  it('takes multiple keys all or none, with one fencing token per key', async () => {
+    const a = resources.backend();
+    const b = resources.backend();
+    const raw = resources.client();
+    const [k1, k2, k3] = [uniqueKey('multi-1'), uniqueKey('multi-2'), uniqueKey('multi-3')];
+    const single = newToken();
+    expect((await a.acquire({ keys: [k2], token: single, ttl: 5_000 })).acquired).toBe(true);
+
+    const blocked = await b.acquire({ keys: [k1, k2, k3], token: newToken(), ttl: 5_000 });
+    expect(blocked.acquired).toBe(false);
+    expect(await members(raw, k1)).toHaveLength(0);
+    expect(await members(raw, k3)).toHaveLength(0);
+
+    expect(await a.release({ keys: [k2], token: single })).toBe(true);
+    const multi = newToken();
+    const taken = await b.acquire({ keys: [k1, k2, k3], token: multi, ttl: 5_000 });
+    if (!taken.acquired) throw new Error('expected all three keys');
+    expect(taken.fencingTokens).toHaveLength(3);
+    for (const key of [k1, k2, k3]) expect((await a.inspect(key)).held).toBe(true);
+    expect((await a.acquire({ keys: [k3], token: newToken(), ttl: 5_000 })).acquired).toBe(false);
+    expect(await b.release({ keys: [k1, k2, k3], token: multi })).toBe(true);
+    for (const key of [k1, k2, k3]) expect((await a.inspect(key)).held).toBe(false);
+  });
+
+  it('does not confuse a lock with another whose name extends it', async () => {
+    const backend = resources.backend();
+    const parent = uniqueKey('nested');
+    const child = `${parent}/child`;
+    expect((await backend.acquire({ keys: [child], token: newToken(), ttl: 5_000 })).acquired).toBe(
+      true,
+    );
+    expect(
+      (await backend.acquire({ keys: [parent], token: newToken(), ttl: 5_000 })).acquired,
+    ).toBe(true);
+  });
+
+  it('extends in batches, owner-checked, one boolean per request', async () => {
+    const backend = resources.backend();
+    const other = resources.backend();
+    const refs = Array.from({ length: 150 }, () => ({
+      keys: [uniqueKey('batch')],
+      token: newToken(),
+    }));
+    for (const ref of refs)
+      expect((await backend.acquire({ ...ref, ttl: 5_000 })).acquired).toBe(true);
+    expect(await backend.release(refs[3])).toBe(true);
+    const stranger = { keys: refs[5].keys, token: newToken() };
+    const results = await backend.extend([
+      ...refs.map((ref) => ({ ...ref, ttl: 5_000 })),
+      { ...stranger, ttl: 5_000 },
+    ]);
+    expect(results).toHaveLength(151);
+    expect(results.filter((ok) => ok)).toHaveLength(149);
+    expect(results[3]).toBe(false);
+    expect(results[150]).toBe(false);
+    expect(await other.extend([{ ...refs[0], ttl: 5_000 }])).toEqual([false]);
+    expect(await backend.extend([])).toEqual([]);
+  });
+
+  it('reports held, ttl and fencing token in inspect, for its own and foreign locks', async () => {
+    const a = resources.backend();
+    const b = resources.backend();
+    const key = uniqueKey('inspect');
+    expect(await a.inspect(key)).toEqual({ held: false });
+    const result = await a.acquire({ keys: [key], token: newToken(), ttl: 3_000 });
+    if (!result.acquired) throw new Error('expected the lock');
+    const own = await a.inspect(key);
+    const foreign = await b.inspect(key);
+    for (const info of [own, foreign]) {
+      expect(info.held).toBe(true);
+      expect(info.fencingToken).toBe(result.fencingTokens[0]);
+      expect(info.ttl).toBeGreaterThan(0);
+      expect(info.ttl).toBeLessThanOrEqual(3_000);
+    }
+  });
+
+  it('rejects keys it cannot store', async () => {
+    const backend = resources.backend();
+    await expect(
+      backend.acquire({ keys: ['bad\u0000key'], token: newToken(), ttl: 1_000 }),
+    ).rejects.toThrow(LockBackendError);
+    await expect(
+      backend.acquire({
+        keys: Array.from({ length: 40 }, (_, i) => `${uniqueKey('many')}-${i}`),
+        token: newToken(),
+        ttl: 1_000,
+      }),
+    ).rejects.toThrow(/at most 32 keys/);
+  });
+
+  it('leaves a client it was given open, and releases its locks on close', async () => {
+    const client = resources.client();
+    const backend = new EtcdLockBackend({ client });
+    const observer = resources.backend();
+    const key = uniqueKey('own-client');
+    expect((await backend.acquire({ keys: [key], token: newToken(), ttl: 30_000 })).acquired).toBe(
+      true,
+    );
+    await backend.close();
+    await backend.close();
+    expect((await observer.inspect(key)).held).toBe(false);
+    await client.put(`${key}:probe`).value('still open');
+    expect(await client.get(`${key}:probe`).string()).toBe('still open');
+    await client.delete().key(`${key}:probe`);
+    await expect(backend.acquire({ keys: [key], token: newToken(), ttl: 1_000 })).rejects.toThrow(
+      /closed/,
+    );
+  });
+
+  it('closes a client it created', async () => {
+    const backend = new EtcdLockBackend({ hosts: etcdHosts() });
+    const key = uniqueKey('owned-client');
+    expect((await backend.acquire({ keys: [key], token: newToken(), ttl: 30_000 })).acquired).toBe(
+      true,
+    );
+    await backend.close();
+    const observer = resources.backend();
+    expect((await observer.inspect(key)).held).toBe(false);
+    await sleep(10);
+  });
+});

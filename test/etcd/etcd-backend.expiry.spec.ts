@@ -1,0 +1,163 @@
+import type { EtcdLocksLostEvent } from '../../lib/backends/etcd';
+import {
+  Resources,
+  etcdHosts,
+  members,
+  newToken,
+  sleep,
+  startProxy,
+  uniqueKey,
+  until,
+  waitForLock,
+} from './etcd-test.helpers';
+
+describe('EtcdLockBackend per-lock ttl and session loss (real etcd)', () => {
+  const resources = new Resources();
+  afterAll(() => resources.closeAll());
+
+  it('honours the per-lock ttl without extend: deletes the key and serves the next waiter', async () => {
+    const holderBackend = resources.backend();
+    const waiterBackend = resources.backend();
+    const raw = resources.client();
+    const key = uniqueKey('ttl');
+    const holder = newToken();
+    const acquiredAt = Date.now();
+    expect((await holderBackend.acquire({ keys: [key], token: holder, ttl: 600 })).acquired).toBe(
+      true,
+    );
+
+    const busy = await waiterBackend.acquire({ keys: [key], token: newToken(), ttl: 5_000 });
+    if (busy.acquired) throw new Error('expected busy');
+    // The hint is bounded by the holder's ttl, not by the 10 s session lease.
+    expect(busy.retryAfter).toBeLessThanOrEqual(600);
+
+    const got = await waitForLock(waiterBackend, [key], { ttl: 5_000, wait: 10_000 });
+    expect(Date.now() - acquiredAt).toBeGreaterThanOrEqual(500);
+    expect(got.wakes).toBeGreaterThanOrEqual(1);
+    expect(await holderBackend.extend([{ keys: [key], token: holder, ttl: 5_000 }])).toEqual([
+      false,
+    ]);
+    expect(await holderBackend.release({ keys: [key], token: holder })).toBe(false);
+    const left = await members(raw, key);
+    expect(left).toHaveLength(1);
+    expect(left[0].key.endsWith(got.token)).toBe(true);
+  });
+
+  it('keeps a lock alive past its ttl while it is extended', async () => {
+    const backend = resources.backend();
+    const other = resources.backend();
+    const key = uniqueKey('extend');
+    const token = newToken();
+    expect((await backend.acquire({ keys: [key], token, ttl: 400 })).acquired).toBe(true);
+    for (let i = 0; i < 6; i++) {
+      await sleep(150);
+      expect(await backend.extend([{ keys: [key], token, ttl: 400 }])).toEqual([true]);
+    }
+    expect((await other.acquire({ keys: [key], token: newToken(), ttl: 400 })).acquired).toBe(
+      false,
+    );
+    await until(
+      async () => !(await other.inspect(key)).held,
+      5_000,
+      'lock expired after extends stopped',
+    );
+    expect(await backend.extend([{ keys: [key], token, ttl: 400 }])).toEqual([false]);
+  });
+
+  it('reports every lock of a revoked session lost and serves other backends only after that', async () => {
+    const backend = resources.backend({ sessionTtl: 3_000 });
+    const other = resources.backend();
+    const raw = resources.client();
+    const keys = [uniqueKey('lost-1'), uniqueKey('lost-2')];
+    const tokens = [newToken(), newToken()];
+    for (let i = 0; i < 2; i++) {
+      expect(
+        (await backend.acquire({ keys: [keys[i]], token: tokens[i], ttl: 30_000 })).acquired,
+      ).toBe(true);
+    }
+    const events: EtcdLocksLostEvent[] = [];
+    backend.onLost((event) => events.push(event));
+
+    const timeline: string[] = [];
+    const waiting = waitForLock(other, [keys[0]], { ttl: 5_000, wait: 15_000 }).then((got) => {
+      timeline.push('granted');
+      return got;
+    });
+    await sleep(100);
+    const [holderMember] = await members(raw, keys[0]);
+    timeline.push('revoked');
+    await raw.leaseClient.leaseRevoke({ ID: holderMember.lease });
+
+    const got = await waiting;
+    expect(timeline).toEqual(['revoked', 'granted']);
+    expect(got.fencingTokens[0]).toBeGreaterThan(holderMember.createRevision);
+    // The next keep-alive (every sessionTtl / 3) hears that the lease is gone.
+    await until(() => events.length > 0, 5_000, 'onLost event');
+    expect(events[0].locks.map((lock) => lock.token).sort()).toEqual([...tokens].sort());
+    expect(
+      await backend.extend(keys.map((key, i) => ({ keys: [key], token: tokens[i], ttl: 30_000 }))),
+    ).toEqual([false, false]);
+
+    // The next acquire opens a new session.
+    const fresh = uniqueKey('lost-fresh');
+    expect(
+      (await backend.acquire({ keys: [fresh], token: newToken(), ttl: 30_000 })).acquired,
+    ).toBe(true);
+    const [freshMember] = await members(raw, fresh);
+    expect(freshMember.lease).not.toBe(holderMember.lease);
+  });
+
+  it('checks the session at once when extend finds a lock gone', async () => {
+    const backend = resources.backend({ sessionTtl: 30_000 });
+    const raw = resources.client();
+    const keys = [uniqueKey('probe-1'), uniqueKey('probe-2')];
+    const tokens = [newToken(), newToken()];
+    for (let i = 0; i < 2; i++) {
+      expect(
+        (await backend.acquire({ keys: [keys[i]], token: tokens[i], ttl: 30_000 })).acquired,
+      ).toBe(true);
+    }
+    const events: EtcdLocksLostEvent[] = [];
+    backend.onLost((event) => events.push(event));
+    const [member] = await members(raw, keys[0]);
+    await raw.leaseClient.leaseRevoke({ ID: member.lease });
+    // Keep-alives run every 10 s here; the failed extend triggers an immediate one.
+    expect(await backend.extend([{ keys: [keys[0]], token: tokens[0], ttl: 30_000 }])).toEqual([
+      false,
+    ]);
+    await until(() => events.length > 0, 5_000, 'onLost event');
+    expect(events[0].locks.map((lock) => lock.token)).toEqual([tokens[1]]);
+  });
+
+  it('declares loss when keep-alives stop, before etcd can hand the lock to someone else', async () => {
+    const proxy = await startProxy(etcdHosts()[0]);
+    try {
+      const partitioned = resources.backend({
+        hosts: [proxy.host],
+        sessionTtl: 2_000,
+        commandTimeout: 500,
+      });
+      const other = resources.backend();
+      const key = uniqueKey('partition');
+      const token = newToken();
+      expect((await partitioned.acquire({ keys: [key], token, ttl: 60_000 })).acquired).toBe(true);
+      let lostAt = 0;
+      partitioned.onLost(() => (lostAt = Date.now()));
+
+      const waiting = waitForLock(other, [key], { ttl: 5_000, wait: 20_000 }).then((got) => ({
+        got,
+        at: Date.now(),
+      }));
+      await sleep(100);
+      proxy.cut('blackhole');
+
+      const { got, at } = await waiting;
+      expect(lostAt).toBeGreaterThan(0);
+      expect(lostAt).toBeLessThanOrEqual(at);
+      expect(got.fencingTokens).toHaveLength(1);
+      expect(await partitioned.extend([{ keys: [key], token, ttl: 60_000 }])).toEqual([false]);
+    } finally {
+      await proxy.close();
+    }
+  });
+});

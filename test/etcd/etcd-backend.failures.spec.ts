@@ -1,0 +1,98 @@
+import { freePort } from '../servers/server.process';
+import { LockBackendError } from '../../lib/errors/lock-backend.error';
+import { Resources, etcdHosts, newToken, startProxy, uniqueKey, until } from './etcd-test.helpers';
+
+/** Runs `action` and returns its rejection and how long it took, in ms. */
+async function rejection(
+  action: () => Promise<unknown>,
+): Promise<{ error: unknown; took: number }> {
+  const start = Date.now();
+  try {
+    await action();
+  } catch (error) {
+    return { error, took: Date.now() - start };
+  }
+  throw new Error('expected a rejection');
+}
+
+describe('EtcdLockBackend when etcd is unreachable (real etcd)', () => {
+  const resources = new Resources();
+  afterAll(() => resources.closeAll());
+
+  it('fails with LockBackendError in bounded time when nothing listens', async () => {
+    const port = await freePort();
+    const backend = resources.backend({
+      hosts: [`http://127.0.0.1:${port}`],
+      commandTimeout: 1_000,
+    });
+    const key = uniqueKey('nobody');
+    for (const action of [
+      () => backend.acquire({ keys: [key], token: newToken(), ttl: 1_000 }),
+      () => backend.acquire({ keys: [key], token: newToken(), ttl: 1_000, queueFor: 5_000 }),
+      () => backend.inspect(key),
+    ]) {
+      const { error, took } = await rejection(action);
+      expect(error).toBeInstanceOf(LockBackendError);
+      expect((error as LockBackendError).backend).toBe('etcd');
+      expect(took).toBeLessThan(8_000);
+    }
+  });
+
+  it.each(['blackhole', 'refuse'] as const)(
+    'fails with LockBackendError in bounded time when etcd stops answering (%s), and recovers',
+    async (mode) => {
+      const proxy = await startProxy(etcdHosts()[0]);
+      try {
+        const backend = resources.backend({
+          hosts: [proxy.host],
+          commandTimeout: 1_000,
+          sessionTtl: 10_000,
+        });
+        const key = uniqueKey(`outage-${mode}`);
+        const token = newToken();
+        expect((await backend.acquire({ keys: [key], token, ttl: 30_000 })).acquired).toBe(true);
+
+        proxy.cut(mode);
+        for (const action of [
+          () => backend.extend([{ keys: [key], token, ttl: 30_000 }]),
+          () =>
+            backend.acquire({ keys: [uniqueKey('outage-other')], token: newToken(), ttl: 1_000 }),
+          () => backend.acquire({ keys: [key], token: newToken(), ttl: 1_000, queueFor: 5_000 }),
+          () => backend.inspect(key),
+          () => backend.release({ keys: [key], token }),
+        ]) {
+          const { error, took } = await rejection(action);
+          expect(error).toBeInstanceOf(LockBackendError);
+          expect(took).toBeLessThan(8_000);
+        }
+
+        proxy.heal();
+        // The client's circuit breaker stays open for up to 5 s after the failures.
+        const fresh = uniqueKey('outage-healed');
+        let acquired = false;
+        await until(
+          async () => {
+            acquired = await backend
+              .acquire({ keys: [fresh], token: newToken(), ttl: 5_000 })
+              .then((result) => result.acquired)
+              .catch(() => false);
+            return acquired;
+          },
+          20_000,
+          'acquire after healing',
+        );
+        expect(acquired).toBe(true);
+        // The failed release is retried in the background, so the lock does not stay stuck.
+        const observer = resources.backend();
+        await until(
+          async () => !(await observer.inspect(key)).held,
+          20_000,
+          'lock released after healing',
+        );
+      } finally {
+        await proxy.close();
+      }
+    },
+    60_000,
+  );
+});

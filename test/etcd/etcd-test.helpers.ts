@@ -1,0 +1,220 @@
+import { randomUUID } from 'node:crypto';
+import { Socket, connect, createServer } from 'node:net';
+import { Etcd3 } from 'etcd3';
+import { EtcdLockBackend, EtcdLockBackendOptions } from '../../lib/backends/etcd';
+import type { BackendAcquireResult } from '../../lib/backends/lock-backend.interface';
+
+/** Hosts of the shared test etcd started by jest's globalSetup. */
+export function etcdHosts(): string[] {
+  const hosts = process.env.ETCD_HOSTS;
+  if (!hosts) throw new Error('ETCD_HOSTS is not set: run through jest (globalSetup starts etcd)');
+  return hosts.split(',');
+}
+
+let counter = 0;
+
+/** A lock key no other test uses. */
+export function uniqueKey(name: string): string {
+  counter += 1;
+  return `ndl-test:${name}:${process.pid}:${counter}:${randomUUID().slice(0, 8)}`;
+}
+
+/** A fresh owner token. */
+export function newToken(): string {
+  return randomUUID();
+}
+
+/** Resolves after `ms`. */
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Polls `check` every 20 ms until true; throws after `timeoutMs`. */
+export async function until(
+  check: () => boolean | Promise<boolean>,
+  timeoutMs: number,
+  what = 'condition',
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (let i = 0; i < 10_000 && Date.now() < deadline; i++) {
+    if (await check()) return;
+    await sleep(20);
+  }
+  throw new Error(`${what} not reached within ${timeoutMs} ms`);
+}
+
+/** Creates backends and raw clients and closes them all at the end of a test file. */
+export class Resources {
+  private readonly backends: EtcdLockBackend[] = [];
+  private readonly clients: Etcd3[] = [];
+
+  backend(options: Partial<EtcdLockBackendOptions> = {}): EtcdLockBackend {
+    const backend = new EtcdLockBackend(
+      'client' in options && options.client
+        ? (options as EtcdLockBackendOptions)
+        : ({ hosts: etcdHosts(), ...options } as EtcdLockBackendOptions),
+    );
+    this.backends.push(backend);
+    return backend;
+  }
+
+  client(hosts: string[] = etcdHosts()): Etcd3 {
+    const client = new Etcd3({ hosts });
+    this.clients.push(client);
+    return client;
+  }
+
+  async closeAll(): Promise<void> {
+    await Promise.all(this.backends.splice(0).map((backend) => backend.close()));
+    for (const client of this.clients.splice(0)) client.close();
+    // After close, etcd3 and grpc-js keep ref'ed reconnect timers for up to ~1-2 s (watch stream
+    // backoff, waitForReady of connecting channels); let them run out so jest workers exit cleanly.
+    await sleep(1_500);
+  }
+}
+
+/** Every member key (holders and waiters) of lock `key`, in create-revision order. */
+export async function members(
+  client: Etcd3,
+  key: string,
+): Promise<{ key: string; createRevision: number; lease: string }[]> {
+  const response = await client.kv.range({
+    key: Buffer.from(`${key}\u0000`),
+    range_end: Buffer.from(`${key}\u0001`),
+    sort_order: 'Ascend',
+    sort_target: 'Create',
+  });
+  return response.kvs.map((kv) => ({
+    key: kv.key.toString('utf8'),
+    createRevision: Number(kv.create_revision),
+    lease: kv.lease,
+  }));
+}
+
+/** Outcome of {@link waitForLock}. */
+export interface Waited {
+  readonly token: string;
+  readonly fencingTokens: readonly number[];
+  readonly attempts: number;
+  readonly wakes: number;
+}
+
+/**
+ * A minimal engine wait loop: registers for wake-ups, attempts, and re-attempts on a wake-up or
+ * after `retryAfter`, until acquired or `wait` ms passed (then cancels and throws). Backend errors
+ * are retried while the wait lasts when `retryErrors` is set.
+ */
+export async function waitForLock(
+  backend: EtcdLockBackend,
+  keys: string[],
+  options: {
+    ttl: number;
+    wait: number;
+    token?: string;
+    retryErrors?: boolean;
+    onQueued?: () => void;
+  },
+): Promise<Waited> {
+  const token = options.token ?? newToken();
+  const deadline = Date.now() + options.wait;
+  let wakes = 0;
+  let wakeUp: (() => void) | undefined;
+  const unsubscribe = backend.onWake(token, () => {
+    wakes += 1;
+    wakeUp?.();
+  });
+  let queuedOnce = false;
+  try {
+    for (let attempt = 1; attempt <= 10_000; attempt++) {
+      const left = deadline - Date.now();
+      if (left <= 0) break;
+      let result: BackendAcquireResult | undefined;
+      try {
+        result = await backend.acquire({ keys, token, ttl: options.ttl, queueFor: left });
+      } catch (err) {
+        if (!options.retryErrors) throw err;
+      }
+      if (result?.acquired)
+        return { token, fencingTokens: result.fencingTokens, attempts: attempt, wakes };
+      if (result && !queuedOnce) {
+        queuedOnce = true;
+        options.onQueued?.();
+      }
+      const pause = Math.min(result ? result.retryAfter : 100, Math.max(0, deadline - Date.now()));
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, pause);
+        wakeUp = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      wakeUp = undefined;
+    }
+    await backend.cancel({ keys, token }).catch(() => undefined);
+    throw new Error(`lock ${keys.join(',')} not acquired within ${options.wait} ms`);
+  } finally {
+    unsubscribe();
+  }
+}
+
+/** A TCP proxy to etcd that a test can cut, to simulate a network partition of one backend. */
+export interface EtcdProxy {
+  readonly port: number;
+  readonly host: string;
+  /** `refuse`: reset every connection; `blackhole`: accept and never answer. */
+  cut(mode: 'refuse' | 'blackhole'): void;
+  /** Forwards again. */
+  heal(): void;
+  close(): Promise<void>;
+}
+
+/** Starts a proxy on 127.0.0.1 forwarding to `target` (`http://127.0.0.1:PORT`). */
+export async function startProxy(target: string): Promise<EtcdProxy> {
+  const url = new URL(target);
+  const sockets = new Set<Socket>();
+  let mode: 'open' | 'refuse' | 'blackhole' = 'open';
+  const server = createServer((client) => {
+    sockets.add(client);
+    client.on('close', () => sockets.delete(client));
+    client.on('error', () => undefined);
+    if (mode === 'refuse') {
+      client.destroy();
+      return;
+    }
+    if (mode === 'blackhole') return;
+    const upstream = connect({ host: url.hostname, port: Number(url.port) });
+    sockets.add(upstream);
+    upstream.on('close', () => {
+      sockets.delete(upstream);
+      client.destroy();
+    });
+    upstream.on('error', () => client.destroy());
+    client.on('close', () => upstream.destroy());
+    client.on('data', (chunk) => {
+      if (mode === 'open') upstream.write(chunk);
+    });
+    upstream.on('data', (chunk) => {
+      if (mode === 'open') client.write(chunk);
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address();
+  const port = typeof address === 'object' && address ? address.port : 0;
+  return {
+    port,
+    host: `http://127.0.0.1:${port}`,
+    cut(next) {
+      mode = next;
+      if (next === 'refuse') for (const socket of sockets) socket.destroy();
+    },
+    heal() {
+      mode = 'open';
+      for (const socket of sockets) socket.destroy();
+    },
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const socket of sockets) socket.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}

@@ -1,0 +1,273 @@
+import Redis from 'ioredis';
+import { LockBackendError } from '../../lib/errors/lock-backend.error';
+import { RedisLockBackend } from '../../lib/backends/redis';
+import { startRedis } from '../servers/redis.server';
+import { freePort, removeDir, type ServerProcess } from '../servers/server.process';
+import {
+  eventually,
+  newToken,
+  Resources,
+  sharedRedisUrl,
+  timed,
+  uniqueId,
+} from './redis-test.helpers';
+
+const COMMAND_TIMEOUT = 500;
+/** "No hang": generous bound on how long a failing operation may take. */
+const FAIL_BOUND = COMMAND_TIMEOUT + 3000;
+
+describe('RedisLockBackend: outages, errors and options', () => {
+  const resources = new Resources();
+  const servers: ServerProcess[] = [];
+  let id: string;
+  const key = (name: string): string => `lock:${id}:${name}`;
+
+  async function ownServer(extraArgs: string[] = []): Promise<ServerProcess> {
+    const server = await startRedis({ extraArgs });
+    servers.push(server);
+    return server;
+  }
+
+  beforeEach(() => {
+    id = uniqueId();
+  });
+  afterEach(async () => {
+    await resources.closeAll();
+    for (const server of servers.splice(0)) {
+      try {
+        process.kill(server.pid, 'SIGCONT');
+      } catch {
+        // already gone
+      }
+      await server.stop();
+      removeDir(server.dir);
+    }
+  });
+
+  async function expectBackendError(promise: Promise<unknown>, pattern?: RegExp): Promise<void> {
+    const { ms, error } = await timed(promise);
+    expect(error).toBeInstanceOf(LockBackendError);
+    if (pattern) expect((error as Error).message).toMatch(pattern);
+    expect(ms).toBeLessThan(FAIL_BOUND);
+  }
+
+  it('fails with LockBackendError in bounded time while Redis is stopped, then recovers after a restart on the same port', async () => {
+    const server = await ownServer();
+    const url = `redis://127.0.0.1:${server.port}`;
+    const backend = resources.backend({ url, commandTimeout: COMMAND_TIMEOUT });
+    const raw = resources.client(url);
+    const held = { keys: [key('a')], token: newToken() };
+    expect((await backend.acquire({ ...held, ttl: 30_000 })).acquired).toBe(true);
+    // Subscribe before the outage, so recovery of the wake channel is checked too.
+    const stopWarmup = backend.onWake(newToken(), () => undefined);
+    expect(await eventually(async () => (await numsub(raw, backend.wakeChannel)) === 1, 5000)).toBe(
+      true,
+    );
+    stopWarmup();
+
+    await server.stop();
+    await expectBackendError(backend.acquire({ keys: [key('b')], token: newToken(), ttl: 1000 }));
+    await expectBackendError(backend.acquire({ ...held, ttl: 1000, queueFor: 1000 }));
+    await expectBackendError(backend.extend([{ ...held, ttl: 1000 }]));
+    await expectBackendError(backend.release(held));
+    await expectBackendError(backend.cancel(held));
+    await expectBackendError(backend.inspect(key('a')));
+
+    const restarted = await startRedis({ port: server.port, dir: server.dir });
+    servers.push(restarted);
+    // No persistence: the lock is gone, and so are the cached scripts (NOSCRIPT -> EVAL).
+    const recovered = await eventually(
+      async () => {
+        try {
+          return (await backend.acquire({ keys: [key('a')], token: newToken(), ttl: 5000 }))
+            .acquired;
+        } catch (error) {
+          expect(error).toBeInstanceOf(LockBackendError);
+          return false;
+        }
+      },
+      15_000,
+      100,
+    );
+    expect(recovered).toBe(true);
+
+    // Wake-ups work again once the subscriber re-subscribed on its own.
+    expect(
+      await eventually(async () => (await numsub(raw, backend.wakeChannel)) === 1, 10_000, 100),
+    ).toBe(true);
+    const holder = newToken('holder');
+    const waiter = newToken('waiter');
+    let woken = false;
+    const stop = backend.onWake(waiter, () => (woken = true));
+    await backend.acquire({ keys: [key('c')], token: holder, ttl: 5000 });
+    await backend.acquire({ keys: [key('c')], token: waiter, ttl: 5000, queueFor: 5000 });
+    await backend.release({ keys: [key('c')], token: holder });
+    expect(await eventually(() => woken, 5000)).toBe(true);
+    expect((await backend.acquire({ keys: [key('c')], token: waiter, ttl: 5000 })).acquired).toBe(
+      true,
+    );
+    stop();
+  }, 40_000);
+
+  it('times out against a Redis that accepts connections but never answers', async () => {
+    const server = await ownServer();
+    const backend = resources.backend({
+      url: `redis://127.0.0.1:${server.port}`,
+      commandTimeout: COMMAND_TIMEOUT,
+    });
+    expect(
+      (await backend.acquire({ keys: [key('a')], token: newToken(), ttl: 5000 })).acquired,
+    ).toBe(true);
+    process.kill(server.pid, 'SIGSTOP');
+    try {
+      await expectBackendError(
+        backend.acquire({ keys: [key('b')], token: newToken(), ttl: 5000 }),
+        /within 500 ms/,
+      );
+      await expectBackendError(
+        backend.extend([{ keys: [key('a')], token: newToken(), ttl: 5000 }]),
+      );
+    } finally {
+      process.kill(server.pid, 'SIGCONT');
+    }
+  });
+
+  it('bounds a user client whose offline queue is on, and never closes it', async () => {
+    const server = await ownServer();
+    const client = new Redis(`redis://127.0.0.1:${server.port}`, { maxRetriesPerRequest: null });
+    client.on('error', () => undefined);
+    try {
+      const backend = new RedisLockBackend({ client, commandTimeout: COMMAND_TIMEOUT });
+      const token = newToken();
+      expect((await backend.acquire({ keys: [key('a')], token, ttl: 5000 })).acquired).toBe(true);
+      await server.stop();
+      await expectBackendError(backend.acquire({ keys: [key('b')], token: newToken(), ttl: 5000 }));
+      await backend.close();
+      expect(client.status).not.toBe('end');
+    } finally {
+      client.disconnect();
+    }
+  });
+
+  it('{ client }: close() keeps the user client and closes only its own subscriber', async () => {
+    const client = resources.client();
+    const raw = resources.client();
+    const backend = new RedisLockBackend({ client });
+    const token = newToken();
+    const stop = backend.onWake(token, () => undefined);
+    await backend.acquire({ keys: [key('a')], token, ttl: 5000, queueFor: 1000 });
+    expect(await numsub(raw, backend.wakeChannel)).toBe(1);
+    stop();
+    await backend.close();
+    await backend.close();
+    expect(await client.ping()).toBe('PONG');
+    expect(await eventually(async () => (await numsub(raw, backend.wakeChannel)) === 0, 5000)).toBe(
+      true,
+    );
+    await expectBackendError(backend.acquire({ keys: [key('a')], token, ttl: 5000 }), /closed/);
+  });
+
+  it('{ options }: accepts ioredis options (db, credentials) and closes its connections', async () => {
+    const url = new URL(sharedRedisUrl());
+    const backend = new RedisLockBackend({
+      options: { host: url.hostname, port: Number(url.port), db: 3 },
+    });
+    const raw = resources.client(sharedRedisUrl(), { db: 3 });
+    const token = newToken();
+    expect((await backend.acquire({ keys: [key('a')], token, ttl: 5000 })).acquired).toBe(true);
+    expect(await raw.hget(`{${key('a')}}`, 'o')).toBe(token);
+    expect(await backend.release({ keys: [key('a')], token })).toBe(true);
+    await backend.close();
+    await expectBackendError(backend.inspect(key('a')), /closed/);
+  });
+
+  it('reports auth failures as LockBackendError', async () => {
+    const server = await ownServer(['--requirepass', 'right-password']);
+    const noPassword = resources.backend({
+      url: `redis://127.0.0.1:${server.port}`,
+      commandTimeout: COMMAND_TIMEOUT,
+    });
+    await expectBackendError(
+      noPassword.acquire({ keys: [key('a')], token: newToken(), ttl: 1000 }),
+    );
+    const wrongPassword = resources.backend({
+      url: `redis://:wrong@127.0.0.1:${server.port}`,
+      commandTimeout: COMMAND_TIMEOUT,
+    });
+    await expectBackendError(
+      wrongPassword.acquire({ keys: [key('a')], token: newToken(), ttl: 1000 }),
+    );
+    const rightPassword = resources.backend({
+      url: `redis://:right-password@127.0.0.1:${server.port}`,
+      commandTimeout: COMMAND_TIMEOUT,
+    });
+    expect(
+      (await rightPassword.acquire({ keys: [key('a')], token: newToken(), ttl: 1000 })).acquired,
+    ).toBe(true);
+  });
+
+  it('reports a read-only replica as LockBackendError, not as busy', async () => {
+    const server = await ownServer(['--replicaof', '127.0.0.1', String(await freePort())]);
+    const backend = resources.backend({
+      url: `redis://127.0.0.1:${server.port}`,
+      commandTimeout: COMMAND_TIMEOUT,
+    });
+    await expectBackendError(
+      backend.acquire({ keys: [key('a')], token: newToken(), ttl: 1000 }),
+      /READONLY/,
+    );
+  });
+
+  it('reports an out-of-memory Redis as LockBackendError and writes nothing', async () => {
+    const server = await ownServer(['--maxmemory', '1', '--maxmemory-policy', 'noeviction']);
+    const url = `redis://127.0.0.1:${server.port}`;
+    const backend = resources.backend({ url, commandTimeout: COMMAND_TIMEOUT });
+    await expectBackendError(
+      backend.acquire({ keys: [key('a'), key('b')], token: newToken(), ttl: 1000 }),
+      /OOM/,
+    );
+    const raw = resources.client(url);
+    expect(await raw.dbsize()).toBe(0);
+  });
+
+  it('rejects missing or invalid options with a clear TypeError', () => {
+    const make = (options: unknown) => () =>
+      new RedisLockBackend(options as ConstructorParameters<typeof RedisLockBackend>[0]);
+    expect(make(undefined)).toThrow(TypeError);
+    expect(make(undefined)).toThrow(/url.*client.*options/);
+    expect(make({})).toThrow(/pass one of/);
+    expect(make({ url: sharedRedisUrl(), options: {} })).toThrow(
+      /only one of url, client, options/,
+    );
+    expect(make({ url: 'http://127.0.0.1:6379' })).toThrow(/redis:\/\/ or rediss:\/\//);
+    expect(make({ url: 42 })).toThrow(/url must be a string/);
+    expect(make({ client: {} })).toThrow(/client must be an ioredis Redis instance/);
+    expect(make({ options: 'redis://x' })).toThrow(/options must be an object/);
+    expect(make({ url: sharedRedisUrl(), commandTimeout: 0 })).toThrow(/commandTimeout/);
+    expect(make({ url: sharedRedisUrl(), claimWindow: 1.5 })).toThrow(/claimWindow/);
+    expect(make({ url: sharedRedisUrl(), maxBatchKeys: -1 })).toThrow(/maxBatchKeys/);
+    expect(make({ url: sharedRedisUrl(), channelPrefix: 7 })).toThrow(/channelPrefix/);
+  });
+
+  it('does not load ioredis until a backend is constructed, and says how to install it', () => {
+    jest.isolateModules(() => {
+      // Simulates an application without ioredis installed.
+      jest.doMock('ioredis', () => {
+        throw Object.assign(new Error("Cannot find module 'ioredis'"), {
+          code: 'MODULE_NOT_FOUND',
+        });
+      });
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      const mod = require('../../lib/backends/redis') as typeof import('../../lib/backends/redis');
+      expect(() => new mod.RedisLockBackend({ url: 'redis://127.0.0.1:1' })).toThrow(
+        /install ioredis: npm i ioredis/,
+      );
+      jest.dontMock('ioredis');
+    });
+  });
+});
+
+async function numsub(client: Redis, channel: string): Promise<number> {
+  const reply = (await client.pubsub('NUMSUB', channel)) as unknown[];
+  return Number(reply[1]);
+}

@@ -1,0 +1,244 @@
+import type { BackendAcquireResult } from '../../lib/backends/lock-backend.interface';
+import {
+  clusterSlot,
+  keysContaining,
+  newToken,
+  Resources,
+  sleep,
+  uniqueId,
+} from './redis-test.helpers';
+
+function fencing(result: BackendAcquireResult): readonly number[] {
+  if (!result.acquired) throw new Error('expected the lock to be acquired');
+  return result.fencingTokens;
+}
+
+describe('RedisLockBackend: grants, ownership, fencing', () => {
+  const resources = new Resources();
+  let id: string;
+  const key = (name: string): string => `lock:${id}:${name}`;
+
+  beforeEach(() => {
+    id = uniqueId();
+  });
+  afterEach(() => resources.closeAll());
+
+  it('grants a free key, answers busy to another token, and releases only for the owner', async () => {
+    const backend = resources.backend();
+    const owner = newToken('owner');
+    const other = newToken('other');
+
+    const first = await backend.acquire({ keys: [key('a')], token: owner, ttl: 5000 });
+    expect(first.acquired).toBe(true);
+    expect(fencing(first)).toHaveLength(1);
+    expect(Number.isSafeInteger(fencing(first)[0])).toBe(true);
+
+    const busy = await backend.acquire({ keys: [key('a')], token: other, ttl: 5000 });
+    expect(busy.acquired).toBe(false);
+    if (!busy.acquired) {
+      expect(busy.retryAfter).toBeGreaterThanOrEqual(1);
+      expect(busy.retryAfter).toBeLessThanOrEqual(5000);
+    }
+
+    expect(await backend.release({ keys: [key('a')], token: other })).toBe(false);
+    const info = await backend.inspect(key('a'));
+    expect(info.held).toBe(true);
+    expect(info.fencingToken).toBe(fencing(first)[0]);
+    expect(info.ttl).toBeGreaterThan(0);
+    expect(info.ttl).toBeLessThanOrEqual(5000);
+
+    expect(await backend.release({ keys: [key('a')], token: owner })).toBe(true);
+    expect(await backend.inspect(key('a'))).toEqual({ held: false });
+    expect(await backend.release({ keys: [key('a')], token: owner })).toBe(false);
+
+    const again = await backend.acquire({ keys: [key('a')], token: other, ttl: 5000 });
+    expect(again.acquired).toBe(true);
+  });
+
+  it('re-acquiring with the token that holds the key is idempotent', async () => {
+    const backend = resources.backend();
+    const owner = newToken();
+    const first = await backend.acquire({ keys: [key('a')], token: owner, ttl: 5000 });
+    const second = await backend.acquire({ keys: [key('a')], token: owner, ttl: 5000 });
+    expect(fencing(second)).toEqual(fencing(first));
+  });
+
+  it('busy retryAfter follows the holder ttl', async () => {
+    const backend = resources.backend();
+    await backend.acquire({ keys: [key('a')], token: newToken(), ttl: 800 });
+    const busy = await backend.acquire({ keys: [key('a')], token: newToken(), ttl: 5000 });
+    expect(busy.acquired).toBe(false);
+    if (!busy.acquired) {
+      expect(busy.retryAfter).toBeGreaterThan(0);
+      expect(busy.retryAfter).toBeLessThanOrEqual(800);
+    }
+  });
+
+  it('lets a lock expire after its ttl', async () => {
+    const backend = resources.backend();
+    await backend.acquire({ keys: [key('a')], token: newToken(), ttl: 60 });
+    await sleep(150);
+    expect((await backend.inspect(key('a'))).held).toBe(false);
+    const next = await backend.acquire({ keys: [key('a')], token: newToken(), ttl: 1000 });
+    expect(next.acquired).toBe(true);
+  });
+
+  it('extends a batch: held entries only, one boolean per request', async () => {
+    const backend = resources.backend();
+    const raw = resources.client();
+    const held1 = { keys: [key('h1')], token: newToken() };
+    const held2 = { keys: [key('h2'), key('h3')], token: newToken() };
+    const released = { keys: [key('r')], token: newToken() };
+    const stolen = { keys: [key('s')], token: newToken() };
+    const thief = newToken('thief');
+    const partial = { keys: [key('p1'), key('p2')], token: newToken() };
+
+    for (const ref of [held1, held2, released, stolen, partial]) {
+      expect((await backend.acquire({ ...ref, ttl: 1000 })).acquired).toBe(true);
+    }
+    await backend.release(released);
+    // "stolen": our grant vanished (as after expiry) and another owner took the key.
+    await raw.del(`{${key('s')}}`);
+    expect((await backend.acquire({ keys: [key('s')], token: thief, ttl: 1000 })).acquired).toBe(
+      true,
+    );
+    // "partial": one key of a multi-key grant was lost.
+    await raw.del(`{${key('p2')}}`);
+
+    const results = await backend.extend([
+      { ...held1, ttl: 30_000 },
+      { ...released, ttl: 30_000 },
+      { ...held2, ttl: 30_000 },
+      { ...stolen, ttl: 30_000 },
+      { ...partial, ttl: 30_000 },
+    ]);
+    expect(results).toEqual([true, false, true, false, false]);
+
+    expect(await raw.pttl(`{${key('h1')}}`)).toBeGreaterThan(10_000);
+    expect(await raw.pttl(`{${key('h2')}}`)).toBeGreaterThan(10_000);
+    expect(await raw.pttl(`{${key('h3')}}`)).toBeGreaterThan(10_000);
+    // Not extended: the thief's lock keeps its own ttl, the partial grant is left alone.
+    expect(await raw.pttl(`{${key('s')}}`)).toBeLessThanOrEqual(1000);
+    expect(await raw.pttl(`{${key('p1')}}`)).toBeLessThanOrEqual(1000);
+    expect(await backend.extend([])).toEqual([]);
+  });
+
+  it('splits a large renewal batch over several script calls', async () => {
+    const backend = resources.backend({ maxBatchKeys: 100 });
+    const refs = Array.from({ length: 250 }, (_, i) => ({
+      keys: [key(`k${i}`)],
+      token: newToken(),
+    }));
+    await Promise.all(refs.map((ref) => backend.acquire({ ...ref, ttl: 5000 })));
+    const lost = refs[137];
+    await backend.release(lost);
+    const results = await backend.extend(refs.map((ref) => ({ ...ref, ttl: 10_000 })));
+    expect(results).toHaveLength(250);
+    expect(results.filter((r) => !r)).toHaveLength(1);
+    expect(results[137]).toBe(false);
+    await Promise.all(refs.map((ref) => backend.release(ref)));
+  });
+
+  it('fencing tokens strictly increase across grants, handoffs and expiry', async () => {
+    const backend = resources.backend();
+    const seen: number[] = [];
+    for (let i = 0; i < 20; i++) {
+      const token = newToken();
+      seen.push(fencing(await backend.acquire({ keys: [key('f')], token, ttl: 5000 }))[0]);
+      await backend.release({ keys: [key('f')], token });
+    }
+    for (let i = 0; i < 3; i++) {
+      seen.push(
+        fencing(await backend.acquire({ keys: [key('f')], token: newToken(), ttl: 40 }))[0],
+      );
+      await sleep(100);
+    }
+    // A release that hands the key on within the same script.
+    const holder = newToken('holder');
+    const waiter = newToken('waiter');
+    seen.push(fencing(await backend.acquire({ keys: [key('f')], token: holder, ttl: 5000 }))[0]);
+    const unsubscribe = backend.onWake(waiter, () => undefined);
+    await backend.acquire({ keys: [key('f')], token: waiter, ttl: 5000, queueFor: 5000 });
+    await backend.release({ keys: [key('f')], token: holder });
+    seen.push(fencing(await backend.acquire({ keys: [key('f')], token: waiter, ttl: 5000 }))[0]);
+    unsubscribe();
+    for (let i = 1; i < seen.length; i++) expect(seen[i]).toBeGreaterThan(seen[i - 1]);
+    for (const f of seen) expect(Number.isSafeInteger(f)).toBe(true);
+  });
+
+  it('takes a multi-key lock all or nothing', async () => {
+    const backend = resources.backend();
+    const blocker = newToken('blocker');
+    const multi = newToken('multi');
+    const keys = [key('a'), key('b'), key('c')];
+    await backend.acquire({ keys: [key('b')], token: blocker, ttl: 5000 });
+
+    const busy = await backend.acquire({ keys, token: multi, ttl: 5000 });
+    expect(busy.acquired).toBe(false);
+    expect((await backend.inspect(key('a'))).held).toBe(false);
+    expect((await backend.inspect(key('c'))).held).toBe(false);
+
+    await backend.release({ keys: [key('b')], token: blocker });
+    const granted = await backend.acquire({ keys, token: multi, ttl: 5000 });
+    expect(fencing(granted)).toHaveLength(3);
+    for (const k of keys) expect((await backend.inspect(k)).held).toBe(true);
+
+    expect(await backend.release({ keys, token: multi })).toBe(true);
+    for (const k of keys) expect((await backend.inspect(k)).held).toBe(false);
+  });
+
+  it('leaves no Redis key behind once locks are released and queues are gone', async () => {
+    const backend = resources.backend();
+    const raw = resources.client();
+    const refs = Array.from({ length: 20 }, (_, i) => ({
+      keys: [key(`x${i}`), key(`y${i}`)],
+      token: newToken(),
+    }));
+    for (const ref of refs) await backend.acquire({ ...ref, ttl: 5000 });
+    expect((await keysContaining(raw, id)).length).toBe(40);
+
+    // Waiters leave queue entries; cancel removes them, expiry removes the others.
+    const canceller = { keys: [key('x0')], token: newToken('canceller') };
+    const expirer = { keys: [key('x1')], token: newToken('expirer') };
+    await backend.acquire({ ...canceller, ttl: 5000, queueFor: 10_000 });
+    await backend.acquire({ ...expirer, ttl: 5000, queueFor: 200 });
+    expect(await keysContaining(raw, id)).toEqual(
+      expect.arrayContaining([`{${key('x0')}}:q`, `{${key('x0')}}:w`, `{${key('x1')}}:q`]),
+    );
+    await backend.cancel(canceller);
+    await sleep(300);
+    for (const ref of refs) expect(await backend.release(ref)).toBe(true);
+    expect(await keysContaining(raw, id)).toEqual([]);
+  });
+
+  it('survives SCRIPT FLUSH between calls', async () => {
+    const backend = resources.backend();
+    const raw = resources.client();
+    const token = newToken();
+    expect((await backend.acquire({ keys: [key('a')], token, ttl: 5000 })).acquired).toBe(true);
+    await raw.script('FLUSH');
+    expect(await backend.extend([{ keys: [key('a')], token, ttl: 5000 }])).toEqual([true]);
+    await raw.script('FLUSH');
+    expect(await backend.release({ keys: [key('a')], token })).toBe(true);
+    await raw.script('FLUSH');
+    expect((await backend.inspect(key('a'))).held).toBe(false);
+    await raw.script('FLUSH');
+    await backend.cancel({ keys: [key('a')], token });
+    await raw.script('FLUSH');
+    expect((await backend.acquire({ keys: [key('a')], token, ttl: 5000 })).acquired).toBe(true);
+  });
+
+  it('keeps one Redis hash tag per lock key (Cluster-ready layout)', async () => {
+    const backend = resources.backend();
+    const raw = resources.client();
+    await backend.acquire({ keys: [key('tag')], token: newToken(), ttl: 5000 });
+    await backend.acquire({ keys: [key('tag')], token: newToken(), ttl: 5000, queueFor: 5000 });
+    const keys = await keysContaining(raw, id);
+    expect(keys.sort()).toEqual([`{${key('tag')}}`, `{${key('tag')}}:q`, `{${key('tag')}}:w`]);
+    expect(new Set(keys.map(clusterSlot)).size).toBe(1);
+    // Known answer: CRC16 of "123456789" is 0x31C3, the reference value of the Cluster spec.
+    expect(clusterSlot('{123456789}:q')).toBe(0x31c3 % 16384);
+    // Multi-key locks whose user keys share a {tag} land in one slot under a common prefix.
+    expect(clusterSlot(`{lock:{order:1}:items}`)).toBe(clusterSlot(`{lock:{order:1}:payment}:q`));
+  });
+});
