@@ -31,7 +31,8 @@ export class GrantedLock implements Lock {
   renewing = false;
   private state: State = 'held';
   private lostError: LockLostError | undefined;
-  private readonly controller = new AbortController();
+  /** Created on first access of `signal`: most locks never have theirs read (hot path). */
+  private controller: AbortController | undefined;
 
   constructor(
     private readonly owner: LockOwner,
@@ -54,6 +55,11 @@ export class GrantedLock implements Lock {
   }
 
   get signal(): AbortSignal {
+    if (!this.controller) {
+      this.controller = new AbortController();
+      if (this.state === 'lost') this.controller.abort(this.lostError);
+      else if (this.state === 'released') this.controller.abort(this.releasedReason());
+    }
     return this.controller.signal;
   }
 
@@ -109,7 +115,7 @@ export class GrantedLock implements Lock {
       cause === undefined ? undefined : { cause },
     );
     this.owner.forget(this);
-    this.controller.abort(this.lostError);
+    this.controller?.abort(this.lostError);
   }
 
   /** Marks the lock released by its owner. */
@@ -117,7 +123,11 @@ export class GrantedLock implements Lock {
     if (this.state === 'lost' || this.state === 'released') return;
     this.state = 'released';
     this.owner.forget(this);
-    this.controller.abort(new LockError(`Lock "${this.key}" was released`));
+    this.controller?.abort(this.releasedReason());
+  }
+
+  private releasedReason(): LockError {
+    return new LockError(`Lock "${this.key}" was released`);
   }
 }
 

@@ -11,7 +11,7 @@ import type { Lock } from './lock.interface';
 export class ReentrantLock implements Lock {
   readonly key: string;
   readonly fencingTokens: readonly number[];
-  readonly signal: AbortSignal;
+  private combined: AbortSignal | undefined;
   private releasedByCaller = false;
 
   constructor(
@@ -25,9 +25,15 @@ export class ReentrantLock implements Lock {
       if (!holder) throw new LockError(`no holder for key "${key}"`);
       return holder.fencingTokens[holder.keys.indexOf(key)];
     });
-    const signals = [...new Set([...inherited.values()].map((lock) => lock.signal))];
-    if (own) signals.push(own.signal);
-    this.signal = signals.length === 1 ? signals[0] : AbortSignal.any(signals);
+  }
+
+  get signal(): AbortSignal {
+    if (!this.combined) {
+      const signals = [...new Set([...this.inherited.values()].map((lock) => lock.signal))];
+      if (this.own) signals.push(this.own.signal);
+      this.combined = signals.length === 1 ? signals[0] : AbortSignal.any(signals);
+    }
+    return this.combined;
   }
 
   get token(): string {

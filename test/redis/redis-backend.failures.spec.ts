@@ -248,23 +248,6 @@ describe('RedisLockBackend: outages, errors and options', () => {
     expect(make({ url: sharedRedisUrl(), maxBatchKeys: -1 })).toThrow(/maxBatchKeys/);
     expect(make({ url: sharedRedisUrl(), channelPrefix: 7 })).toThrow(/channelPrefix/);
   });
-
-  it('does not load ioredis until a backend is constructed, and says how to install it', () => {
-    jest.isolateModules(() => {
-      // Simulates an application without ioredis installed.
-      jest.doMock('ioredis', () => {
-        throw Object.assign(new Error("Cannot find module 'ioredis'"), {
-          code: 'MODULE_NOT_FOUND',
-        });
-      });
-      // eslint-disable-next-line @typescript-eslint/no-require-imports
-      const mod = require('../../lib/backends/redis') as typeof import('../../lib/backends/redis');
-      expect(() => new mod.RedisLockBackend({ url: 'redis://127.0.0.1:1' })).toThrow(
-        /install ioredis: npm i ioredis/,
-      );
-      jest.dontMock('ioredis');
-    });
-  });
 });
 
 async function numsub(client: Redis, channel: string): Promise<number> {

@@ -60,6 +60,58 @@ describe('sample app (memory backend)', () => {
 
   it('reads the backend from the environment and rejects an unknown one', () => {
     expect(lockOptionsFromEnv({}).backend).toEqual({ type: 'memory' });
+    expect(lockOptionsFromEnv({ LOCK_BACKEND: 'redis', REDIS_URL: 'redis://h:1' }).backend).toEqual(
+      {
+        type: 'redis',
+        url: 'redis://h:1',
+      },
+    );
+    expect(
+      lockOptionsFromEnv({ LOCK_BACKEND: 'etcd', ETCD_HOSTS: 'http://a:1, http://b:2' }).backend,
+    ).toEqual({
+      type: 'etcd',
+      hosts: ['http://a:1', 'http://b:2'],
+    });
     expect(() => lockOptionsFromEnv({ LOCK_BACKEND: 'zookeeper' })).toThrow(/LOCK_BACKEND/);
+  });
+});
+
+describe.each([
+  ['redis', { LOCK_BACKEND: 'redis' }],
+  ['etcd', { LOCK_BACKEND: 'etcd' }],
+])('two sample app instances on %s', (_name, env) => {
+  const apps: INestApplication[] = [];
+
+  beforeAll(async () => {
+    // The sample app reads REDIS_URL / ETCD_HOSTS, which the test servers set.
+    const saved = process.env.LOCK_BACKEND;
+    process.env.LOCK_BACKEND = env.LOCK_BACKEND;
+    process.env.LOCK_PREFIX = `sample-${Date.now()}:`;
+    try {
+      for (let i = 0; i < 2; i++) {
+        const moduleRef = await Test.createTestingModule({ imports: [AppModule] }).compile();
+        const app = moduleRef.createNestApplication({ logger: false });
+        await app.init();
+        apps.push(app);
+      }
+    } finally {
+      process.env.LOCK_BACKEND = saved;
+      delete process.env.LOCK_PREFIX;
+    }
+  });
+
+  afterAll(async () => {
+    for (const app of apps) await app.close();
+  });
+
+  it('lets only one instance rebuild the same report at a time', async () => {
+    const statuses = await Promise.all(
+      apps.map((app) =>
+        request(app.getHttpServer())
+          .post('/reports/1999/rebuild')
+          .then((r) => r.status),
+      ),
+    );
+    expect(statuses.sort()).toEqual([201, 409]);
   });
 });

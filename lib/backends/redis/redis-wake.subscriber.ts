@@ -15,6 +15,8 @@ export class RedisWakeSubscriber {
   private readonly listeners = new Map<string, Set<() => void>>();
   private connection: RedisConnection | undefined;
   private subscribed: Promise<void> | undefined;
+  /** The first SUBSCRIBE succeeded; ioredis re-subscribes by itself after reconnects. */
+  private ready = false;
   private closed = false;
 
   /**
@@ -45,7 +47,7 @@ export class RedisWakeSubscriber {
     const entry = (): void => listener();
     set.add(entry);
     // Subscribing early lets the first acquire find the channel ready; failures resurface there.
-    this.subscribe().catch(() => undefined);
+    if (!this.ready) this.subscribe()?.catch(() => undefined);
     return () => {
       const current = this.listeners.get(token);
       if (!current) return;
@@ -55,11 +57,12 @@ export class RedisWakeSubscriber {
   }
 
   /**
-   * Resolves once the channel is subscribed (immediately after the first time).
+   * Resolves once the channel is subscribed; `undefined` (nothing to await) once it is.
    *
    * @throws LockBackendError when Redis cannot be reached within the command timeout
    */
-  subscribe(): Promise<void> {
+  subscribe(): Promise<void> | undefined {
+    if (this.ready && !this.closed) return undefined;
     if (this.closed) {
       return Promise.reject(new LockBackendError('redis', 'subscribe', 'the backend is closed'));
     }
@@ -84,6 +87,7 @@ export class RedisWakeSubscriber {
       this.connection = new RedisConnection(client, true, this.commandTimeout);
     }
     await this.connection.run('subscribe', (client) => client.subscribe(this.channel));
+    this.ready = true;
   }
 
   private deliver(channel: string, token: string): void {

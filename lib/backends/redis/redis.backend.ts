@@ -133,7 +133,10 @@ export class RedisLockBackend implements LockBackend {
   async acquire(request: BackendAcquireRequest): Promise<BackendAcquireResult> {
     const queueFor = Math.max(0, Math.ceil(request.queueFor ?? 0));
     // A waiter must be able to hear its wake-up before it is queued.
-    if (queueFor > 0) await this.wake.subscribe();
+    if (queueFor > 0) {
+      const subscribing = this.wake.subscribe();
+      if (subscribing) await subscribing;
+    }
     const reply = await this.script('acquire', SCRIPTS.acquire, scriptKeys(request.keys), [
       request.token,
       Math.ceil(request.ttl),

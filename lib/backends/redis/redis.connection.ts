@@ -43,6 +43,15 @@ export class RedisConnection {
    * @throws LockBackendError on any failure, timeout or closed backend
    */
   async run<T>(operation: string, command: (client: Redis) => Promise<T>): Promise<T> {
+    if (this.owned && !this.closed && this.client.status === 'ready') {
+      // Hot path: on a connection we opened, ioredis's own commandTimeout bounds the command,
+      // so no timer of ours is needed per call.
+      try {
+        return await command(this.client);
+      } catch (error) {
+        throw this.wrap(operation, error);
+      }
+    }
     const deadline = Date.now() + this.commandTimeout;
     try {
       await this.ready(operation, deadline);

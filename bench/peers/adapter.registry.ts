@@ -1,0 +1,123 @@
+import { EtcdFloor } from '../floors/etcd.floor';
+import { RedisFloor } from '../floors/redis.floor';
+import { Etcd3LockAdapter } from './etcd3-lock.adapter';
+import type { AdapterInfo, BackendKind, BenchEnv, LockAdapter } from './lock-adapter.interface';
+import { OursAdapter } from './ours.adapter';
+import { RedisSemaphoreAdapter } from './redis-semaphore.adapter';
+import { RedlockAdapter } from './redlock.adapter';
+import { SesameRedlockAdapter } from './sesame-redlock.adapter';
+
+/** Every contender of a run, in report order, with how to create it (in any process). */
+interface Entry {
+  readonly id: string;
+  readonly backend: BackendKind;
+  readonly kind: AdapterInfo['kind'];
+  readonly singleProcess?: boolean;
+  readonly create: (env: BenchEnv) => Promise<LockAdapter>;
+}
+
+const ENTRIES: readonly Entry[] = [
+  {
+    id: 'floor/redis-poll',
+    backend: 'redis',
+    kind: 'floor',
+    create: (env) => RedisFloor.create(env, 'polling'),
+  },
+  {
+    id: 'floor/redis-push',
+    backend: 'redis',
+    kind: 'floor',
+    create: (env) => RedisFloor.create(env, 'push'),
+  },
+  {
+    id: 'ours/redis',
+    backend: 'redis',
+    kind: 'ours',
+    create: (env) => OursAdapter.create('redis', env),
+  },
+  {
+    id: 'redlock/default',
+    backend: 'redis',
+    kind: 'peer',
+    create: (env) => RedlockAdapter.create(env, false),
+  },
+  {
+    id: 'redlock/tuned',
+    backend: 'redis',
+    kind: 'peer',
+    create: (env) => RedlockAdapter.create(env, true),
+  },
+  {
+    id: 'sesame-redlock/default',
+    backend: 'redis',
+    kind: 'peer',
+    create: (env) => SesameRedlockAdapter.create(env, false),
+  },
+  {
+    id: 'sesame-redlock/tuned',
+    backend: 'redis',
+    kind: 'peer',
+    create: (env) => SesameRedlockAdapter.create(env, true),
+  },
+  {
+    id: 'redis-semaphore/default',
+    backend: 'redis',
+    kind: 'peer',
+    create: (env) => RedisSemaphoreAdapter.create(env, false),
+  },
+  {
+    id: 'redis-semaphore/tuned',
+    backend: 'redis',
+    kind: 'peer',
+    create: (env) => RedisSemaphoreAdapter.create(env, true),
+  },
+  {
+    id: 'floor/etcd-watch',
+    backend: 'etcd',
+    kind: 'floor',
+    create: (env) => EtcdFloor.create(env),
+  },
+  {
+    id: 'ours/etcd',
+    backend: 'etcd',
+    kind: 'ours',
+    create: (env) => OursAdapter.create('etcd', env),
+  },
+  {
+    id: 'etcd3-lock/default',
+    backend: 'etcd',
+    kind: 'peer',
+    create: (env) => Etcd3LockAdapter.create(env, false),
+  },
+  {
+    id: 'etcd3-lock/tuned',
+    backend: 'etcd',
+    kind: 'peer',
+    create: (env) => Etcd3LockAdapter.create(env, true),
+  },
+  {
+    id: 'ours/memory',
+    backend: 'memory',
+    kind: 'ours',
+    singleProcess: true,
+    create: (env) => OursAdapter.create('memory', env),
+  },
+];
+
+/** Ids of every contender, in report order. */
+export const ADAPTER_IDS: readonly string[] = ENTRIES.map((e) => e.id);
+
+/** Static facts about a contender (no connection). */
+export function adapterInfo(id: string): Omit<Entry, 'create'> {
+  const entry = ENTRIES.find((e) => e.id === id);
+  if (!entry) throw new Error(`unknown adapter "${id}"`);
+  const { create: _create, ...info } = entry;
+  return info;
+}
+
+/** Creates (and connects) the contender `id`. */
+export function createAdapter(id: string, env: BenchEnv): Promise<LockAdapter> {
+  const entry = ENTRIES.find((e) => e.id === id);
+  if (!entry) throw new Error(`unknown adapter "${id}"`);
+  return entry.create(env);
+}

@@ -1,0 +1,140 @@
+import 'reflect-metadata';
+import type { INestApplicationContext, LogLevel } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import type {
+  DistributedLockModuleOptions,
+  Lock,
+  LockBackend,
+  LockService,
+} from 'nestjs-distributed-lock';
+import { loadBackendClass, loadLibrary } from '../support/library.loader';
+import { errorMessage } from '../support/time.util';
+import {
+  ACQUIRE_WAIT_MS,
+  BackendKind,
+  BenchEnv,
+  BusyError,
+  LockAdapter,
+} from './lock-adapter.interface';
+
+/** How our library got its backend in this process, per backend kind. */
+type Wiring = { readonly via: 'config' } | { readonly via: 'instance'; readonly why: string };
+
+const wiring = new Map<BackendKind, Wiring>();
+
+function backendConfig(kind: BackendKind, env: BenchEnv): Record<string, unknown> {
+  switch (kind) {
+    case 'redis':
+      return { type: 'redis', url: env.redisUrl };
+    case 'etcd':
+      return { type: 'etcd', hosts: env.etcdHost };
+    case 'memory':
+      return { type: 'memory' };
+  }
+}
+
+function moduleOptions(
+  backend: DistributedLockModuleOptions['backend'],
+): DistributedLockModuleOptions {
+  return { backend, wait: ACQUIRE_WAIT_MS };
+}
+
+async function createContext(
+  options: DistributedLockModuleOptions,
+  logger: false | LogLevel[],
+): Promise<INestApplicationContext> {
+  const lib = loadLibrary();
+  return NestFactory.createApplicationContext(lib.DistributedLockModule.forRoot(options), {
+    logger,
+    abortOnError: false,
+  });
+}
+
+/**
+ * Whether `DistributedLockModule.forRoot({ backend: { type: kind, ... } })` is accepted by the
+ * built library (the Redis and etcd config types are being wired). Probed once per process.
+ */
+async function probeWiring(kind: BackendKind, env: BenchEnv): Promise<Wiring> {
+  const known = wiring.get(kind);
+  if (known) return known;
+  let result: Wiring;
+  try {
+    const config = backendConfig(kind, env) as unknown as DistributedLockModuleOptions['backend'];
+    const app = await createContext(moduleOptions(config), false);
+    await app.close();
+    result = { via: 'config' };
+  } catch (err) {
+    if (kind === 'memory' || !/unknown backend type/i.test(String(err))) throw err;
+    result = { via: 'instance', why: errorMessage(err) };
+  }
+  wiring.set(kind, result);
+  return result;
+}
+
+/**
+ * Our library, driven as an application would: a Nest application context with
+ * `DistributedLockModule.forRoot({ backend: { type, ... } })`, then `LockService.acquire(key,
+ * { ttl, wait })` and `Lock.release()`. Renewal stays on (the default).
+ *
+ * If the built module does not accept the `redis`/`etcd` config type yet, the adapter falls back
+ * to passing a backend instance built from `dist/backends/<kind>` (the module accepts any
+ * `LockBackend` instance) and says so in `note`.
+ */
+export class OursAdapter implements LockAdapter<Lock> {
+  readonly kind = 'ours' as const;
+  readonly id: string;
+  readonly settings: string;
+  readonly singleProcess: boolean;
+  /** `LockNotAcquiredError` of the loaded library (resolved once, not per call). */
+  private readonly notAcquired = loadLibrary().LockNotAcquiredError;
+
+  private constructor(
+    readonly backend: BackendKind,
+    private readonly app: INestApplicationContext,
+    private readonly locks: LockService,
+    private readonly ownedBackend: LockBackend | undefined,
+    readonly note: string | undefined,
+  ) {
+    this.id = `ours/${backend}`;
+    this.singleProcess = backend === 'memory';
+    this.settings = `LockService.acquire(key, { ttl, wait: ${ACQUIRE_WAIT_MS} }), renewal on, module defaults`;
+  }
+
+  static async create(kind: BackendKind, env: BenchEnv): Promise<OursAdapter> {
+    const lib = loadLibrary();
+    const how = await probeWiring(kind, env);
+    let backend: DistributedLockModuleOptions['backend'];
+    let owned: LockBackend | undefined;
+    let note: string | undefined;
+    if (how.via === 'config') {
+      backend = backendConfig(kind, env) as unknown as DistributedLockModuleOptions['backend'];
+    } else {
+      const Backend = kind === 'memory' ? undefined : loadBackendClass(kind);
+      if (!Backend) throw new Error(`backend type '${kind}' is not available: ${how.why}`);
+      const { type: _type, ...options } = backendConfig(kind, env);
+      owned = new Backend(options);
+      backend = owned;
+      note = `module rejected { type: '${kind}' } (${how.why}); passed a ${Backend.name} instance from dist/backends/${kind} instead`;
+    }
+    const app = await createContext(moduleOptions(backend), ['error', 'warn']);
+    return new OursAdapter(kind, app, app.get(lib.LockService), owned, note);
+  }
+
+  async acquire(key: string, ttl: number): Promise<Lock> {
+    try {
+      return await this.locks.acquire(key, { ttl, wait: ACQUIRE_WAIT_MS });
+    } catch (err) {
+      if (err instanceof this.notAcquired) throw new BusyError(this.id, key, err);
+      throw err;
+    }
+  }
+
+  async release(handle: Lock): Promise<void> {
+    await handle.release();
+  }
+
+  async close(): Promise<void> {
+    await this.app.close();
+    await this.ownedBackend?.close?.();
+  }
+}

@@ -1,0 +1,283 @@
+import { ratio } from '../stats';
+import {
+  BenchResults,
+  ContendedResult,
+  HandoffResult,
+  HeldScaleResult,
+  isError,
+  Outcome,
+  UncontendedResult,
+} from './results.types';
+import { RENEW_OPS_CEILING, TargetCheck } from './targets.report';
+
+const FLOOR_FOR_THROUGHPUT: Readonly<Record<string, string>> = {
+  redis: 'floor/redis-poll',
+  etcd: 'floor/etcd-watch',
+};
+const FLOOR_FOR_HANDOFF: Readonly<Record<string, string>> = {
+  redis: 'floor/redis-push',
+  etcd: 'floor/etcd-watch',
+};
+
+/** A number for a table cell: 3 significant digits, `–` when missing. */
+function n(value: number | null | undefined, digits = 3): string {
+  if (value === null || value === undefined || !Number.isFinite(value)) return '–';
+  if (Math.abs(value) >= 10 ** digits) return String(Math.round(value));
+  return String(Number(value.toPrecision(digits)));
+}
+
+function x(value: number): string {
+  return Number.isFinite(value) ? `${n(value, 2)}x` : '–';
+}
+
+function table(header: readonly string[], rows: readonly (readonly string[])[]): string {
+  const line = (cells: readonly string[]): string => `| ${cells.join(' | ')} |`;
+  return [line(header), line(header.map(() => '---')), ...rows.map(line)].join('\n');
+}
+
+function backendOf(results: BenchResults, id: string): string {
+  return results.adapters.find((a) => a.id === id)?.backend ?? '';
+}
+
+function errorCell<T extends object>(o: Outcome<T>): string | undefined {
+  return isError(o) ? `error: ${o.error.slice(0, 120)}` : undefined;
+}
+
+/** Renders latest.md: targets first, then one table per scenario (medians, ratios to floors). */
+export function renderMarkdown(results: BenchResults, targets: readonly TargetCheck[]): string {
+  const out: string[] = [];
+  const m = results.machine;
+  out.push('# Benchmark results', '');
+  out.push(
+    `Run ${results.startedAt}, ${n(results.durationSeconds)} s${results.quick ? ' (BENCH_QUICK)' : ''}; ` +
+      `node ${m.node}, ${m.cpus} cpus, redis ${m.redis}, etcd ${m.etcd}; servers on 127.0.0.1, started by the bench. ` +
+      'Times in ms; medians (p50) unless stated; "x floor" is the ratio to the raw floor of the same backend measured in this run. ' +
+      'Regenerate with `npm run bench`.',
+    '',
+  );
+  out.push(
+    `Settings: ${Object.entries(results.settings)
+      .map(([k, v]) => `${k} ${v}`)
+      .join(', ')}.`,
+    '',
+  );
+
+  out.push('## Targets', '');
+  out.push(
+    `Computed from this run. "A few hundred" renewal requests/s is judged as ≤ ${RENEW_OPS_CEILING}/s at the ttl used.`,
+    '',
+  );
+  out.push(
+    table(
+      ['target', 'met', 'numbers'],
+      targets.map((t) => [t.target, t.met === null ? 'n/a' : t.met ? 'met' : 'NOT met', t.numbers]),
+    ),
+    '',
+  );
+
+  out.push('## Floors (single connection, sequential round trips)', '');
+  out.push(
+    `Redis \`SET\`: ${n(results.floors.redisSetPerSec)}/s; etcd \`put\`: ${n(results.floors.etcdPutPerSec)}/s.`,
+    '',
+  );
+
+  const unc = results.uncontended;
+  const uncRate = (id: string): number | undefined =>
+    unc.find((u): u is UncontendedResult => !isError(u) && u.adapter === id)?.cyclesPerSec;
+  const rounds = unc.find((u): u is UncontendedResult => !isError(u))?.rounds ?? 1;
+  out.push('## Uncontended: one client, sequential acquire + release of distinct keys', '');
+  out.push(
+    `cycles/s: median of ${rounds} rounds interleaved across contenders; latencies: all rounds pooled.`,
+    '',
+  );
+  out.push(
+    table(
+      ['contender', 'cycles/s', 'x floor', 'acquire p50 / p99', 'release p50 / p99'],
+      unc.map((u) => {
+        const err = errorCell(u);
+        if (err || isError(u)) return [u.adapter, err ?? '', '', '', ''];
+        const floor = FLOOR_FOR_THROUGHPUT[backendOf(results, u.adapter)];
+        return [
+          u.adapter,
+          n(u.cyclesPerSec),
+          floor ? x(ratio(u.cyclesPerSec, uncRate(floor))) : '–',
+          `${n(u.acquireMs.p50)} / ${n(u.acquireMs.p99)}`,
+          `${n(u.releaseMs.p50)} / ${n(u.releaseMs.p99)}`,
+        ];
+      }),
+    ),
+    '',
+  );
+
+  const handoff = results.handoff;
+  const hand = (id: string, waiters: number): HandoffResult | undefined =>
+    handoff.find(
+      (h): h is HandoffResult => !isError(h) && h.adapter === id && h.waiters === waiters,
+    );
+  const ids = [...new Set(handoff.map((h) => h.adapter))];
+  const queued = Math.max(
+    1,
+    ...handoff.filter((h) => !isError(h)).map((h) => (h as HandoffResult).waiters),
+  );
+  out.push(
+    "## Handoff: holder's `release()` returned → waiter's `acquire()` resolved (one process)",
+    '',
+  );
+  out.push(
+    `1 waiter: the waiter starts while the holder holds, the holder releases 5-8 ms later; ${rounds} rounds interleaved across contenders, pooled. ` +
+      `${queued} queued: ${queued + 1} workers loop acquire / hold 2 ms / release, and a releaser re-queues only after the next grant, so every release has ${queued} waiters. ` +
+      '"early": samples where the acquire resolved before `release()` returned (negative, kept in the percentiles).',
+    '',
+  );
+  out.push(
+    table(
+      [
+        'contender',
+        '1 waiter p50 / p99 (n)',
+        'x floor',
+        `${queued} queued p50 / p99 (n)`,
+        'x floor',
+      ],
+      ids.map((id) => {
+        const floor = FLOOR_FOR_HANDOFF[backendOf(results, id)];
+        const cells = [id];
+        for (const waiters of [1, queued]) {
+          const h = hand(id, waiters);
+          const failed = handoff.find(
+            (o) => isError(o) && o.adapter === id && o.error.includes(`[${waiters}w]`),
+          );
+          if (!h) {
+            cells.push(
+              failed && isError(failed) ? `error: ${failed.error.slice(0, 80)}` : '–',
+              '–',
+            );
+            continue;
+          }
+          const early = h.early > 0 ? `, ${h.early} early` : '';
+          cells.push(
+            `${n(h.latencyMs.p50)} / ${n(h.latencyMs.p99)} (${h.latencyMs.n}${early})`,
+            floor ? x(ratio(h.latencyMs.p50, hand(floor, waiters)?.latencyMs.p50)) : '–',
+          );
+        }
+        return cells;
+      }),
+    ),
+    '',
+  );
+
+  const contended = results.contended;
+  const variants = [...new Set(contended.map((c) => c.variant))];
+  out.push(
+    '## Contended: all workers on one key; critical section GET + SET of a Redis counter',
+    '',
+  );
+  out.push(
+    'Workers re-acquire at once after release (or after the think time). wait: acquire called → resolved; hold: acquire resolved → release called (the GET + SET); ' +
+      'switches: share of consecutive grants, in counter order across all processes, that went to another worker; lost: grants − final counter; ' +
+      "gave up: acquires that exhausted the contender's own retry budget (retried). Multi-process runs use child_process.fork.",
+    '',
+  );
+  for (const variant of variants) {
+    const rows = contended.filter((c) => c.variant === variant);
+    const grants = (id: string): number | undefined =>
+      rows.find((c): c is ContendedResult & { variant: string } => !isError(c) && c.adapter === id)
+        ?.grantsPerSec;
+    out.push(`### ${variant}`, '');
+    out.push(
+      table(
+        [
+          'contender',
+          'grants/s',
+          'x floor',
+          'wait p50 / p99 / max',
+          'hold p50',
+          'switches',
+          'lost',
+          'gave up',
+          'grants',
+        ],
+        rows.map((c) => {
+          if (isError(c))
+            return [c.adapter, `error: ${c.error.slice(0, 120)}`, '', '', '', '', '', '', ''];
+          const floor = FLOOR_FOR_THROUGHPUT[backendOf(results, c.adapter)];
+          return [
+            c.adapter,
+            n(c.grantsPerSec),
+            floor ? x(ratio(c.grantsPerSec, grants(floor))) : '–',
+            `${n(c.waitMs.p50)} / ${n(c.waitMs.p99)} / ${n(c.waitMs.max)}`,
+            n(c.holdP50Ms),
+            `${n(c.ownerSwitchPct)}%`,
+            String(c.lostUpdates),
+            String(c.failedAcquires),
+            String(c.grants),
+          ];
+        }),
+      ),
+      '',
+    );
+  }
+
+  out.push(
+    '## Held-lock scale: our library, many locks held at once, renewal on (fresh process)',
+    '',
+  );
+  out.push(
+    'Short ttl so that renewal (about every ttl/3) is observed within the window. Redis: requests = EVALSHA + EVAL calls; INFO commandstats also counts the commands a script runs ' +
+      '(hget, pexpire) under their own names, shown as commands/s. etcd: gRPC messages received, from /metrics. Lag: monitorEventLoopDelay (1 ms resolution) minus the resolution.',
+    '',
+  );
+  out.push(
+    table(
+      [
+        'contender',
+        'locks',
+        'ttl',
+        'acquire all',
+        'renewal requests/s',
+        'commands/s (incl. in scripts)',
+        'by command (/s)',
+        'lag p50 / p99 / max',
+        'RSS (Δ)',
+        'heap',
+        'lost',
+      ],
+      results.heldScale.map((h) => {
+        if (isError(h))
+          return [h.adapter, `error: ${h.error.slice(0, 120)}`, '', '', '', '', '', '', '', '', ''];
+        const r: HeldScaleResult = h;
+        return [
+          r.adapter,
+          String(r.locks),
+          `${r.ttlMs} ms`,
+          `${n(r.acquireSeconds)} s`,
+          n(r.renewOpsPerSec),
+          n(r.backendOpsPerSec),
+          Object.entries(r.byCommand)
+            .map(([k, v]) => `${k} ${n(v)}`)
+            .join(', ') || '–',
+          `${n(r.lagP50Ms)} / ${n(r.lagP99Ms)} / ${n(r.lagMaxMs)}`,
+          `${n(r.rssMb)} MB (+${n(r.rssDeltaMb)})`,
+          `${n(r.heapUsedMb)} MB`,
+          String(r.lost),
+        ];
+      }),
+    ),
+    '',
+  );
+
+  out.push('## Contenders', '');
+  out.push(
+    table(
+      ['contender', 'backend', 'kind', 'settings', 'note'],
+      results.adapters.map((a) => [
+        a.id,
+        a.backend,
+        a.kind,
+        a.settings,
+        [a.note, a.error].filter(Boolean).join('; ') || '',
+      ]),
+    ),
+    '',
+  );
+  return `${out.join('\n').trimEnd()}\n`;
+}

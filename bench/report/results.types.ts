@@ -1,0 +1,126 @@
+import type { LatencySummary } from '../stats';
+
+/** Sequential acquire + release of distinct keys by one client. */
+export interface UncontendedResult {
+  readonly adapter: string;
+  readonly cycles: number;
+  readonly seconds: number;
+  /** Interleaved rounds the cycles were spread over. */
+  readonly rounds: number;
+  /** Median of the rounds' rates. */
+  readonly cyclesPerSec: number;
+  readonly acquireMs: LatencySummary;
+  readonly releaseMs: LatencySummary;
+}
+
+/** Which contended run: in one process or across processes, with or without think time. */
+export interface ContendedVariant {
+  readonly processes: number;
+  readonly workersPerProcess: number;
+  readonly thinkMs: number;
+}
+
+/** Many workers on one key, each re-acquiring (after optional think time) once it released. */
+export interface ContendedResult extends ContendedVariant {
+  readonly adapter: string;
+  /** Critical sections completed (records written by workers). */
+  readonly grants: number;
+  readonly seconds: number;
+  readonly grantsPerSec: number;
+  readonly waitMs: LatencySummary;
+  /** Median time from acquire resolving to release starting (the GET + SET critical section). */
+  readonly holdP50Ms: number;
+  /** Share of grants (in counter order) that went to a different worker than the previous one. */
+  readonly ownerSwitchPct: number;
+  /** Grants whose increment was lost: grants minus the final counter value. */
+  readonly lostUpdates: number;
+  /** Acquires that gave up (the adapter's own retry budget ran out) and were retried. */
+  readonly failedAcquires: number;
+}
+
+/** Time from the holder's `release()` returning to the next waiter's `acquire()` resolving. */
+export interface HandoffResult {
+  readonly adapter: string;
+  readonly waiters: number;
+  /** Interleaved rounds the samples were collected in. */
+  readonly rounds: number;
+  readonly latencyMs: LatencySummary;
+  /** Samples where the waiter's acquire resolved before the holder's release returned. */
+  readonly early: number;
+}
+
+/** Many locks held at once by one process, renewal on. */
+export interface HeldScaleResult {
+  readonly adapter: string;
+  readonly locks: number;
+  readonly ttlMs: number;
+  readonly acquireSeconds: number;
+  readonly windowSeconds: number;
+  /**
+   * Commands executed per second during the window. Redis: every command of INFO commandstats,
+   * including those run inside scripts; etcd: every gRPC message received.
+   */
+  readonly backendOpsPerSec: number | null;
+  /**
+   * Requests per second sent to the backend during the window, all of it renewal since nothing
+   * else runs (Redis: EVALSHA + EVAL calls; etcd: gRPC messages, Txn and LeaseKeepAlive).
+   */
+  readonly renewOpsPerSec: number | null;
+  /** Per-command rates during the window, largest first. */
+  readonly byCommand: Readonly<Record<string, number>>;
+  readonly lagP50Ms: number;
+  readonly lagP99Ms: number;
+  readonly lagMaxMs: number;
+  readonly rssMb: number;
+  readonly heapUsedMb: number;
+  /** RSS growth from before the first acquire to the window. */
+  readonly rssDeltaMb: number;
+  /** Locks no longer held at the end of the window (should be 0). */
+  readonly lost: number;
+}
+
+/** A contended result (or failure) labelled with its variant, such as `8w +2ms think`. */
+export type ContendedRow = Outcome<ContendedResult & { readonly variant: string }> & {
+  readonly variant: string;
+};
+
+/** One measurement or the reason it is missing. */
+export type Outcome<T> = T | { readonly adapter: string; readonly error: string };
+
+/** Everything one run measured; written to latest.json. */
+export interface BenchResults {
+  readonly startedAt: string;
+  readonly durationSeconds: number;
+  readonly quick: boolean;
+  readonly machine: {
+    readonly node: string;
+    readonly cpus: number;
+    readonly platform: string;
+    readonly redis: string;
+    readonly etcd: string;
+  };
+  readonly settings: Readonly<Record<string, number | string>>;
+  readonly adapters: readonly {
+    readonly id: string;
+    readonly backend: string;
+    readonly kind: string;
+    readonly settings: string;
+    readonly note?: string;
+    readonly error?: string;
+  }[];
+  readonly floors: {
+    readonly redisSetPerSec: number;
+    readonly etcdPutPerSec: number;
+  };
+  readonly uncontended: readonly Outcome<UncontendedResult>[];
+  readonly contended: readonly ContendedRow[];
+  readonly handoff: readonly Outcome<HandoffResult>[];
+  readonly heldScale: readonly Outcome<HeldScaleResult>[];
+}
+
+/** Whether an outcome is a failure. */
+export function isError<T extends object>(
+  outcome: Outcome<T>,
+): outcome is { readonly adapter: string; readonly error: string } {
+  return 'error' in outcome;
+}

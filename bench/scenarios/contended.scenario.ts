@@ -1,0 +1,161 @@
+import { join } from 'node:path';
+import type { Redis } from 'ioredis';
+import type { BenchEnv, LockAdapter } from '../peers/lock-adapter.interface';
+import type { ContendedResult, ContendedVariant } from '../report/results.types';
+import { median, summarize } from '../stats';
+import { ChildPool } from '../support/child.pool';
+import { epochMs } from '../support/time.util';
+import { ContendedPartial, ContendedTask, runContendedWorkers } from './contended.worker';
+
+/** Bounds of one contended run. */
+export interface ContendedConfig {
+  readonly targetGrants: number;
+  readonly ms: number;
+  readonly ttl: number;
+}
+
+/** Time to let every process get ready before the common start, in ms. */
+const START_DELAY_MS = 100;
+/** Extra time a run may take past its deadline (draining waiters) before it is declared stuck. */
+const DRAIN_MS = 25_000;
+
+/** Short label of a variant, such as `8w` or `4p x 4w +2ms think`. */
+export function variantLabel(v: ContendedVariant): string {
+  const base =
+    v.processes === 1 ? `${v.workersPerProcess}w` : `${v.processes}p x ${v.workersPerProcess}w`;
+  return v.thinkMs > 0 ? `${base} +${v.thinkMs}ms think` : base;
+}
+
+function task(
+  key: string,
+  counterKey: string,
+  variant: ContendedVariant,
+  config: ContendedConfig,
+  process: number,
+): ContendedTask {
+  const startAt = epochMs() + START_DELAY_MS;
+  return {
+    key,
+    counterKey,
+    workers: variant.workersPerProcess,
+    firstWorkerId: process * variant.workersPerProcess,
+    thinkMs: variant.thinkMs,
+    targetGrants: config.targetGrants,
+    startAt,
+    deadline: startAt + config.ms,
+    ttl: config.ttl,
+  };
+}
+
+/** Merges the partial results of every process into one result. */
+function merge(
+  adapter: string,
+  variant: ContendedVariant,
+  partials: readonly ContendedPartial[],
+  startAt: number,
+  counterValue: number,
+): ContendedResult {
+  const pairs: [number, number][] = [];
+  for (const p of partials) {
+    for (let i = 0; i + 1 < p.records.length; i += 2) pairs.push([p.records[i], p.records[i + 1]]);
+  }
+  pairs.sort((a, b) => a[0] - b[0]);
+  let switches = 0;
+  for (let i = 1; i < pairs.length; i++) if (pairs[i][1] !== pairs[i - 1][1]) switches++;
+  const waits = partials.flatMap((p) => p.waits);
+  const holds = partials.flatMap((p) => p.holds);
+  const endedAt = Math.max(...partials.map((p) => p.endedAt));
+  const seconds = Math.max(1e-3, (endedAt - startAt) / 1000);
+  return {
+    adapter,
+    ...variant,
+    grants: pairs.length,
+    seconds,
+    grantsPerSec: pairs.length / seconds,
+    waitMs: summarize(waits),
+    holdP50Ms: median(holds),
+    ownerSwitchPct: pairs.length > 1 ? (100 * switches) / (pairs.length - 1) : Number.NaN,
+    lostUpdates: pairs.length - counterValue,
+    failedAcquires: partials.reduce((sum, p) => sum + p.failed, 0),
+  };
+}
+
+/** All workers in this process, sharing `adapter` (one client, as one app instance would). */
+export async function runContendedInProcess(
+  adapter: LockAdapter,
+  counter: Redis,
+  key: string,
+  variant: ContendedVariant,
+  config: ContendedConfig,
+): Promise<ContendedResult> {
+  const counterKey = `${key}:counter`;
+  await counter.set(counterKey, '0');
+  await adapter.release(await adapter.acquire(`${key}:warm`, config.ttl));
+  const t = task(key, counterKey, variant, config, 0);
+  const partial = await runContendedWorkers(adapter, counter, t);
+  const value = Number(await counter.get(counterKey));
+  return merge(adapter.id, variant, [partial], t.startAt, value);
+}
+
+/** The worker processes of the multi-process runs, reused across contenders. */
+export class ContendedProcesses {
+  private constructor(private readonly pool: ChildPool) {}
+
+  static start(count: number): ContendedProcesses {
+    return new ContendedProcesses(
+      ChildPool.start(join(__dirname, 'contended.child.js'), count, {}),
+    );
+  }
+
+  get pids(): number[] {
+    return this.pool.pids;
+  }
+
+  /** `variant.processes` processes x `variant.workersPerProcess` workers on one key. */
+  async run(
+    adapterId: string,
+    env: BenchEnv,
+    counter: Redis,
+    key: string,
+    variant: ContendedVariant,
+    config: ContendedConfig,
+  ): Promise<ContendedResult> {
+    const n = variant.processes;
+    if (n > this.pool.children.length)
+      throw new Error(`only ${this.pool.children.length} processes`);
+    const counterKey = `${key}:counter`;
+    await counter.set(counterKey, '0');
+    const indexes = Array.from({ length: n }, (_, i) => i);
+    try {
+      await Promise.all(
+        indexes.map((i) =>
+          this.pool.call(
+            i,
+            'prepare',
+            { adapterId, env, warmKey: `${key}:warm:${i}`, ttl: config.ttl },
+            30_000,
+          ),
+        ),
+      );
+      const startAt = epochMs() + START_DELAY_MS;
+      const partials = await Promise.all(
+        indexes.map((i) => {
+          const t = {
+            ...task(key, counterKey, variant, config, i),
+            startAt,
+            deadline: startAt + config.ms,
+          };
+          return this.pool.call<ContendedPartial>(i, 'run', t, config.ms + DRAIN_MS);
+        }),
+      );
+      const value = Number(await counter.get(counterKey));
+      return merge(adapterId, variant, partials, startAt, value);
+    } finally {
+      await Promise.allSettled(indexes.map((i) => this.pool.call(i, 'close', undefined, 10_000)));
+    }
+  }
+
+  async stop(): Promise<void> {
+    await this.pool.stop();
+  }
+}
