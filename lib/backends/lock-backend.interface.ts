@@ -110,8 +110,10 @@ export interface LockBackend {
   release(ref: BackendLockRef): Promise<boolean>;
 
   /**
-   * Gives up waiting: removes the token's queue entries and releases anything a release handed
-   * to it that it has not claimed yet. Idempotent.
+   * Gives up on an acquisition that was never returned to a caller: removes the token's queue
+   * entries and releases every key the token holds, whether a release handed it over or an
+   * attempt whose answer was lost (timeout, disconnect) granted it. The engine calls it after a
+   * wait ends without a grant and after any failed attempt. Idempotent.
    */
   cancel(ref: BackendLockRef): Promise<void>;
 

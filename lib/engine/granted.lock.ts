@@ -1,7 +1,7 @@
 import type { BackendLockRef } from '../backends/lock-backend.interface';
 import { LockError } from '../errors/lock.error';
 import { LockLostError } from '../errors/lock-lost.error';
-import { monotonicNow, toEpoch } from './clock';
+import { toEpoch } from './clock';
 import type { Lock } from './lock.interface';
 
 /** What a granted lock needs from the engine that issued it. */
@@ -139,6 +139,3 @@ export class GrantedLock implements Lock {
 export function validityDeadline(sentAt: number, ttl: number): number {
   return sentAt + ttl - Math.min(ttl * 0.01 + 2, ttl / 2);
 }
-
-/** Monotonic now, re-exported for the engine's bookkeeping. */
-export const now = monotonicNow;

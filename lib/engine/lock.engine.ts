@@ -15,6 +15,9 @@ import { ReentrantLock } from './reentrant.lock';
 import { RenewalScheduler } from './renewal.scheduler';
 import { WakeWaiter } from './wake.waiter';
 
+/** Delay, in ms, before the one retry of a failed clean-up of an abandoned acquisition. */
+const CANCEL_RETRY_DELAY = 1000;
+
 /** Defaults an engine applies to every call. */
 export interface EngineDefaults {
   /** Prepended to every key sent to the backend. */
@@ -176,6 +179,7 @@ export class LockEngine implements LockOwner {
 
   // --- LockOwner: called by GrantedLock -------------------------------------------------------
 
+  /** Extends one lock now (a manual `lock.extend()`), owner-checked. */
   async extendLock(lock: GrantedLock, ttl: number): Promise<void> {
     assertTtl(ttl, 'ttl');
     const sentAt = monotonicNow();
@@ -189,6 +193,7 @@ export class LockEngine implements LockOwner {
     this.scheduler.refresh(lock);
   }
 
+  /** Releases one lock, owner-checked; a lock found gone is reported lost. */
   async releaseLock(lock: GrantedLock): Promise<void> {
     let ok: boolean;
     try {
@@ -205,9 +210,15 @@ export class LockEngine implements LockOwner {
     lock.released();
   }
 
+  /** Stops tracking a lock that was released or lost. */
   forget(lock: GrantedLock): void {
     this.held.delete(lock.token);
     this.scheduler.delete(lock);
+    if (lock.lossError && lock.ref.keys.length > 1) {
+      // Part of a lost multi-key lock may still be ours; free it now rather than at its ttl.
+      // Release is owner-checked, so keys someone else took are left alone.
+      this.backend.release(lock.ref).catch(() => undefined);
+    }
   }
 
   // --- internals -------------------------------------------------------------------------------
@@ -230,7 +241,9 @@ export class LockEngine implements LockOwner {
     );
     // Subscribe before the first attempt: a release that hands us the lock must find us listening.
     const unsubscribe = wait > 0 ? this.backend.onWake(ref.token, () => waiter.wake()) : undefined;
-    let queued = false;
+    // Whether the backend may hold state for this token (a queue entry, or a grant whose answer
+    // was lost): if so, and no lock is returned, `cancel` must clean it up.
+    let leftState = false;
     let retryAfter: number | undefined;
     try {
       // Bounded by the deadline; every round parks at least 1 ms or awaits a backend round trip.
@@ -238,6 +251,7 @@ export class LockEngine implements LockOwner {
         waiter.reset();
         const sentAt = monotonicNow();
         const queueFor = wait > 0 ? Math.max(1, Math.ceil(deadline - sentAt)) : 0;
+        leftState = true;
         const result = await this.call('acquire', () =>
           this.backend.acquire({ ...ref, ttl, queueFor }),
         );
@@ -245,14 +259,14 @@ export class LockEngine implements LockOwner {
           const lock = new GrantedLock(this, keys, ref, result.fencingTokens, ttl, renew, sentAt);
           this.held.set(ref.token, lock);
           this.scheduler.add(lock);
-          queued = false;
+          leftState = false;
           if (signal?.aborted || this.shutdown$.signal.aborted) {
             await this.releaseQuietly(lock);
             waiter.throwIfAborted();
           }
           return lock;
         }
-        queued = queueFor > 0;
+        leftState = queueFor > 0; // a busy try without queueing leaves no trace
         retryAfter = result.retryAfter;
         const remaining = deadline - monotonicNow();
         if (remaining <= 0) break;
@@ -260,17 +274,19 @@ export class LockEngine implements LockOwner {
       }
     } finally {
       unsubscribe?.();
-      if (queued) await this.cancelQuietly(ref);
+      if (leftState) await this.cancelQuietly(ref);
     }
     throw new LockNotAcquiredError(keys[0], keys, Math.round(monotonicNow() - started), retryAfter);
   }
 
-  private async cancelQuietly(ref: BackendLockRef): Promise<void> {
+  private async cancelQuietly(ref: BackendLockRef, retry = true): Promise<void> {
     try {
       await this.call('cancel', () => this.backend.cancel(ref));
     } catch (err) {
-      // The queue entry expires by itself at the end of the wait it was registered for.
-      this.logger.warn(`could not leave the wait queue: ${(err as Error)?.message}`);
+      // Whatever is left expires by itself (a queue entry with its wait, a lost grant with its
+      // ttl); one later retry shortens that when the backend was only briefly unreachable.
+      this.logger.warn(`could not clean up an abandoned acquisition: ${(err as Error)?.message}`);
+      if (retry) setTimeout(() => void this.cancelQuietly(ref, false), CANCEL_RETRY_DELAY).unref();
     }
   }
 

@@ -30,17 +30,14 @@ export class RenewalScheduler {
     private readonly logger: SchedulerLogger,
   ) {}
 
-  /** Number of locks being watched. */
-  get size(): number {
-    return this.locks.size;
-  }
-
+  /** Starts renewing `lock` and watching its validity deadline. */
   add(lock: GrantedLock): void {
     if (this.stopped) return;
     this.locks.add(lock);
     this.arm(this.dueAt(lock));
   }
 
+  /** Stops watching `lock` (released or lost). */
   delete(lock: GrantedLock): void {
     this.locks.delete(lock);
   }

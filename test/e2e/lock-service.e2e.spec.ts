@@ -179,7 +179,11 @@ describe.each(TEST_BACKENDS)('LockService on $name', (testBackend) => {
     );
     expect(lost).toBeInstanceOf(LockLostError);
     await eventually(async () => !(await other.isLocked(key)), 3000, 'key expired');
+    // The stalled holder's fencing token is now stale: the next holder's is higher.
+    const next = await other.acquire(key);
+    expect(next.fencingToken).toBeGreaterThan(lock.fencingToken);
     await expect(lock.release()).rejects.toBeInstanceOf(LockLostError);
+    await next.release();
   });
 
   it('aborts the signal at once when a renewal finds the lock taken, and withLock throws LockLostError after the work', async () => {
@@ -239,6 +243,28 @@ describe.each(TEST_BACKENDS)('LockService on $name', (testBackend) => {
       backend.failExtend = undefined;
     }
     await expect(lock.release()).rejects.toBeInstanceOf(LockLostError);
+  });
+
+  it('cleans up a grant whose answer was lost, instead of leaving it held by nobody', async () => {
+    const key = uniqueKey('ghost');
+    const flaky = new ObservedBackend(testBackend.connect());
+    const realAcquire = flaky.acquire.bind(flaky);
+    // The request reaches the server and is applied, but its answer never comes back.
+    flaky.acquire = async (request) => {
+      await realAcquire(request);
+      throw new Error('connection reset before the reply (injected)');
+    };
+    const { app, locks: flakyLocks } = await createLockApp({ backend: flaky });
+    try {
+      await expect(flakyLocks.acquire(key, { wait: 0 })).rejects.toBeInstanceOf(LockBackendError);
+      expect(flaky.count('cancel')).toBe(1);
+      expect(await other.isLocked(key)).toBe(false);
+      const next = await other.tryAcquire(key);
+      expect(next).not.toBeNull();
+      await next?.release();
+    } finally {
+      await app.close();
+    }
   });
 
   it('is reentrant within one async call chain and makes no second grant', async () => {

@@ -139,7 +139,7 @@ export class MemoryLockBackend implements LockBackend {
       const state = this.keys.get(key);
       if (!state) continue;
       this.dequeue(state, ref.token);
-      if (state.holder?.token === ref.token && state.holder.handed) this.free(key);
+      if (state.holder?.token === ref.token) this.free(key);
       else this.dropIfIdle(key, state);
     }
   }
