@@ -32,6 +32,7 @@ export type {
   BackendAcquireResult,
   BackendExtendRequest,
   BackendLockInfo,
+  BackendHandoff,
   BackendLockRef,
   BackendLossEvent,
   Unsubscribe,

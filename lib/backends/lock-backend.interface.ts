@@ -28,6 +28,26 @@ export interface BackendAcquireRequest extends BackendLockRef {
    * instead of adding a second one. When 0 or absent, a busy attempt leaves no trace.
    */
   readonly queueFor?: number;
+  /**
+   * Number of this attempt within its acquisition (1, 2, ...). A backend that hands a lock over
+   * to a queued waiter reports the attempt whose queue entry it served in the wake-up
+   * ({@link BackendHandoff}), which lets the engine use the handoff without another round trip.
+   */
+  readonly attempt?: number;
+}
+
+/**
+ * A lock handed over to a queued waiter, as reported with its wake-up. The handoff happened after
+ * the server processed attempt `attempt` of the waiter (that attempt left the queue entry the
+ * handoff served), so the reservation lasts at least `ttl` ms from when that attempt was sent.
+ */
+export interface BackendHandoff {
+  /** The waiter's attempt whose queue entry was served. */
+  readonly attempt: number;
+  /** One fencing token per key, in the order of the request's keys. */
+  readonly fencingTokens: readonly number[];
+  /** How long the lock stays reserved for the waiter, in ms from the handoff. */
+  readonly ttl: number;
 }
 
 /** Outcome of one acquire attempt. */
@@ -97,8 +117,9 @@ export interface LockBackend {
 
   /**
    * Extends several grants at once (renewals are batched by the engine). Each entry is extended
-   * only if it is still held by its token, atomically. Resolves one boolean per entry, `false`
-   * meaning the grant is gone or owned by someone else.
+   * only if it is still held by its token, atomically; a key handed to the token and not claimed
+   * yet counts as held, and is claimed. Resolves one boolean per entry, `false` meaning the grant
+   * is gone or owned by someone else.
    */
   extend(requests: readonly BackendExtendRequest[]): Promise<boolean[]>;
 
@@ -124,9 +145,11 @@ export interface LockBackend {
    * Calls `listener` whenever a wait of `token` may now succeed (the lock was handed to it, or a
    * key it waits for was released). Registered by the engine before its first attempt, so no
    * wake-up is missed. Wake-ups are hints: spurious ones are allowed, missing ones are covered
-   * by `retryAfter`.
+   * by `retryAfter`. A backend that knows the lock was handed to the token passes the
+   * {@link BackendHandoff}, so the engine can take the lock at once and claim it in the background
+   * with `extend`; without it, the engine claims it with another `acquire`.
    */
-  onWake(token: string, listener: () => void): Unsubscribe;
+  onWake(token: string, listener: (handoff?: BackendHandoff) => void): Unsubscribe;
 
   /**
    * Optional: calls `listener` as soon as the backend itself learns that grants ended (for

@@ -42,10 +42,12 @@ export class GrantedLock implements Lock {
     public ttl: number,
     readonly renew: boolean,
     sentAt: number,
+    /** How long the grant is valid from `sentAt`, in ms, when less than `ttl` (a handoff). */
+    validFor: number = ttl,
   ) {
     this.key = keys[0];
     this.fencingToken = fencingTokens[0];
-    this.validUntil = validityDeadline(sentAt, ttl);
+    this.validUntil = validityDeadline(sentAt, validFor);
     this.nextRenewAt = sentAt + ttl / 3;
     this.renewFrom = sentAt + ttl / 6;
   }

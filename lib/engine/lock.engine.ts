@@ -1,12 +1,16 @@
 import { randomUUID } from 'node:crypto';
-import type { BackendLockRef, LockBackend } from '../backends/lock-backend.interface';
+import type {
+  BackendHandoff,
+  BackendLockRef,
+  LockBackend,
+} from '../backends/lock-backend.interface';
 import { LockBackendError } from '../errors/lock-backend.error';
 import { LockError } from '../errors/lock.error';
 import { LockLostError } from '../errors/lock-lost.error';
 import { LockNotAcquiredError } from '../errors/lock-not-acquired.error';
 import type { AcquireOptions } from './acquire-options.interface';
 import { monotonicNow } from './clock';
-import { GrantedLock, LockOwner } from './granted.lock';
+import { GrantedLock, LockOwner, validityDeadline } from './granted.lock';
 import { LockContext } from './lock.context';
 import type { Lock } from './lock.interface';
 import { assertValidKey, LockKeys, normalizeKeys } from './lock-key.validator';
@@ -239,8 +243,20 @@ export class LockEngine implements LockOwner {
     const waiter = new WakeWaiter(
       signal ? [signal, this.shutdown$.signal] : [this.shutdown$.signal],
     );
+    let attempt = 0;
+    let sentAt = 0;
+    let handoff: BackendHandoff | undefined;
     // Subscribe before the first attempt: a release that hands us the lock must find us listening.
-    const unsubscribe = wait > 0 ? this.backend.onWake(ref.token, () => waiter.wake()) : undefined;
+    const unsubscribe =
+      wait > 0
+        ? this.backend.onWake(ref.token, (offer) => {
+            // Only an offer for our latest attempt is known to postdate that attempt's send time.
+            if (offer && offer.attempt === attempt && offer.fencingTokens.length === keys.length) {
+              handoff = offer;
+            }
+            waiter.wake();
+          })
+        : undefined;
     // Whether the backend may hold state for this token (a queue entry, or a grant whose answer
     // was lost): if so, and no lock is returned, `cancel` must clean it up.
     let leftState = false;
@@ -249,16 +265,28 @@ export class LockEngine implements LockOwner {
       // Bounded by the deadline; every round parks at least 1 ms or awaits a backend round trip.
       for (;;) {
         waiter.reset();
-        const sentAt = monotonicNow();
+        handoff = undefined;
+        attempt++;
+        sentAt = monotonicNow();
         const queueFor = wait > 0 ? Math.max(1, Math.ceil(deadline - sentAt)) : 0;
         leftState = true;
-        const result = await this.call('acquire', () =>
-          this.backend.acquire({ ...ref, ttl, queueFor }),
-        );
+        const request = { ...ref, ttl, queueFor, attempt };
+        const result = await this.call('acquire', () => this.backend.acquire(request));
+        let lock: GrantedLock | undefined;
         if (result.acquired) {
-          const lock = new GrantedLock(this, keys, ref, result.fencingTokens, ttl, renew, sentAt);
-          this.held.set(ref.token, lock);
-          this.scheduler.add(lock);
+          lock = this.track(keys, ref, result.fencingTokens, ttl, renew, sentAt, ttl);
+        } else {
+          leftState = queueFor > 0; // a busy try without queueing leaves no trace
+          retryAfter = result.retryAfter;
+          const remaining = deadline - monotonicNow();
+          if (remaining > 0 && !handoff) {
+            await waiter.park(Math.max(1, Math.min(result.retryAfter, remaining)));
+          } else if (remaining <= 0 && !handoff) {
+            break;
+          }
+          if (handoff) lock = this.takeHandoff(keys, ref, handoff, ttl, renew, sentAt);
+        }
+        if (lock) {
           leftState = false;
           if (signal?.aborted || this.shutdown$.signal.aborted) {
             await this.releaseQuietly(lock);
@@ -266,17 +294,69 @@ export class LockEngine implements LockOwner {
           }
           return lock;
         }
-        leftState = queueFor > 0; // a busy try without queueing leaves no trace
-        retryAfter = result.retryAfter;
-        const remaining = deadline - monotonicNow();
-        if (remaining <= 0) break;
-        await waiter.park(Math.max(1, Math.min(result.retryAfter, remaining)));
       }
     } finally {
       unsubscribe?.();
       if (leftState) await this.cancelQuietly(ref);
     }
     throw new LockNotAcquiredError(keys[0], keys, Math.round(monotonicNow() - started), retryAfter);
+  }
+
+  private track(
+    keys: readonly string[],
+    ref: BackendLockRef,
+    fencingTokens: readonly number[],
+    ttl: number,
+    renew: boolean,
+    sentAt: number,
+    validFor: number,
+  ): GrantedLock {
+    const lock = new GrantedLock(this, keys, ref, fencingTokens, ttl, renew, sentAt, validFor);
+    this.held.set(ref.token, lock);
+    this.scheduler.add(lock);
+    return lock;
+  }
+
+  /**
+   * Takes a lock a release handed to us, without another round trip: the reservation lasts at
+   * least `handoff.ttl` from `sentAt` (our attempt the handoff served was sent then), and we claim
+   * the full ttl in the background. Declines when too little of the reservation is left, in which
+   * case the next attempt claims it the usual way.
+   */
+  private takeHandoff(
+    keys: readonly string[],
+    ref: BackendLockRef,
+    handoff: BackendHandoff,
+    ttl: number,
+    renew: boolean,
+    sentAt: number,
+  ): GrantedLock | undefined {
+    const validFor = Math.min(handoff.ttl, ttl);
+    if (validityDeadline(sentAt, validFor) - monotonicNow() < validFor / 2) return undefined;
+    const lock = this.track(keys, ref, handoff.fencingTokens, ttl, renew, sentAt, validFor);
+    void this.claim(lock, ttl);
+    return lock;
+  }
+
+  /** Extends a handed-over lock to its full ttl; on failure the validity deadline still holds. */
+  private async claim(lock: GrantedLock, ttl: number): Promise<void> {
+    const sentAt = monotonicNow();
+    let ok: boolean;
+    try {
+      [ok] = await this.call('extend', () => this.backend.extend([{ ...lock.ref, ttl }]));
+    } catch (err) {
+      this.logger.warn(
+        `could not claim handed-over lock "${lock.key}": ${(err as Error)?.message}`,
+      );
+      return; // the renewal scheduler retries (when renew is on) before the reservation ends
+    }
+    if (!lock.held) return; // released meanwhile: nothing to claim
+    if (ok) {
+      lock.renewed(sentAt, ttl);
+      this.scheduler.refresh(lock);
+    } else {
+      lock.lost('the handed-over lock was gone before it could be claimed');
+    }
   }
 
   private async cancelQuietly(ref: BackendLockRef, retry = true): Promise<void> {

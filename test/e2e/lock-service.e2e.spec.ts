@@ -204,7 +204,7 @@ describe.each(TEST_BACKENDS)('LockService on $name', (testBackend) => {
         await thief.release();
         return 'work done';
       },
-      { ttl: 300 },
+      { ttl: 1000 },
     );
     await expect(result).rejects.toBeInstanceOf(LockLostError);
     expect(sawAbort).toBeInstanceOf(LockLostError);

@@ -1,5 +1,6 @@
 import type {
   BackendAcquireRequest,
+  BackendHandoff,
   BackendAcquireResult,
   BackendExtendRequest,
   BackendLockInfo,
@@ -72,7 +73,7 @@ export class ObservedBackend implements LockBackend {
     return this.inner.inspect(key);
   }
 
-  onWake(token: string, listener: () => void): Unsubscribe {
+  onWake(token: string, listener: (handoff?: BackendHandoff) => void): Unsubscribe {
     return this.inner.onWake(token, listener);
   }
 

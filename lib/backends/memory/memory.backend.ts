@@ -1,5 +1,6 @@
 import type {
   BackendAcquireRequest,
+  BackendHandoff,
   BackendAcquireResult,
   BackendExtendRequest,
   BackendLockInfo,
@@ -25,8 +26,6 @@ interface Holder {
   fence: number;
   expiresAt: number;
   timer: NodeJS.Timeout;
-  /** Handed over by a release and not yet claimed by the waiter. */
-  handed: boolean;
 }
 
 interface Waiter {
@@ -34,6 +33,8 @@ interface Waiter {
   readonly keys: readonly string[];
   ttl: number;
   deadline: number;
+  /** The waiter's attempt that last refreshed this entry (reported with a handoff). */
+  attempt: number;
 }
 
 interface KeyState {
@@ -53,7 +54,7 @@ interface KeyState {
 export class MemoryLockBackend implements LockBackend {
   readonly name = 'memory';
   private readonly keys = new Map<string, KeyState>();
-  private readonly listeners = new Map<string, Set<() => void>>();
+  private readonly listeners = new Map<string, Set<(handoff?: BackendHandoff) => void>>();
   private readonly claimWindow: number;
   private fence = 0;
 
@@ -83,7 +84,7 @@ export class MemoryLockBackend implements LockBackend {
         this.dequeue(state, token);
         const holder = state.holder;
         const fence = holder && holder.token === token ? holder.fence : ++this.fence;
-        this.hold(key, state, token, fence, ttl, false);
+        this.hold(key, state, token, fence, ttl);
         return fence;
       });
       return { acquired: true, fencingTokens };
@@ -92,11 +93,13 @@ export class MemoryLockBackend implements LockBackend {
       for (const key of keys) {
         const state = this.state(key);
         const entry = state.queue.find((w) => w.token === token);
+        const attempt = request.attempt ?? 0;
         if (entry) {
           entry.deadline = now + request.queueFor;
           entry.ttl = ttl;
+          entry.attempt = attempt;
         } else {
-          state.queue.push({ token, keys, ttl, deadline: now + request.queueFor });
+          state.queue.push({ token, keys, ttl, deadline: now + request.queueFor, attempt });
         }
       }
     }
@@ -117,10 +120,11 @@ export class MemoryLockBackend implements LockBackend {
   async extend(requests: readonly BackendExtendRequest[]): Promise<boolean[]> {
     return requests.map((request) => {
       if (!this.ownsAll(request)) return false;
+      // Extending also claims a key handed to this token by a release.
       for (const key of request.keys) {
         const state = this.keys.get(key) as KeyState;
         const holder = state.holder as Holder;
-        this.hold(key, state, holder.token, holder.fence, request.ttl, false);
+        this.hold(key, state, holder.token, holder.fence, request.ttl);
       }
       return true;
     });
@@ -154,7 +158,7 @@ export class MemoryLockBackend implements LockBackend {
     };
   }
 
-  onWake(token: string, listener: () => void): Unsubscribe {
+  onWake(token: string, listener: (handoff?: BackendHandoff) => void): Unsubscribe {
     let set = this.listeners.get(token);
     if (!set) this.listeners.set(token, (set = new Set()));
     set.add(listener);
@@ -173,7 +177,7 @@ export class MemoryLockBackend implements LockBackend {
   private ownsAll(ref: BackendLockRef): boolean {
     return ref.keys.every((key) => {
       const holder = this.keys.get(key)?.holder;
-      return holder !== undefined && holder.token === ref.token && !holder.handed;
+      return holder !== undefined && holder.token === ref.token;
     });
   }
 
@@ -183,20 +187,13 @@ export class MemoryLockBackend implements LockBackend {
     return state;
   }
 
-  private hold(
-    key: string,
-    state: KeyState,
-    token: string,
-    fence: number,
-    ttl: number,
-    handed: boolean,
-  ): void {
+  private hold(key: string, state: KeyState, token: string, fence: number, ttl: number): void {
     if (state.holder) clearTimeout(state.holder.timer);
     const timer = setTimeout(() => {
       if (state.holder?.token === token) this.free(key);
     }, ttl);
     timer.unref();
-    state.holder = { token, fence, expiresAt: monotonicNow() + ttl, timer, handed };
+    state.holder = { token, fence, expiresAt: monotonicNow() + ttl, timer };
   }
 
   /** Drops the holder of `key` and hands the key to the first live waiter that can take all its keys. */
@@ -209,12 +206,14 @@ export class MemoryLockBackend implements LockBackend {
     this.purgeQueue(key, now);
     const next = state.queue[0];
     if (next && this.canHandTo(next)) {
-      for (const k of next.keys) {
+      const reserve = Math.min(this.claimWindow, next.ttl);
+      const fencingTokens = next.keys.map((k) => {
         const s = this.state(k);
         this.dequeue(s, next.token);
-        this.hold(k, s, next.token, ++this.fence, Math.min(this.claimWindow, next.ttl), true);
-      }
-      this.wake(next.token);
+        this.hold(k, s, next.token, ++this.fence, reserve);
+        return this.fence;
+      });
+      this.wake(next.token, { attempt: next.attempt, fencingTokens, ttl: reserve });
     }
     // Otherwise the first waiter still needs other keys; it is served when they are released.
     this.dropIfIdle(key, state);
@@ -248,12 +247,12 @@ export class MemoryLockBackend implements LockBackend {
       this.keys.delete(key);
   }
 
-  private wake(token: string): void {
+  private wake(token: string, handoff: BackendHandoff): void {
     const set = this.listeners.get(token);
     if (!set) return;
     // Asynchronously, like a message from a remote server, so no engine code runs inside ours.
     queueMicrotask(() => {
-      for (const listener of [...set]) listener();
+      for (const listener of [...set]) listener(handoff);
     });
   }
 }
