@@ -334,7 +334,8 @@ export class LockEngine implements LockOwner {
     const validFor = Math.min(handoff.ttl, ttl);
     if (validityDeadline(sentAt, validFor) - monotonicNow() < validFor / 2) return undefined;
     const lock = this.track(keys, ref, handoff.fencingTokens, ttl, renew, sentAt, validFor);
-    void this.claim(lock, ttl);
+    // A reservation shorter than the ttl is claimed now; a full one is just renewed as usual.
+    if (validFor < ttl) void this.claim(lock, ttl);
     return lock;
   }
 

@@ -1,4 +1,4 @@
-import type { EtcdLocksLostEvent } from '../../lib/backends/etcd';
+import type { BackendLossEvent } from '../../lib/backends/lock-backend.interface';
 import {
   Resources,
   etcdHosts,
@@ -75,7 +75,7 @@ describe('EtcdLockBackend per-lock ttl and session loss (real etcd)', () => {
         (await backend.acquire({ keys: [keys[i]], token: tokens[i], ttl: 30_000 })).acquired,
       ).toBe(true);
     }
-    const events: EtcdLocksLostEvent[] = [];
+    const events: BackendLossEvent[] = [];
     backend.onLost((event) => events.push(event));
 
     const timeline: string[] = [];
@@ -117,7 +117,7 @@ describe('EtcdLockBackend per-lock ttl and session loss (real etcd)', () => {
         (await backend.acquire({ keys: [keys[i]], token: tokens[i], ttl: 30_000 })).acquired,
       ).toBe(true);
     }
-    const events: EtcdLocksLostEvent[] = [];
+    const events: BackendLossEvent[] = [];
     backend.onLost((event) => events.push(event));
     const [member] = await members(raw, keys[0]);
     await raw.leaseClient.leaseRevoke({ ID: member.lease });

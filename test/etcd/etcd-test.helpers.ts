@@ -161,8 +161,11 @@ export async function waitForLock(
 export interface EtcdProxy {
   readonly port: number;
   readonly host: string;
-  /** `refuse`: reset every connection; `blackhole`: accept and never answer. */
-  cut(mode: 'refuse' | 'blackhole'): void;
+  /**
+   * `refuse`: reset every connection; `blackhole`: accept and never answer; `drop-replies`:
+   * requests still reach etcd (and are applied), its answers are lost.
+   */
+  cut(mode: 'refuse' | 'blackhole' | 'drop-replies'): void;
   /** Forwards again. */
   heal(): void;
   close(): Promise<void>;
@@ -172,7 +175,7 @@ export interface EtcdProxy {
 export async function startProxy(target: string): Promise<EtcdProxy> {
   const url = new URL(target);
   const sockets = new Set<Socket>();
-  let mode: 'open' | 'refuse' | 'blackhole' = 'open';
+  let mode: 'open' | 'refuse' | 'blackhole' | 'drop-replies' = 'open';
   const server = createServer((client) => {
     sockets.add(client);
     client.on('close', () => sockets.delete(client));
@@ -191,7 +194,7 @@ export async function startProxy(target: string): Promise<EtcdProxy> {
     upstream.on('error', () => client.destroy());
     client.on('close', () => upstream.destroy());
     client.on('data', (chunk) => {
-      if (mode === 'open') upstream.write(chunk);
+      if (mode === 'open' || mode === 'drop-replies') upstream.write(chunk);
     });
     upstream.on('data', (chunk) => {
       if (mode === 'open') client.write(chunk);

@@ -17,11 +17,6 @@ export class DeadlineQueue {
 
   constructor(private readonly onDue: (id: string) => void) {}
 
-  /** Number of live ids. */
-  get size(): number {
-    return this.due.size;
-  }
-
   /** Sets (or moves) the deadline of `id` to monotonic time `at` (ms, `performance.now()`). */
   schedule(id: string, at: number): void {
     this.due.set(id, at);

@@ -115,12 +115,6 @@ export class EtcdSession {
     void this.keepAlive();
   }
 
-  /** Stops keep-alives without revoking (for a lost session). */
-  stop(): void {
-    this.stopped = true;
-    this.halt();
-  }
-
   /** Where the local lease deadline sits: early by a margin that absorbs timer and clock jitter. */
   private get lossAt(): number {
     return this.expiresAt - Math.min(1_000, this.ttl / 10);
