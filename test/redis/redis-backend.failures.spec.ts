@@ -3,11 +3,13 @@ import { LockBackendError } from '../../lib/errors/lock-backend.error';
 import { RedisLockBackend } from '../../lib/backends/redis';
 import { startRedis } from '../servers/redis.server';
 import { freePort, removeDir, type ServerProcess } from '../servers/server.process';
+import { within } from '../support/async.helpers';
 import {
   eventually,
   newToken,
   Resources,
   sharedRedisUrl,
+  sleep,
   timed,
   uniqueId,
 } from './redis-test.helpers';
@@ -108,6 +110,63 @@ describe('RedisLockBackend: outages, errors and options', () => {
     );
     stop();
   }, 40_000);
+
+  it('while the wake-up subscription is down, waiters retry within half the claim window, then wake-ups resume', async () => {
+    const server = await ownServer();
+    const url = `redis://127.0.0.1:${server.port}`;
+    const claimWindow = 600;
+    // A client of ours whose reconnects wait 2 s; the backend's subscriber, its duplicate, too.
+    const client = resources.client(url, { retryStrategy: () => 2000 });
+    const backend = resources.backend({ client, claimWindow, commandTimeout: COMMAND_TIMEOUT });
+    const raw = resources.client(url);
+    const k = key('blind');
+    const holder = newToken('holder');
+    const waiter = newToken('waiter');
+    let woken = 0;
+    const stop = backend.onWake(waiter, () => woken++);
+    const attempt = (): ReturnType<typeof backend.acquire> =>
+      backend.acquire({ keys: [k], token: waiter, ttl: 10_000, queueFor: 30_000 });
+    expect((await backend.acquire({ keys: [k], token: holder, ttl: 30_000 })).acquired).toBe(true);
+    const live = await attempt();
+    expect(backend.wakeUpsLive).toBe(true);
+    // Subscribed: the waiter may sleep until the holder's ttl, a release will wake it.
+    if (!live.acquired) expect(live.retryAfter).toBeGreaterThan(20_000);
+
+    await raw.client('KILL', 'TYPE', 'pubsub');
+    expect(await eventually(() => !backend.wakeUpsLive, 2000, 5)).toBe(true);
+    const blind = await attempt();
+    expect(blind.acquired).toBe(false);
+    if (!blind.acquired) expect(blind.retryAfter).toBeLessThanOrEqual(claimWindow / 2);
+
+    // The release's wake-up is lost; the waiter still claims the handoff before it lapses.
+    const releasedAt = Date.now();
+    expect(await backend.release({ keys: [k], token: holder })).toBe(true);
+    let granted = false;
+    for (let i = 0; i < 50 && !granted; i++) {
+      const result = await attempt();
+      granted = result.acquired;
+      if (!result.acquired) await sleep(result.retryAfter);
+    }
+    expect(granted).toBe(true);
+    expect(Date.now() - releasedAt).toBeLessThan(claimWindow);
+    expect(woken).toBe(0);
+    expect(await raw.hget(`{${k}}`, 'c')).toBeNull(); // claimed, not left to lapse
+
+    // ioredis reconnects after 2 s; the backend re-subscribes and trusts wake-ups again.
+    expect(await eventually(() => backend.wakeUpsLive, 8000, 20)).toBe(true);
+    const next = newToken('next');
+    const nextWoken = new Promise<void>((resolve) => {
+      const stopNext = backend.onWake(next, () => {
+        stopNext();
+        resolve();
+      });
+    });
+    const queued = await backend.acquire({ keys: [k], token: next, ttl: 10_000, queueFor: 30_000 });
+    if (!queued.acquired) expect(queued.retryAfter).toBeGreaterThan(5000);
+    await backend.release({ keys: [k], token: waiter });
+    await within(5000, nextWoken, 'wake-up after re-subscribing');
+    stop();
+  }, 20_000);
 
   it('times out against a Redis that accepts connections but never answers', async () => {
     const server = await ownServer();

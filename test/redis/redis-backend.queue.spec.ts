@@ -1,6 +1,10 @@
-import type { BackendAcquireResult } from '../../lib/backends/lock-backend.interface';
+import type {
+  BackendAcquireResult,
+  BackendHandoff,
+} from '../../lib/backends/lock-backend.interface';
 import type { RedisLockBackend } from '../../lib/backends/redis';
 import {
+  acquireWaiting,
   eventually,
   newToken,
   Resources,
@@ -21,7 +25,7 @@ function nextWake(
 ): { woken: Promise<void>; stop: () => void } {
   let stop: () => void = () => undefined;
   const woken = new Promise<void>((resolve) => {
-    stop = backend.onWake(token, resolve);
+    stop = backend.onWake(token, () => resolve());
   });
   return { woken, stop };
 }
@@ -174,11 +178,35 @@ describe('RedisLockBackend: FIFO queue, handoff and wake-ups', () => {
     expect(await raw.zcard(`{${k}}:q`)).toBe(1);
     await backend.cancel({ keys: [k], token: third });
     expect(await raw.exists(`{${k}}:q`, `{${k}}:w`)).toBe(0);
-    // Cancel never touches a claimed grant.
-    await backend.cancel({ keys: [k], token: second });
-    expect((await backend.inspect(k)).held).toBe(true);
     expect(await backend.release({ keys: [k], token: second })).toBe(true);
     expect(await raw.exists(`{${k}}`, `{${k}}:q`, `{${k}}:w`)).toBe(0);
+  });
+
+  it('cancel releases a claimed grant whose answer was lost and hands it to the next waiter', async () => {
+    const backend = resources.backend();
+    const raw = resources.client();
+    const [a, b] = [key('a'), key('b')];
+    const ghost = newToken('ghost');
+    const waiter = newToken('waiter');
+    // The grant reached Redis, but the caller never learned of it.
+    const first = await backend.acquire({ keys: [a, b], token: ghost, ttl: 30_000 });
+    expect(first.acquired).toBe(true);
+    const wake = nextWake(backend, waiter);
+    await backend.acquire({ keys: [a], token: waiter, ttl: 10_000, queueFor: 10_000 });
+
+    await backend.cancel({ keys: [a, b], token: ghost });
+    // `a` goes to its waiter at once, `b` is free: nobody has to wait for the ghost's ttl.
+    expect(await settlesWithin(wake.woken, 5000)).toBe(true);
+    expect(await raw.hget(`{${a}}`, 'o')).toBe(waiter);
+    expect((await backend.inspect(b)).held).toBe(false);
+    await backend.cancel({ keys: [a, b], token: ghost });
+    expect(await raw.hget(`{${a}}`, 'o')).toBe(waiter);
+    expect((await backend.acquire({ keys: [a], token: waiter, ttl: 10_000 })).acquired).toBe(true);
+    // Cancel of someone else's token leaves the grant alone.
+    await backend.cancel({ keys: [a], token: ghost });
+    expect(await backend.release({ keys: [a], token: waiter })).toBe(true);
+    expect(await raw.exists(`{${a}}`, `{${a}}:q`, `{${a}}:w`, `{${b}}`)).toBe(0);
+    wake.stop();
   });
 
   it('a multi-key waiter gets all its keys in FIFO order, keeping handed keys reserved', async () => {
@@ -242,6 +270,149 @@ describe('RedisLockBackend: FIFO queue, handoff and wake-ups', () => {
       true,
     );
     wake.stop();
+  });
+
+  it('two multi-key waiters holding keys handed to each other: the younger gives its key up', async () => {
+    const claimWindow = 400;
+    const backend = resources.backend({ claimWindow });
+    const raw = resources.client();
+    const [k1, k2] = [key('k1'), key('k2')];
+    const both = [k1, k2];
+    const [h1, h2, v, w] = ['h1', 'h2', 'v', 'w'].map((label) => newToken(label));
+    const attempt = (token: string): Promise<BackendAcquireResult> =>
+      backend.acquire({ keys: both, token, ttl: 10_000, queueFor: 30_000 });
+    await backend.acquire({ keys: [k1], token: h1, ttl: 30_000 });
+    await backend.acquire({ keys: [k2], token: h2, ttl: 30_000 });
+    expect((await attempt(v)).acquired).toBe(false); // V queues first on both keys
+    expect((await attempt(w)).acquired).toBe(false);
+
+    await backend.release({ keys: [k1], token: h1 });
+    expect(await raw.hget(`{${k1}}`, 'o')).toBe(v);
+    await sleep(claimWindow + 150); // V misses its claim window...
+    // ...and its late attempt hands k1 to the queue head W, re-queueing V in front on k1.
+    expect((await attempt(v)).acquired).toBe(false);
+    expect(await raw.hget(`{${k1}}`, 'o')).toBe(w);
+    await backend.release({ keys: [k2], token: h2 });
+    expect(await raw.hget(`{${k2}}`, 'o')).toBe(v);
+
+    // V holds k2 and wants k1; W holds k1 and wants k2. W, the younger, gives k1 up to V instead
+    // of renewing it (both used to keep their key until their waits ended).
+    expect((await attempt(w)).acquired).toBe(false);
+    expect(await raw.hget(`{${k1}}`, 'o')).toBe(v);
+    expect((await attempt(v)).acquired).toBe(true);
+    // V, the older, never gives a key up: W only gets its turn after V's release.
+    expect((await attempt(w)).acquired).toBe(false);
+    expect(await backend.release({ keys: both, token: v })).toBe(true);
+    expect((await attempt(w)).acquired).toBe(true);
+    expect(await backend.release({ keys: both, token: w })).toBe(true);
+    expect(await raw.exists(`{${k1}}`, `{${k1}}:q`, `{${k2}}`, `{${k2}}:q`)).toBe(0);
+  });
+
+  it('overlapping multi-key waiters that miss claim windows all finish, none waiting out its wait', async () => {
+    const claimWindow = 100;
+    const backends = [resources.backend({ claimWindow }), resources.backend({ claimWindow })];
+    const pool = Array.from({ length: 4 }, (_, i) => key(`p${i}`));
+    // A fixed pseudo-random sequence, so a failure replays the same way.
+    let seed = 7;
+    const random = (): number => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed / 2 ** 31;
+    };
+    const wait = 20_000;
+    const started = Date.now();
+    const worker = async (index: number): Promise<number> => {
+      const backend = backends[index % 2];
+      let granted = 0;
+      for (let round = 0; round < 4; round++) {
+        const keys = pool.filter(() => random() < 0.6).sort();
+        if (keys.length < 2) keys.splice(0, keys.length, pool[index % 4], pool[(index + 1) % 4]);
+        keys.sort();
+        const token = newToken(`w${index}`);
+        // Half the waiters are sluggish: after a third of their parks they react too late for
+        // their claim window. (A waiter that always does is indistinguishable from a dead one.)
+        const sluggish = random() < 0.5;
+        const lag = (): number => (sluggish && random() < 0.3 ? claimWindow * 1.5 : 0);
+        await acquireWaiting(backend, keys, token, { ttl: 5000, wait, lag });
+        granted++;
+        await sleep(2);
+        expect(await backend.release({ keys, token })).toBe(true);
+      }
+      return granted;
+    };
+    const results = await Promise.all(Array.from({ length: 6 }, (_, i) => worker(i)));
+    expect(results).toEqual(Array(6).fill(4));
+    // Deadlocked pairs would only have been freed by their wait running out.
+    expect(Date.now() - started).toBeLessThan(wait / 2);
+  }, 30_000);
+
+  it('offers the handed lock to a single-key waiter with its wake-up, for the attempt it served', async () => {
+    const claimWindow = 1500;
+    const backend = resources.backend({ claimWindow });
+    const raw = resources.client();
+    const k = key('offer');
+    const holder = newToken('holder');
+    const waiter = newToken('waiter');
+    const held = await backend.acquire({ keys: [k], token: holder, ttl: 10_000 });
+    const offers: (BackendHandoff | undefined)[] = [];
+    const stop = backend.onWake(waiter, (handoff) => offers.push(handoff));
+    for (const attempt of [1, 2]) {
+      const busy = await backend.acquire({
+        keys: [k],
+        token: waiter,
+        ttl: 10_000,
+        queueFor: 10_000,
+        attempt,
+      });
+      expect(busy.acquired).toBe(false);
+    }
+    await backend.release({ keys: [k], token: holder });
+    expect(await eventually(() => offers.length === 1, 5000, 5)).toBe(true);
+    const offer = offers[0];
+    // The latest attempt wrote the queue entry the handoff served.
+    expect(offer).toEqual({ attempt: 2, fencingTokens: [expect.any(Number)], ttl: claimWindow });
+    expect(offer?.fencingTokens[0]).toBeGreaterThan(fencing(held)[0]);
+    expect(Number(await raw.hget(`{${k}}`, 'f'))).toBe(offer?.fencingTokens[0]);
+    // Taking the offer: extend claims the reservation with the full ttl, no acquire needed.
+    expect(await backend.extend([{ keys: [k], token: waiter, ttl: 10_000 }])).toEqual([true]);
+    expect(await raw.hget(`{${k}}`, 'c')).toBeNull();
+    expect(await raw.pttl(`{${k}}`)).toBeGreaterThan(claimWindow);
+    expect(await backend.release({ keys: [k], token: waiter })).toBe(true);
+    stop();
+  });
+
+  it('wakes a multi-key waiter without an offer, and a waiter whose attempts are not numbered', async () => {
+    const backend = resources.backend();
+    const [a, b] = [key('a'), key('b')];
+    const holder = newToken('holder');
+    const multi = newToken('multi');
+    const single = newToken('single');
+    await backend.acquire({ keys: [a, b], token: holder, ttl: 10_000 });
+    const seen: { token: string; handoff: BackendHandoff | undefined }[] = [];
+    const stops = [multi, single].map((token) =>
+      backend.onWake(token, (handoff) => seen.push({ token, handoff })),
+    );
+    await backend.acquire({
+      keys: [a, b],
+      token: multi,
+      ttl: 10_000,
+      queueFor: 10_000,
+      attempt: 1,
+    });
+    await backend.acquire({ keys: [b], token: single, ttl: 10_000, queueFor: 10_000 });
+    await backend.release({ keys: [a, b], token: holder });
+    expect(await eventually(() => seen.length === 2, 5000, 5)).toBe(true);
+    expect(seen).toEqual([
+      { token: multi, handoff: undefined },
+      { token: multi, handoff: undefined },
+    ]);
+    // `b` went to `multi` (first in line); `single` is woken when `multi` releases.
+    expect((await backend.acquire({ keys: [a, b], token: multi, ttl: 10_000 })).acquired).toBe(
+      true,
+    );
+    await backend.release({ keys: [a, b], token: multi });
+    expect(await eventually(() => seen.length === 3, 5000, 5)).toBe(true);
+    expect(seen[2]).toEqual({ token: single, handoff: undefined });
+    for (const stop of stops) stop();
   });
 
   it('a busy attempt without queueFor leaves no trace', async () => {

@@ -211,6 +211,44 @@ describe('RedisLockBackend: grants, ownership, fencing', () => {
     expect(await keysContaining(raw, id)).toEqual([]);
   });
 
+  it('an uncontended grant writes owner and fencing only; a waiter flags the lock for its release', async () => {
+    const backend = resources.backend();
+    const raw = resources.client();
+    const k = key('flag');
+    const holder = newToken('holder');
+    const waiter = newToken('waiter');
+    expect((await backend.acquire({ keys: [k], token: holder, ttl: 5000 })).acquired).toBe(true);
+    expect(Object.keys(await raw.hgetall(`{${k}}`)).sort()).toEqual(['f', 'o']);
+    const stop = backend.onWake(waiter, () => undefined);
+    await backend.acquire({ keys: [k], token: waiter, ttl: 5000, queueFor: 5000 });
+    expect(await raw.hget(`{${k}}`, 'q')).toBe('1');
+    // A flag left behind by a waiter that gave up only costs the release a look.
+    await backend.cancel({ keys: [k], token: waiter });
+    expect(await raw.hget(`{${k}}`, 'o')).toBe(holder);
+    expect(await backend.release({ keys: [k], token: holder })).toBe(true);
+    expect(await raw.exists(`{${k}}`, `{${k}}:q`, `{${k}}:w`)).toBe(0);
+    stop();
+  });
+
+  it('extend counts a key handed to the token as held, and claims it', async () => {
+    const backend = resources.backend({ claimWindow: 1000 });
+    const raw = resources.client();
+    const k = key('claim');
+    const holder = newToken('holder');
+    const waiter = newToken('waiter');
+    await backend.acquire({ keys: [k], token: holder, ttl: 5000 });
+    const stop = backend.onWake(waiter, () => undefined);
+    await backend.acquire({ keys: [k], token: waiter, ttl: 5000, queueFor: 5000 });
+    await backend.release({ keys: [k], token: holder });
+    expect(await raw.hget(`{${k}}`, 'c')).not.toBeNull();
+    expect(await raw.pttl(`{${k}}`)).toBeLessThanOrEqual(1000);
+    expect(await backend.extend([{ keys: [k], token: waiter, ttl: 20_000 }])).toEqual([true]);
+    expect(await raw.hget(`{${k}}`, 'c')).toBeNull();
+    expect(await raw.pttl(`{${k}}`)).toBeGreaterThan(10_000);
+    expect(await backend.release({ keys: [k], token: waiter })).toBe(true);
+    stop();
+  });
+
   it('survives SCRIPT FLUSH between calls', async () => {
     const backend = resources.backend();
     const raw = resources.client();
@@ -228,7 +266,7 @@ describe('RedisLockBackend: grants, ownership, fencing', () => {
     expect((await backend.acquire({ keys: [key('a')], token, ttl: 5000 })).acquired).toBe(true);
   });
 
-  it('keeps one Redis hash tag per lock key (Cluster-ready layout)', async () => {
+  it('keeps the Redis keys of one lock key in one hash slot', async () => {
     const backend = resources.backend();
     const raw = resources.client();
     await backend.acquire({ keys: [key('tag')], token: newToken(), ttl: 5000 });

@@ -48,8 +48,10 @@ export interface RedisLockBackendClientOptions extends RedisLockBackendTuning {
 export interface RedisLockBackendConnectionOptions extends RedisLockBackendTuning {
   /**
    * Passed to `new Redis(options)`. The backend forces `enableOfflineQueue: false`,
-   * `autoResendUnfulfilledCommands: false`, `commandTimeout` and a short `disconnectTimeout`, so
-   * that a command during an outage fails fast instead of running late. Auto-reconnect stays on.
+   * `autoResendUnfulfilledCommands: false` and a short `disconnectTimeout`, so that a command
+   * during an outage fails fast instead of running late, and turns ioredis's own `commandTimeout`
+   * off (the backend bounds every operation by its `commandTimeout` itself, without a timer per
+   * command). Auto-reconnect stays on.
    */
   readonly options: RedisOptions;
   readonly url?: never;
@@ -99,7 +101,7 @@ function positiveInteger(value: unknown, name: string, fallback: number, unit = 
 function looksLikeClient(value: unknown): value is Redis {
   return (
     isRecord(value) &&
-    typeof value.evalsha === 'function' &&
+    typeof value.call === 'function' &&
     typeof value.duplicate === 'function' &&
     typeof value.status === 'string'
   );

@@ -1,28 +1,52 @@
 import type { Redis } from 'ioredis';
-import type { Unsubscribe } from '../lock-backend.interface';
+import type { BackendHandoff, Unsubscribe } from '../lock-backend.interface';
 import { LockBackendError } from '../../errors/lock-backend.error';
 import { RedisConnection } from './redis.connection';
 
+/** Delay before trying again a re-subscription that failed on a connection that stayed up. */
+const RESUBSCRIBE_RETRY_MS = 1000;
+
+type WakeListener = (handoff?: BackendHandoff) => void;
+
+/** A wake-up message: "<attempt>|<claim ms>|<fencing>|<token>" (attempt 0: no offer). */
+const MESSAGE = /^(\d+)\|(\d+)\|(\d+)\|([\s\S]*)$/;
+
 /**
  * Receives wake-ups for this backend instance: one dedicated subscriber connection, subscribed
- * once to the instance's own channel, whose messages carry the token of the waiter to wake.
+ * once to the instance's own channel, whose messages carry the token of the waiter to wake and,
+ * for a single-key waiter, the lock handed to it (see handOff in redis.scripts.ts).
  *
  * Listeners live in a map keyed by waiter token and leave it on unsubscribe, so memory follows
- * the live waiters, never the lock keys ever seen. ioredis re-subscribes by itself after a
- * reconnect; a message published meanwhile is lost, which `retryAfter` covers.
+ * the live waiters, never the lock keys ever seen.
+ *
+ * The subscription can drop while the command connection works (a killed or timed-out pub/sub
+ * connection): messages published meanwhile are lost. {@link live} tells the backend when that
+ * may be the case, so it shortens waiters' `retryAfter` instead of leaving them to sleep for a
+ * holder's whole ttl while a handoff to them lapses. ioredis reconnects and re-subscribes by
+ * itself; on every reconnect we also subscribe once more and count the subscription live again
+ * only when that reply arrives, which proves the server registered it.
  */
 export class RedisWakeSubscriber {
-  private readonly listeners = new Map<string, Set<() => void>>();
+  /**
+   * Listeners by waiter token: the function itself for the usual single registration, an array
+   * (one element per registration, duplicates allowed) otherwise. Saves a Set and a wrapper per
+   * waiter on the acquire path.
+   */
+  private readonly listeners = new Map<string, WakeListener | WakeListener[]>();
   private connection: RedisConnection | undefined;
-  private subscribed: Promise<void> | undefined;
-  /** The first SUBSCRIBE succeeded; ioredis re-subscribes by itself after reconnects. */
-  private ready = false;
+  private subscribing: Promise<void> | undefined;
+  /** The first SUBSCRIBE succeeded; from then on acquires do not wait for the subscription. */
+  private started = false;
+  private isLive = false;
+  /** Bumped whenever the connection closes, so a confirmation from before is not trusted. */
+  private session = 0;
+  private retryTimer: NodeJS.Timeout | undefined;
   private closed = false;
 
   /**
    * @param createClient opens the subscriber connection (called once, on first need)
    * @param channel the pub/sub channel of this backend instance
-   * @param commandTimeout budget of the SUBSCRIBE, in ms
+   * @param commandTimeout budget of one SUBSCRIBE, in ms
    */
   constructor(
     private readonly createClient: () => Redis,
@@ -35,68 +59,134 @@ export class RedisWakeSubscriber {
     return this.listeners.size;
   }
 
+  /**
+   * Whether wake-ups published now will arrive: subscribed, on a connection that has not dropped
+   * since the server confirmed the subscription.
+   */
+  get live(): boolean {
+    return this.isLive && !this.closed;
+  }
+
   /** Calls `listener` on every wake-up of `token` until the returned function is called. */
-  on(token: string, listener: () => void): Unsubscribe {
+  on(token: string, listener: WakeListener): Unsubscribe {
     if (this.closed) return () => undefined;
-    let set = this.listeners.get(token);
-    if (!set) {
-      set = new Set();
-      this.listeners.set(token, set);
-    }
-    // A fresh wrapper per registration, so registering one function twice needs two removals.
-    const entry = (): void => listener();
-    set.add(entry);
+    const current = this.listeners.get(token);
+    if (current === undefined) this.listeners.set(token, listener);
+    else if (Array.isArray(current)) current.push(listener);
+    else this.listeners.set(token, [current, listener]);
     // Subscribing early lets the first acquire find the channel ready; failures resurface there.
-    if (!this.ready) this.subscribe()?.catch(() => undefined);
+    if (!this.started) this.subscribe()?.catch(() => undefined);
+    // Each registration is removed once, even when one function was registered twice.
+    let registered = true;
     return () => {
-      const current = this.listeners.get(token);
-      if (!current) return;
-      current.delete(entry);
-      if (current.size === 0) this.listeners.delete(token);
+      if (!registered) return;
+      registered = false;
+      this.remove(token, listener);
     };
   }
 
   /**
-   * Resolves once the channel is subscribed; `undefined` (nothing to await) once it is.
+   * Resolves once the channel was first subscribed; `undefined` (nothing to await) after that,
+   * also while a dropped subscription is being restored.
    *
    * @throws LockBackendError when Redis cannot be reached within the command timeout
    */
   subscribe(): Promise<void> | undefined {
-    if (this.ready && !this.closed) return undefined;
     if (this.closed) {
       return Promise.reject(new LockBackendError('redis', 'subscribe', 'the backend is closed'));
     }
-    this.subscribed ??= this.doSubscribe().catch((error: unknown) => {
-      this.subscribed = undefined;
+    if (this.started) return undefined;
+    this.subscribing ??= this.firstSubscribe().catch((error: unknown) => {
+      this.subscribing = undefined;
       throw error;
     });
-    return this.subscribed;
+    return this.subscribing;
   }
 
   /** Closes the subscriber connection and drops every listener. */
   async close(): Promise<void> {
     this.closed = true;
+    this.isLive = false;
+    clearTimeout(this.retryTimer);
     this.listeners.clear();
     await this.connection?.close();
   }
 
-  private async doSubscribe(): Promise<void> {
-    if (!this.connection) {
-      const client = this.createClient();
-      client.on('message', (channel: string, token: string) => this.deliver(channel, token));
-      this.connection = new RedisConnection(client, true, this.commandTimeout);
-    }
-    await this.connection.run('subscribe', (client) => client.subscribe(this.channel));
-    this.ready = true;
+  private async firstSubscribe(): Promise<void> {
+    const connection = this.open();
+    const session = this.session;
+    await connection.run('subscribe', (client) => client.subscribe(this.channel));
+    this.started = true;
+    if (session === this.session) this.isLive = true;
+    // The connection dropped and may already be back: its 'ready' came before we started.
+    else if (connection.client.status === 'ready') this.resubscribe();
   }
 
-  private deliver(channel: string, token: string): void {
+  private open(): RedisConnection {
+    if (this.connection) return this.connection;
+    const client = this.createClient();
+    client.on('message', (channel: string, message: string) => this.deliver(channel, message));
+    client.on('close', () => {
+      this.isLive = false;
+      this.session++;
+    });
+    client.on('ready', () => {
+      if (this.started) this.resubscribe();
+    });
+    this.connection = new RedisConnection(client, true, this.commandTimeout);
+    return this.connection;
+  }
+
+  private resubscribe(): void {
+    const connection = this.connection;
+    if (this.closed || !connection) return;
+    clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
+    const session = this.session;
+    connection
+      .run('subscribe', (client) => client.subscribe(this.channel))
+      .then(
+        () => {
+          if (session === this.session && !this.closed) this.isLive = true;
+        },
+        () => {
+          // Connected but not subscribed (a timeout, a refusal): try again later. A connection
+          // that dropped instead tries again on its next 'ready'.
+          if (session !== this.session || this.closed) return;
+          this.retryTimer = setTimeout(() => this.resubscribe(), RESUBSCRIBE_RETRY_MS);
+          this.retryTimer.unref();
+        },
+      );
+  }
+
+  private remove(token: string, listener: WakeListener): void {
+    const current = this.listeners.get(token);
+    if (current === listener) {
+      this.listeners.delete(token);
+    } else if (Array.isArray(current)) {
+      const index = current.indexOf(listener);
+      if (index !== -1) current.splice(index, 1);
+      if (current.length === 1) this.listeners.set(token, current[0]);
+      else if (current.length === 0) this.listeners.delete(token);
+    }
+  }
+
+  private deliver(channel: string, message: string): void {
     if (channel !== this.channel) return;
-    const set = this.listeners.get(token);
-    if (!set) return;
-    for (const listener of [...set]) {
+    const parsed = MESSAGE.exec(message);
+    if (!parsed) return;
+    const current = this.listeners.get(parsed[4]);
+    if (current === undefined) return;
+    const attempt = Number(parsed[1]);
+    const fencing = Number(parsed[3]);
+    const handoff: BackendHandoff | undefined =
+      attempt > 0 && Number.isSafeInteger(fencing)
+        ? { attempt, fencingTokens: [fencing], ttl: Number(parsed[2]) }
+        : undefined;
+    // A copy: a listener may unsubscribe (itself or another) while we iterate.
+    for (const listener of Array.isArray(current) ? [...current] : [current]) {
       try {
-        listener();
+        listener(handoff);
       } catch {
         // A wake-up is a hint; one failing listener must not starve the others.
       }

@@ -4,6 +4,7 @@ import type {
   BackendAcquireRequest,
   BackendAcquireResult,
   BackendExtendRequest,
+  BackendHandoff,
   BackendLockInfo,
   BackendLockRef,
   LockBackend,
@@ -16,8 +17,8 @@ import {
   type ResolvedRedisLockBackendOptions,
 } from './redis-backend.options';
 import { RedisConnection } from './redis.connection';
-import { redisLockKeys, scriptKeys } from './redis.keys';
-import { RedisScript, runScript, SCRIPTS } from './redis.scripts';
+import { lockHashKey, scriptArgv } from './redis.keys';
+import { SCRIPTS } from './redis.scripts';
 import { RedisWakeSubscriber } from './redis-wake.subscriber';
 
 type RedisConstructor = new (...args: [string, RedisOptions] | [RedisOptions]) => Redis;
@@ -43,22 +44,29 @@ function loadIoredis(): RedisConstructor {
   return ctor as RedisConstructor;
 }
 
-/** Settings forced on connections this backend opens, so an outage fails fast and leaves no trace. */
-function ownConnectionOverrides(commandTimeout: number): RedisOptions {
-  return {
-    enableOfflineQueue: false,
-    autoResendUnfulfilledCommands: false,
-    commandTimeout,
-    // On close, a socket whose peer is gone (or whose stream died while reconnecting) is
-    // destroyed after this many ms instead of ioredis's default 2 s, which keeps the process alive.
-    disconnectTimeout: 200,
-  };
+/**
+ * Settings forced on connections this backend opens, so an outage fails fast and leaves no trace.
+ * ioredis's own `commandTimeout` stays off: it arms a timer per command, while RedisConnection
+ * bounds every operation with one watchdog per connection.
+ */
+const OWN_CONNECTION_OVERRIDES: RedisOptions = {
+  enableOfflineQueue: false,
+  autoResendUnfulfilledCommands: false,
+  commandTimeout: undefined,
+  // On close, a socket whose peer is gone (or whose stream died while reconnecting) is
+  // destroyed after this many ms instead of ioredis's default 2 s, which keeps the process alive.
+  disconnectTimeout: 200,
+};
+
+/** The attempt number a handoff may be offered for; 0 (no offer) when there is none. */
+function offerAttempt(attempt: number | undefined): number {
+  return attempt !== undefined && Number.isSafeInteger(attempt) && attempt > 0 ? attempt : 0;
 }
 
 function isIntegerArray(value: unknown): value is number[] {
-  return (
-    Array.isArray(value) && value.every((v) => typeof v === 'number' && Number.isSafeInteger(v))
-  );
+  if (!Array.isArray(value)) return false;
+  for (const v of value) if (typeof v !== 'number' || !Number.isSafeInteger(v)) return false;
+  return true;
 }
 
 /**
@@ -66,13 +74,15 @@ function isIntegerArray(value: unknown): value is number[] {
  *
  * Every operation is one Lua script call (extend: one per batch of up to `maxBatchKeys` keys),
  * atomic and owner-checked on the server. Waiters queue in FIFO order per key; a release hands
- * the lock to the oldest live waiter for `claimWindow` ms and wakes it by pub/sub. See
- * redis.keys.ts for the key layout and redis.scripts.ts for fencing tokens.
+ * the lock to the oldest live waiter for `claimWindow` ms and wakes it by pub/sub, with the grant
+ * itself for a single-key waiter, so that the engine takes it without a claim round trip. See
+ * redis.keys.ts for the key layout and redis.scripts.ts for fencing tokens and costs.
  *
  * Limits worth knowing: Redis replicates asynchronously, so a failover can lose a grant and hand
  * the lock to a second owner; fencing tokens rely on the server clock never going backwards.
  * Check fencing tokens in the resource you protect when that matters. Needs Redis 5 or later
- * (scripts read server TIME before writing); tested on Redis 7.0.
+ * (scripts read server TIME before writing); tested on Redis 7.0. Not for Redis Cluster (see
+ * redis.keys.ts).
  *
  * @example
  * new RedisLockBackend({ url: 'redis://127.0.0.1:6379' })
@@ -84,6 +94,10 @@ export class RedisLockBackend implements LockBackend {
   private readonly settings: ResolvedRedisLockBackendOptions;
   private readonly connection: RedisConnection;
   private readonly wake: RedisWakeSubscriber;
+  /** `retryAfter` cap, in ms, for waiters while wake-ups may be lost (half the claim window). */
+  private readonly blindRetry: number;
+  /** Last argument of every acquire: "<claimWindow>:<wake channel>", built once. */
+  private readonly waitArg: string;
 
   /**
    * @throws TypeError when the options are missing, ambiguous or invalid
@@ -91,8 +105,7 @@ export class RedisLockBackend implements LockBackend {
    */
   constructor(options: RedisLockBackendOptions) {
     this.settings = resolveRedisLockBackendOptions(options);
-    const { connection, commandTimeout, channelPrefix } = this.settings;
-    const overrides = ownConnectionOverrides(commandTimeout);
+    const { connection, commandTimeout, channelPrefix, claimWindow } = this.settings;
     let client: Redis;
     if (connection.kind === 'client') {
       client = connection.client;
@@ -100,17 +113,20 @@ export class RedisLockBackend implements LockBackend {
       const Redis = loadIoredis();
       client =
         connection.kind === 'url'
-          ? new Redis(connection.url, overrides)
-          : new Redis({ ...connection.options, ...overrides });
+          ? new Redis(connection.url, { ...OWN_CONNECTION_OVERRIDES })
+          : new Redis({ ...connection.options, ...OWN_CONNECTION_OVERRIDES });
     }
     this.connection = new RedisConnection(client, connection.kind !== 'client', commandTimeout);
     this.wake = new RedisWakeSubscriber(
       // The duplicate keeps the user's address, TLS and credentials; it must re-subscribe after
       // a reconnect and, like our own connections, never run commands late.
-      () => client.duplicate({ ...overrides, autoResubscribe: true, lazyConnect: true }),
+      () =>
+        client.duplicate({ ...OWN_CONNECTION_OVERRIDES, autoResubscribe: true, lazyConnect: true }),
       `${channelPrefix}${randomBytes(12).toString('hex')}`,
       commandTimeout,
     );
+    this.blindRetry = Math.max(1, Math.floor(claimWindow / 2));
+    this.waitArg = `${claimWindow}:${this.wake.channel}`;
   }
 
   /** The pub/sub channel on which this instance receives wake-ups. */
@@ -124,33 +140,26 @@ export class RedisLockBackend implements LockBackend {
   }
 
   /**
+   * Whether wake-ups reach this instance right now. While they may not (the pub/sub connection
+   * is down or re-subscribing), a busy queued attempt returns a `retryAfter` of at most half the
+   * claim window, so a waiter claims a handoff before it lapses even without its wake-up.
+   */
+  get wakeUpsLive(): boolean {
+    return this.wake.live;
+  }
+
+  /**
    * One atomic attempt (one script call). See {@link LockBackend.acquire}. The first attempt
    * with `queueFor > 0` also waits, once per backend, for the wake-up subscription.
    *
-   * @throws LockBackendError when Redis fails or does not answer within `commandTimeout` (per
-   *   round trip)
+   * @throws LockBackendError when Redis fails or does not answer within `commandTimeout`
    */
-  async acquire(request: BackendAcquireRequest): Promise<BackendAcquireResult> {
-    const queueFor = Math.max(0, Math.ceil(request.queueFor ?? 0));
+  acquire(request: BackendAcquireRequest): Promise<BackendAcquireResult> {
+    const queueFor = request.queueFor === undefined ? 0 : Math.max(0, Math.ceil(request.queueFor));
     // A waiter must be able to hear its wake-up before it is queued.
-    if (queueFor > 0) {
-      const subscribing = this.wake.subscribe();
-      if (subscribing) await subscribing;
-    }
-    const reply = await this.script('acquire', SCRIPTS.acquire, scriptKeys(request.keys), [
-      request.token,
-      Math.ceil(request.ttl),
-      queueFor,
-      this.wake.channel,
-      this.settings.claimWindow,
-    ]);
-    if (!isIntegerArray(reply) || reply.length < 2) throw this.badReply('acquire', reply);
-    if (reply[0] === 1) {
-      const fencingTokens = reply.slice(1);
-      if (fencingTokens.length !== request.keys.length) throw this.badReply('acquire', reply);
-      return { acquired: true, fencingTokens };
-    }
-    return { acquired: false, retryAfter: Math.max(1, reply[1]) };
+    const subscribing = queueFor > 0 ? this.wake.subscribe() : undefined;
+    if (subscribing) return subscribing.then(() => this.attempt(request, queueFor));
+    return this.attempt(request, queueFor);
   }
 
   /**
@@ -184,25 +193,29 @@ export class RedisLockBackend implements LockBackend {
    * @throws LockBackendError when Redis fails or does not answer within `commandTimeout`
    */
   async release(ref: BackendLockRef): Promise<boolean> {
-    const reply = await this.script('release', SCRIPTS.release, scriptKeys(ref.keys), [
-      ref.token,
-      this.settings.claimWindow,
-    ]);
+    const reply = await this.connection.script(
+      'release',
+      SCRIPTS.release,
+      ref.keys.length * 3,
+      scriptArgv(ref.keys, ref.token, this.settings.claimWindow),
+    );
     if (reply !== 0 && reply !== 1) throw this.badReply('release', reply);
     return reply === 1;
   }
 
   /**
-   * Removes the token's queue entries and releases unclaimed handoffs to it. Idempotent.
-   * See {@link LockBackend.cancel}.
+   * Removes the token's queue entries and releases every key it holds, claimed or not, handing
+   * each to its next live waiter. Idempotent. See {@link LockBackend.cancel}.
    *
    * @throws LockBackendError when Redis fails or does not answer within `commandTimeout`
    */
   async cancel(ref: BackendLockRef): Promise<void> {
-    await this.script('cancel', SCRIPTS.cancel, scriptKeys(ref.keys), [
-      ref.token,
-      this.settings.claimWindow,
-    ]);
+    await this.connection.script(
+      'cancel',
+      SCRIPTS.cancel,
+      ref.keys.length * 3,
+      scriptArgv(ref.keys, ref.token, this.settings.claimWindow),
+    );
   }
 
   /**
@@ -211,7 +224,7 @@ export class RedisLockBackend implements LockBackend {
    * @throws LockBackendError when Redis fails or does not answer within `commandTimeout`
    */
   async inspect(key: string): Promise<BackendLockInfo> {
-    const reply = await this.script('inspect', SCRIPTS.inspect, [redisLockKeys(key).lock], []);
+    const reply = await this.connection.script('inspect', SCRIPTS.inspect, 1, [lockHashKey(key)]);
     if (!Array.isArray(reply) || (reply[0] !== 0 && reply[0] !== 1)) {
       throw this.badReply('inspect', reply);
     }
@@ -225,8 +238,11 @@ export class RedisLockBackend implements LockBackend {
     };
   }
 
-  /** See {@link LockBackend.onWake}. Starts the pub/sub subscription on first use. */
-  onWake(token: string, listener: () => void): Unsubscribe {
+  /**
+   * See {@link LockBackend.onWake}. Starts the pub/sub subscription on first use. A release that
+   * hands the lock to a single-key waiter passes the {@link BackendHandoff}.
+   */
+  onWake(token: string, listener: (handoff?: BackendHandoff) => void): Unsubscribe {
     return this.wake.on(token, listener);
   }
 
@@ -238,27 +254,59 @@ export class RedisLockBackend implements LockBackend {
     await Promise.all([this.wake.close(), this.connection.close()]);
   }
 
+  private async attempt(
+    request: BackendAcquireRequest,
+    queueFor: number,
+  ): Promise<BackendAcquireResult> {
+    const { keys } = request;
+    const reply = await this.connection.script(
+      'acquire',
+      SCRIPTS.acquire,
+      keys.length * 3,
+      scriptArgv(
+        keys,
+        request.token,
+        Math.ceil(request.ttl),
+        // A handoff can only be offered whole, so only to a single-key waiter (Redis hands each
+        // key of a multi-key waiter separately).
+        `${queueFor}:${keys.length === 1 ? offerAttempt(request.attempt) : 0}`,
+        this.waitArg,
+      ),
+    );
+    if (typeof reply === 'number' && Number.isSafeInteger(reply) && reply !== 0) {
+      if (reply > 0) {
+        return {
+          acquired: true,
+          fencingTokens: keys.length === 1 ? [reply] : new Array<number>(keys.length).fill(reply),
+        };
+      }
+      // Without a live subscription the wake-up of a handoff may be lost: come back before the
+      // reservation lapses rather than after the holder's whole ttl.
+      const retryAfter =
+        queueFor > 0 && !this.wake.live ? Math.min(-reply, this.blindRetry) : -reply;
+      return { acquired: false, retryAfter };
+    }
+    if (!isIntegerArray(reply) || reply.length !== keys.length) {
+      throw this.badReply('acquire', reply);
+    }
+    return { acquired: true, fencingTokens: reply };
+  }
+
   private async extendChunk(requests: readonly BackendExtendRequest[]): Promise<boolean[]> {
     const keys: string[] = [];
     const args: (string | number)[] = [];
     for (const request of requests) {
-      for (const key of request.keys) keys.push(redisLockKeys(key).lock);
+      for (const key of request.keys) keys.push(lockHashKey(key));
       args.push(request.keys.length, request.token, Math.ceil(request.ttl));
     }
-    const reply = await this.script('extend', SCRIPTS.extend, keys, args);
+    const reply = await this.connection.script('extend', SCRIPTS.extend, keys.length, [
+      ...keys,
+      ...args,
+    ]);
     if (!isIntegerArray(reply) || reply.length !== requests.length) {
       throw this.badReply('extend', reply);
     }
     return reply.map((held) => held === 1);
-  }
-
-  private script(
-    operation: string,
-    script: RedisScript,
-    keys: readonly string[],
-    args: readonly (string | number)[],
-  ): Promise<unknown> {
-    return this.connection.run(operation, (client) => runScript(client, script, keys, args));
   }
 
   private badReply(operation: string, reply: unknown): LockBackendError {

@@ -1,20 +1,53 @@
+import { performance } from 'node:perf_hooks';
 import type { Redis } from 'ioredis';
 import { LockBackendError } from '../../errors/lock-backend.error';
+import type { RedisScript } from './redis.scripts';
 
 const BACKEND_NAME = 'redis';
 
+/** One operation in flight, in the order operations started (so in deadline order). */
+class PendingOperation {
+  /** Settled: answered, failed or timed out. */
+  done = false;
+  /** Set while the operation waits for the connection to become ready. */
+  stopWaiting: (() => void) | undefined = undefined;
+  next: PendingOperation | undefined = undefined;
+
+  constructor(
+    readonly operation: string,
+    /** `performance.now()` past which the operation fails. */
+    readonly deadline: number,
+    readonly reject: (error: Error) => void,
+  ) {}
+}
+
+/** What a command run through {@link RedisConnection.run} may ask about its operation. */
+export interface RedisOperation {
+  /** True once the operation settled (for example, timed out): send nothing more for it. */
+  readonly done: boolean;
+}
+
 /**
- * Runs commands on one ioredis client so that each either settles or rejects with
- * `LockBackendError` within `commandTimeout` ms, whatever state the connection is in.
+ * Runs commands on one ioredis client so that each operation either settles or rejects with
+ * `LockBackendError` within `commandTimeout` ms (one monotonic deadline per operation, covering
+ * the wait for a connection and a NOSCRIPT fallback), whatever state the connection is in.
  *
  * Commands are only sent on a `ready` connection: while it is (re)connecting they wait for it,
- * within the same time budget, instead of sitting in ioredis's offline queue, where they would
- * run late, after their caller was already told they failed (a ghost acquire would hold a lock
+ * within the same budget, instead of sitting in ioredis's offline queue, where they would run
+ * late, after their caller was already told they failed (a ghost acquire would hold a lock
  * nobody owns). That also covers a user-provided client whose offline queue is on.
+ *
+ * Deadlines are enforced by one watchdog timer per connection, not one timer per command (as
+ * ioredis's `commandTimeout` would arm): operations are kept in start order, which is deadline
+ * order since they share one budget, and the watchdog wakes at the oldest pending deadline. A
+ * steady stream of fast operations therefore re-arms it about once per `commandTimeout`.
  */
 export class RedisConnection {
-  private readyWait: Promise<void> | undefined;
-  private stopWaiting: (() => void) | undefined;
+  private head: PendingOperation | undefined;
+  private tail: PendingOperation | undefined;
+  private watchdog: NodeJS.Timeout | undefined;
+  /** Operations waiting for `ready`; the client listeners exist only while this is non-empty. */
+  private readonly readyWaiters = new Set<() => void>();
   private lastError: Error | undefined;
   private closed = false;
 
@@ -42,25 +75,69 @@ export class RedisConnection {
    *
    * @throws LockBackendError on any failure, timeout or closed backend
    */
-  async run<T>(operation: string, command: (client: Redis) => Promise<T>): Promise<T> {
-    if (this.owned && !this.closed && this.client.status === 'ready') {
-      // Hot path: on a connection we opened, ioredis's own commandTimeout bounds the command,
-      // so no timer of ours is needed per call.
-      try {
-        return await command(this.client);
-      } catch (error) {
-        throw this.wrap(operation, error);
+  run<T>(
+    operation: string,
+    command: (client: Redis, op: RedisOperation) => Promise<T>,
+  ): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      if (this.closed) {
+        reject(this.error(operation, 'the backend is closed'));
+        return;
       }
-    }
-    const deadline = Date.now() + this.commandTimeout;
-    try {
-      await this.ready(operation, deadline);
-      return await withTimeout(command(this.client), deadline - Date.now(), () =>
-        this.error(operation, `no reply within ${this.commandTimeout} ms`),
+      const op = this.track(operation, reject);
+      this.whenReady(op, () => command(this.client, op)).then(
+        (value) => {
+          if (this.finish(op)) resolve(value);
+        },
+        (error: unknown) => {
+          if (this.finish(op)) reject(this.wrap(operation, error));
+        },
       );
-    } catch (error) {
-      throw this.wrap(operation, error);
-    }
+    });
+  }
+
+  /**
+   * Runs `script` with EVALSHA, falling back to EVAL (which also caches it on the server) when
+   * the server does not know the SHA: after a restart, a failover or SCRIPT FLUSH. Both share the
+   * operation's deadline; the EVAL is not sent once it has passed.
+   *
+   * @param argv KEYS then ARGV of the script, in one array
+   * @throws LockBackendError on any failure, timeout or closed backend
+   */
+  script(
+    operation: string,
+    script: RedisScript,
+    keyCount: number,
+    argv: readonly (string | number)[],
+  ): Promise<unknown> {
+    // Written out rather than on top of run(): this is the hot path, one promise of ours per call.
+    return new Promise<unknown>((resolve, reject) => {
+      if (this.closed) {
+        reject(this.error(operation, 'the backend is closed'));
+        return;
+      }
+      const op = this.track(operation, reject);
+      let fellBack = false;
+      const onValue = (value: unknown): void => {
+        if (this.finish(op)) resolve(value);
+      };
+      const onError = (error: unknown): void => {
+        if (op.done) return;
+        if (!fellBack && isNoScript(error)) {
+          fellBack = true;
+          this.send(op, () => this.client.call('eval', [script.source, keyCount, ...argv])).then(
+            onValue,
+            onError,
+          );
+          return;
+        }
+        if (this.finish(op)) reject(this.wrap(operation, error));
+      };
+      this.whenReady(op, () => this.client.call('evalsha', [script.sha, keyCount, ...argv])).then(
+        onValue,
+        onError,
+      );
+    });
   }
 
   /** Closes the client if this backend owns it; idempotent, bounded by `commandTimeout`. */
@@ -68,7 +145,7 @@ export class RedisConnection {
     if (this.closed) return;
     this.closed = true;
     // Leaves no listener behind on a client the user keeps using.
-    this.stopWaiting?.();
+    this.wakeReadyWaiters();
     if (!this.owned) return;
     const client = this.client;
     if (client.status === 'ready') {
@@ -82,35 +159,118 @@ export class RedisConnection {
     client.disconnect();
   }
 
-  private async ready(operation: string, deadline: number): Promise<void> {
-    if (this.closed) throw this.error(operation, 'the backend is closed');
-    const client = this.client;
-    if (client.status === 'ready') return;
-    if (client.status === 'end') throw this.error(operation, 'the Redis connection is closed');
-    if (client.status === 'wait') client.connect().catch(() => undefined);
-    // One listener pair per outage, shared by every waiting command, so thousands of waiting
-    // operations do not pile listeners onto the client.
-    this.readyWait ??= new Promise<void>((resolve) => {
-      const done = (): void => {
-        client.off('ready', done);
-        client.off('end', done);
-        this.readyWait = undefined;
-        this.stopWaiting = undefined;
-        resolve();
-      };
-      this.stopWaiting = done;
-      client.on('ready', done);
-      client.on('end', done);
-    });
-    await withTimeout(this.readyWait, deadline - Date.now(), () =>
-      this.error(operation, `not connected to Redis within ${this.commandTimeout} ms`),
-    );
-    // Re-read: the status changed while we waited, which TypeScript cannot see.
-    const status: string = client.status;
-    if (status !== 'ready') {
-      throw this.error(operation, `Redis connection is ${status}`);
+  /** Sends `command` now if the connection is ready, else once it is (within the deadline). */
+  private whenReady<T>(op: PendingOperation, command: () => Promise<T>): Promise<T> {
+    if (this.client.status === 'ready') return this.send(op, command);
+    return this.ready(op).then(() => this.send(op, command));
+  }
+
+  private send<T>(op: PendingOperation, command: () => Promise<T>): Promise<T> {
+    // The operation may have timed out while waiting for the connection: send nothing late.
+    if (op.done) return Promise.reject(new Error('operation already settled'));
+    // A command that throws instead of rejecting must still settle the operation.
+    try {
+      return command();
+    } catch (error) {
+      return Promise.reject(error);
     }
   }
+
+  /** Resolves once the client is ready (or rejects when it never will); bounded by the watchdog. */
+  private ready(op: PendingOperation): Promise<void> {
+    const client = this.client;
+    if (client.status === 'end') {
+      return Promise.reject(this.error(op.operation, 'the Redis connection is closed'));
+    }
+    if (client.status === 'wait') client.connect().catch(() => undefined);
+    return new Promise<void>((resolve, reject) => {
+      const waiter = (): void => {
+        op.stopWaiting = undefined;
+        // Re-read: the status changed while we waited, which TypeScript cannot see.
+        const status: string = client.status;
+        if (this.closed) reject(this.error(op.operation, 'the backend is closed'));
+        else if (status !== 'ready')
+          reject(this.error(op.operation, `Redis connection is ${status}`));
+        else resolve();
+      };
+      if (this.readyWaiters.size === 0) {
+        // One listener pair per outage, shared by every waiting operation, so thousands of them
+        // do not pile listeners onto the client.
+        client.on('ready', this.wakeReadyWaiters);
+        client.on('end', this.wakeReadyWaiters);
+      }
+      this.readyWaiters.add(waiter);
+      op.stopWaiting = () => this.dropReadyWaiter(waiter);
+    });
+  }
+
+  private readonly wakeReadyWaiters = (): void => {
+    const waiters = [...this.readyWaiters];
+    this.readyWaiters.clear();
+    this.client.off('ready', this.wakeReadyWaiters);
+    this.client.off('end', this.wakeReadyWaiters);
+    for (const waiter of waiters) waiter();
+  };
+
+  private dropReadyWaiter(waiter: () => void): void {
+    if (!this.readyWaiters.delete(waiter) || this.readyWaiters.size > 0) return;
+    this.client.off('ready', this.wakeReadyWaiters);
+    this.client.off('end', this.wakeReadyWaiters);
+  }
+
+  private track(operation: string, reject: (error: Error) => void): PendingOperation {
+    const op = new PendingOperation(operation, performance.now() + this.commandTimeout, reject);
+    if (this.tail) this.tail.next = op;
+    else this.head = op;
+    this.tail = op;
+    if (!this.watchdog) this.arm(this.commandTimeout);
+    return op;
+  }
+
+  /** Marks `op` settled; false when it already was (it timed out first). */
+  private finish(op: PendingOperation): boolean {
+    if (op.done) return false;
+    op.done = true;
+    let head = this.head;
+    while (head?.done) head = head.next;
+    this.head = head;
+    if (!head) this.tail = undefined;
+    return true;
+  }
+
+  private arm(ms: number): void {
+    this.watchdog = setTimeout(this.expire, Math.max(1, Math.ceil(ms)));
+    // Pending operations hold their own references (socket, caller); the watchdog never keeps
+    // the process alive by itself.
+    this.watchdog.unref();
+  }
+
+  /** Fails every operation past its deadline, then sleeps until the next one's. */
+  private readonly expire = (): void => {
+    this.watchdog = undefined;
+    const now = performance.now();
+    let op = this.head;
+    while (op && (op.done || op.deadline <= now)) {
+      if (!op.done) {
+        op.done = true;
+        const waiting = op.stopWaiting !== undefined;
+        op.stopWaiting?.();
+        op.stopWaiting = undefined;
+        op.reject(
+          this.error(
+            op.operation,
+            waiting
+              ? `not connected to Redis within ${this.commandTimeout} ms`
+              : `no reply within ${this.commandTimeout} ms`,
+          ),
+        );
+      }
+      op = op.next;
+    }
+    this.head = op;
+    if (op) this.arm(op.deadline - now);
+    else this.tail = undefined;
+  };
 
   private error(operation: string, message: string): LockBackendError {
     const detail = this.lastError ? ` (last connection error: ${this.lastError.message})` : '';
@@ -122,10 +282,14 @@ export class RedisConnection {
   private wrap(operation: string, error: unknown): LockBackendError {
     if (error instanceof LockBackendError) return error;
     let message = error instanceof Error ? error.message : String(error);
-    // ioredis's own commandTimeout, on connections we opened, may fire first.
+    // A user client's own ioredis commandTimeout may fire first.
     if (message === 'Command timed out') message = `no reply within ${this.commandTimeout} ms`;
     return new LockBackendError(BACKEND_NAME, operation, message, { cause: error });
   }
+}
+
+function isNoScript(error: unknown): boolean {
+  return error instanceof Error && error.message.startsWith('NOSCRIPT');
 }
 
 /**

@@ -1,11 +1,17 @@
 import { createHash } from 'node:crypto';
-import type { Redis } from 'ioredis';
 
 /**
- * Lua scripts of the Redis backend and the runner that calls them by SHA.
+ * Lua scripts of the Redis backend.
  *
  * Every script receives, for each lock key, the triplet (lock, queue, waiters) of redis.keys.ts
- * as KEYS, so the same code runs on Redis Cluster when the keys share a slot.
+ * as KEYS, all in the lock key's hash tag; see redis.keys.ts for what that does and does not
+ * mean for Redis Cluster.
+ *
+ * Cost: each script starts with a fast path for the uncontended case (acquire: one EXISTS on
+ * lock and queue, TIME, HSET, PEXPIRE; release: HMGET, DEL) and only defines and runs the queue
+ * logic (QUEUE_HELPERS) when a queue may exist. Release learns that from the lock's `q` flag,
+ * which every script that queues a waiter behind a held lock sets (see redis.keys.ts), so an
+ * uncontended release does not look for a queue at all.
  *
  * Fencing tokens: a grant of a free key takes the server TIME in µs; a grant that follows a
  * holder in the same script (release handoff) takes max(last token + 1, TIME). Tokens therefore
@@ -16,85 +22,135 @@ import type { Redis } from 'ioredis';
  *
  * Atomicity under OOM / READONLY: Redis checks a legacy (no shebang) script only at its first
  * write command and lets the rest run once it has written, so every script below either writes
- * nothing or runs whole. Under maxmemory that first write decides: a new grant starts with HSET
- * (refused, so acquire fails with OOM), while release, cancel and extend start with DEL, ZREM or
- * PEXPIRE and keep working, which frees memory. A shebang (checked upfront) would fail on Redis 6.
+ * nothing or runs whole. Under maxmemory that first write decides: a grant of free keys starts
+ * with HSET and a waiter that queues with ZADD (both refused, so acquire fails with OOM), unless
+ * an earlier write of the same script (purging an expired waiter, handing a key on, renewing a
+ * reservation) let it run whole; release, cancel and extend start with DEL, ZREM, HDEL or PEXPIRE
+ * and keep working, which frees memory. A read-only replica refuses the first write of every
+ * script. A shebang (checked upfront) would fail on Redis 6.
  */
 
-/** Shared helpers, prepended to the scripts that need server time and the queue. */
-const PRELUDE = `
-local function fmt(n) return string.format('%.0f', n) end
-local time = redis.call('TIME')
-local nowUs = tonumber(time[1]) * 1000000 + tonumber(time[2])
+/**
+ * Queue helpers, included only where a script takes its slow path. Expects `nowUs` (server time
+ * in µs) and `claimWindow` (ms) as locals of the including script.
+ *
+ * Integer-valued numbers (µs times, fencing tokens, scores) go to redis.call as Lua numbers:
+ * Redis prints them as integers (exactly, below 10^17), which spares a string.format per value.
+ */
+const QUEUE_HELPERS = `
 local nowMs = math.floor(nowUs / 1000)
 
-local function parseWaiter(raw)
-  if not raw then return nil end
-  local deadline, ttl, channel = string.match(raw, '^(%d+)|(%d+)|(.*)$')
-  if not deadline then return nil end
-  return tonumber(deadline), tonumber(ttl), channel
-end
-
+-- Removes token from a queue, deleting the queue once it is empty. Returns the entries left.
 local function dropWaiter(queue, waiters, token)
   redis.call('ZREM', queue, token)
   redis.call('HDEL', waiters, token)
-  if redis.call('ZCARD', queue) == 0 then redis.call('DEL', queue, waiters) end
+  local left = redis.call('ZCARD', queue)
+  if left == 0 then redis.call('DEL', queue, waiters) end
+  return left
 end
 
--- The oldest waiter whose deadline has not passed, purging dead ones ahead of it. Each dead
--- entry is removed once, so the loop is amortised O(1) per entry ever queued.
+-- The oldest waiter whose deadline has not passed (token, score, ttl, wake channel, attempt),
+-- purging dead ones ahead of it. Each dead entry is removed once: amortised O(1) per entry ever
+-- queued.
 local function liveHead(queue, waiters)
   while true do
-    local head = redis.call('ZRANGE', queue, 0, 0)[1]
+    local first = redis.call('ZRANGE', queue, 0, 0, 'WITHSCORES')
+    local head = first[1]
     if not head then return nil end
-    local deadline, ttl, channel = parseWaiter(redis.call('HGET', waiters, head))
-    if deadline and deadline > nowMs then return head, ttl, channel end
+    local raw = redis.call('HGET', waiters, head)
+    if raw then
+      local deadline, ttl, attempt, channel = string.match(raw, '^(%d+)|(%d+)|(%d+)|(.*)$')
+      if deadline and tonumber(deadline) > nowMs then
+        return head, tonumber(first[2]), tonumber(ttl), channel, attempt
+      end
+    end
     dropWaiter(queue, waiters, head)
   end
 end
 
--- Reserves a free lock for its oldest live waiter for the claim window and wakes it. The waiter
--- leaves the queue: if it died, the reservation simply expires and the next one gets its turn.
-local function handOff(lock, queue, waiters, lastFencing, claimWindow)
-  local head, ttl, channel = liveHead(queue, waiters)
+-- Reserves a lock that is free, or whose grant the caller gives up, for its oldest live waiter
+-- for the claim window, and wakes that waiter. The waiter leaves the queue (if it died, the
+-- reservation simply expires and the next one gets its turn); its queue score stays in 'c', so
+-- it keeps its place in the global order. The wake-up message "<attempt>|<claim ms>|<fencing>|
+-- <token>" offers the lock to a single-key waiter (attempt > 0: the attempt that wrote the entry
+-- served), which may then take it without another round trip and claim it with extend.
+-- Returns the reservation in ms, or nil when nobody waits (the lock is then left as it was).
+local function handOff(lock, queue, waiters, lastFencing)
+  local head, score, ttl, channel, attempt = liveHead(queue, waiters)
   if not head then return nil end
   local claim = math.max(1, math.min(claimWindow, ttl))
   local fencing = math.max(lastFencing + 1, nowUs)
+  local left = dropWaiter(queue, waiters, head)
   redis.call('DEL', lock)
-  redis.call('HSET', lock, 'o', head, 'f', fmt(fencing), 'c', '1')
+  if left > 0 then
+    redis.call('HSET', lock, 'o', head, 'f', fencing, 'c', score, 'q', '1')
+  else
+    redis.call('HSET', lock, 'o', head, 'f', fencing, 'c', score)
+  end
   redis.call('PEXPIRE', lock, claim)
-  dropWaiter(queue, waiters, head)
-  redis.call('PUBLISH', channel, head)
+  redis.call('PUBLISH', channel, attempt .. '|' .. claim .. '|' .. string.format('%.0f', fencing) .. '|' .. head)
   return claim
 end
 `;
 
 /**
- * KEYS: (lock, queue, waiters) per lock key. ARGV: token, ttl, queueFor, wake channel, claimWindow.
- * Returns {1, fencing...} when granted, {0, retryAfter} when busy.
+ * KEYS: (lock, queue, waiters) per lock key. ARGV: token, ttl, "<queueFor>:<attempt>" (attempt 0
+ * for a multi-key request: no handoff offer), "<claimWindow>:<wake channel>" (one constant per
+ * backend instance). Packed because every argument costs the server a Lua string.
+ * Returns, when granted, the fencing token shared by every key (an integer > 0) or {fencing...}
+ * one per key; when busy, -retryAfter (an integer <= -1). Integers spare the server building and
+ * the client parsing an array on the common paths.
  *
  * A multi-key waiter is handed each key separately (FIFO per key) and keeps the keys reserved
- * for it while it waits for the others, re-reserving them on every attempt (so it retries
- * within half the claim window). Queue scores are one global order (server time, and a
- * refresh reuses the waiter's oldest score on any of its keys), so the oldest waiter is first in
- * every queue it is in and two multi-key waiters cannot wait on each other forever.
+ * for it while it waits for the others, renewing the reservations on every attempt (so it
+ * retries within half the claim window). Queue scores form one global order: server time on
+ * arrival, and every later attempt reuses the waiter's oldest score, queued or recorded on a key
+ * handed to it. A waiter gives a handed key up to an older live waiter queued for it instead of
+ * keeping it; the oldest waiter never gives a key up, so it gets every key it waits for and two
+ * multi-key waiters cannot keep each other's keys until their waits end.
  */
-export const ACQUIRE_LUA = `${PRELUDE}
+export const ACQUIRE_LUA = `
 local token = ARGV[1]
-local ttl = tonumber(ARGV[2])
-local queueFor = tonumber(ARGV[3])
-local channel = ARGV[4]
-local claimWindow = tonumber(ARGV[5])
-local count = #KEYS / 3
+local ttl = ARGV[2]
+local n = #KEYS
 
-local state = {}
+-- Fast path: no lock and no queue on any key, so a plain grant.
+local clear = true
+for i = 1, n, 3 do
+  if redis.call('EXISTS', KEYS[i], KEYS[i + 1]) ~= 0 then
+    clear = false
+    break
+  end
+end
+local time = redis.call('TIME')
+local nowUs = time[1] * 1000000 + time[2]
+if clear then
+  for i = 1, n, 3 do
+    -- HSET first: on a full Redis (maxmemory) the grant is refused before anything changed.
+    redis.call('HSET', KEYS[i], 'o', token, 'f', nowUs)
+    redis.call('PEXPIRE', KEYS[i], ttl)
+  end
+  return nowUs
+end
+
+local queueFor, attempt = string.match(ARGV[3], '^(%d+):(%d+)$')
+queueFor = tonumber(queueFor)
+local claimWindow, channel = string.match(ARGV[4], '^(%d+):(.*)$')
+claimWindow = tonumber(claimWindow)
+${QUEUE_HELPERS}
+local count = n / 3
+-- state: 'mine' (granted to us), 'handed' (reserved for us, unclaimed), 'busy' (someone else's),
+-- 'free' (no lock, and we are first in line or nobody waits), 'behind' (no lock, but a live
+-- waiter is ahead of us).
+local state, found = {}, {}
 local grantable = true
 for i = 1, count do
   local lock, queue, waiters = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
-  local owner = redis.call('HGET', lock, 'o')
-  if owner == token then
-    state[i] = 'mine'
-  elseif owner then
+  local fields = redis.call('HMGET', lock, 'o', 'f', 'c', 'q')
+  found[i] = fields
+  if fields[1] == token then
+    state[i] = fields[3] and 'handed' or 'mine'
+  elseif fields[1] then
     state[i] = 'busy'
     grantable = false
   else
@@ -109,24 +165,54 @@ for i = 1, count do
 end
 
 if grantable then
-  local result = {1}
+  local result = {}
   for i = 1, count do
     local lock, queue, waiters = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
-    local fencing = nil
-    if state[i] == 'mine' then
-      fencing = tonumber(redis.call('HGET', lock, 'f'))
-      redis.call('HDEL', lock, 'c')
-    end
-    if not fencing then
-      -- HSET first: on a full Redis (maxmemory) a new grant is refused before anything changed.
+    local fencing
+    if state[i] == 'free' then
       fencing = nowUs
-      redis.call('HSET', lock, 'o', token, 'f', fmt(fencing))
+      redis.call('HSET', lock, 'o', token, 'f', fencing)
+      redis.call('PEXPIRE', lock, ttl)
+      -- Leave the queue; flag the lock if others still wait, so its release looks for them.
+      if redis.call('ZSCORE', queue, token) and dropWaiter(queue, waiters, token) > 0 then
+        redis.call('HSET', lock, 'q', '1')
+      end
+    else
+      -- A token leaves a key's queue when the key is handed to it and never queues on a key it
+      -- holds, so there is no entry of ours to remove here.
+      fencing = tonumber(found[i][2])
+      if state[i] == 'handed' then redis.call('HDEL', lock, 'c') end
+      redis.call('PEXPIRE', lock, ttl)
     end
-    redis.call('PEXPIRE', lock, ttl)
-    if redis.call('ZSCORE', queue, token) then dropWaiter(queue, waiters, token) end
-    result[i + 1] = fencing
+    result[i] = fencing
   end
+  if count == 1 then return result[1] end
   return result
+end
+
+-- Our place in the global order: the oldest score we have, or, for a newcomer, strictly behind
+-- every current tail (even within one microsecond).
+local score = nil
+local handed = false
+for i = 1, count do
+  local s = nil
+  if state[i] == 'handed' then
+    handed = true
+    s = tonumber(found[i][3])
+  elseif state[i] ~= 'mine' then
+    s = tonumber(redis.call('ZSCORE', KEYS[3 * i - 1], token))
+  end
+  if s and (not score or s < score) then score = s end
+end
+if not score and (queueFor > 0 or handed) then
+  local tail = 0
+  for i = 1, count do
+    if state[i] ~= 'mine' and state[i] ~= 'handed' then
+      local last = redis.call('ZRANGE', KEYS[3 * i - 1], -1, -1, 'WITHSCORES')[2]
+      if last then tail = math.max(tail, tonumber(last)) end
+    end
+  end
+  score = math.max(nowUs, tail + 1)
 end
 
 local retry = 1
@@ -138,72 +224,89 @@ for i = 1, count do
     if pttl < 0 then pttl = claimWindow end
     retry = math.max(retry, pttl)
   elseif state[i] == 'behind' then
-    retry = math.max(retry, handOff(lock, queue, waiters, 0, claimWindow) or 1)
-  elseif state[i] == 'mine' and redis.call('HEXISTS', lock, 'c') == 1 then
-    local keep = math.max(1, math.min(claimWindow, ttl))
-    redis.call('PEXPIRE', lock, keep)
-    if not hold or keep < hold then hold = keep end
+    -- The key expired or was given up while someone waited: reserve it for the queue head.
+    local claim = handOff(lock, queue, waiters, 0)
+    if claim then
+      retry = math.max(retry, claim)
+      state[i] = 'reserved'
+    end
+  elseif state[i] == 'handed' then
+    local head, headScore = liveHead(queue, waiters)
+    if head and headScore < score then
+      -- An older waiter needs this key: give it up and queue again behind it.
+      retry = math.max(retry, handOff(lock, queue, waiters, tonumber(found[i][2]) or 0) or 1)
+      state[i] = 'reserved'
+    else
+      local keep = math.max(1, math.min(claimWindow, tonumber(ttl)))
+      redis.call('PEXPIRE', lock, keep)
+      if not hold or keep < hold then hold = keep end
+    end
   end
 end
 if hold then retry = math.max(1, math.min(retry, math.floor(hold / 2))) end
 
 if queueFor > 0 then
-  local score = nil
-  local tail = 0
+  local entry = string.format('%.0f', nowMs + queueFor) .. '|' .. ttl .. '|' .. attempt .. '|'
+    .. channel
   for i = 1, count do
-    if state[i] ~= 'mine' then
-      local queue = KEYS[3 * i - 1]
-      local own = redis.call('ZSCORE', queue, token)
-      if own then
-        own = tonumber(own)
-        if not score or own < score then score = own end
-      end
-      local last = redis.call('ZRANGE', queue, -1, -1, 'WITHSCORES')[2]
-      if last then tail = math.max(tail, tonumber(last)) end
-    end
-  end
-  -- A newcomer goes strictly behind every current tail, even within one microsecond.
-  score = fmt(score or math.max(nowUs, tail + 1))
-  local entry = fmt(nowMs + queueFor) .. '|' .. fmt(ttl) .. '|' .. channel
-  for i = 1, count do
-    if state[i] ~= 'mine' then
-      local queue, waiters = KEYS[3 * i - 1], KEYS[3 * i]
+    local s = state[i]
+    if s ~= 'mine' and s ~= 'handed' then
+      local lock, queue, waiters = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
       redis.call('ZADD', queue, score, token)
       redis.call('HSET', waiters, token, entry)
       if redis.call('PTTL', queue) < queueFor then
         redis.call('PEXPIRE', queue, queueFor)
         redis.call('PEXPIRE', waiters, queueFor)
       end
+      -- The lock is held (busy) or was just reserved: flag it so its release finds the queue.
+      if (s == 'busy' and not found[i][4]) or s == 'reserved' then
+        redis.call('HSET', lock, 'q', '1')
+      end
     end
   end
 end
-return {0, retry}
+return -retry
 `;
 
 /**
  * KEYS: (lock, queue, waiters) per lock key. ARGV: token, claimWindow. Deletes every key still
- * owned by the token and hands it to its next live waiter. Returns 1 when all keys were owned.
+ * owned by the token and, when its `q` flag says someone may wait, hands it to the next live
+ * waiter. Returns 1 when all keys were owned.
  */
-export const RELEASE_LUA = `${PRELUDE}
+export const RELEASE_LUA = `
 local token = ARGV[1]
-local claimWindow = tonumber(ARGV[2])
 local released = 1
-for i = 1, #KEYS / 3 do
-  local lock, queue, waiters = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
-  local found = redis.call('HMGET', lock, 'o', 'f')
+local queued = nil
+for i = 1, #KEYS, 3 do
+  local found = redis.call('HMGET', KEYS[i], 'o', 'q')
   if found[1] == token then
-    redis.call('DEL', lock)
-    handOff(lock, queue, waiters, tonumber(found[2]) or 0, claimWindow)
+    if found[2] then
+      queued = queued or {}
+      queued[#queued + 1] = i
+    else
+      redis.call('DEL', KEYS[i])
+    end
   else
     released = 0
   end
+end
+if not queued then return released end
+
+local claimWindow = tonumber(ARGV[2])
+local time = redis.call('TIME')
+local nowUs = time[1] * 1000000 + time[2]
+${QUEUE_HELPERS}
+for _, i in ipairs(queued) do
+  local lastFencing = tonumber(redis.call('HGET', KEYS[i], 'f')) or 0
+  if not handOff(KEYS[i], KEYS[i + 1], KEYS[i + 2], lastFencing) then redis.call('DEL', KEYS[i]) end
 end
 return released
 `;
 
 /**
  * KEYS: every lock HASH of the batch, request after request. ARGV: (key count, token, ttl) per
- * request. Extends a request only if all its keys are owned by its token. Returns 1/0 per request.
+ * request. Extends a request only if all its keys are owned by its token; a key handed to the
+ * token and not claimed yet counts as owned, and is claimed. Returns 1/0 per request.
  */
 export const EXTEND_LUA = `
 local results = {}
@@ -213,11 +316,23 @@ for a = 1, #ARGV, 3 do
   local token = ARGV[a + 1]
   local ttl = ARGV[a + 2]
   local held = 1
+  local unclaimed = nil
   for j = k + 1, k + n do
-    if redis.call('HGET', KEYS[j], 'o') ~= token then held = 0 end
+    local found = redis.call('HMGET', KEYS[j], 'o', 'c')
+    if found[1] ~= token then
+      held = 0
+      break
+    end
+    if found[2] then
+      unclaimed = unclaimed or {}
+      unclaimed[#unclaimed + 1] = KEYS[j]
+    end
   end
   if held == 1 then
     for j = k + 1, k + n do redis.call('PEXPIRE', KEYS[j], ttl) end
+    if unclaimed then
+      for _, key in ipairs(unclaimed) do redis.call('HDEL', key, 'c') end
+    end
   end
   results[#results + 1] = held
   k = k + n
@@ -227,21 +342,25 @@ return results
 
 /**
  * KEYS: (lock, queue, waiters) per lock key. ARGV: token, claimWindow. Removes the token's queue
- * entries and releases any unclaimed handoff to it; a key left free with live waiters is handed
- * on, since the entry removed may have been the one everybody else was queued behind.
+ * entries and releases every key the token holds, claimed or not (a handoff it never claimed, or
+ * a grant whose answer was lost), handing each to its next live waiter. A key left free with
+ * live waiters is handed on too, since the entry removed may have been the one everybody else
+ * was queued behind.
  */
-export const CANCEL_LUA = `${PRELUDE}
+export const CANCEL_LUA = `
 local token = ARGV[1]
 local claimWindow = tonumber(ARGV[2])
-for i = 1, #KEYS / 3 do
-  local lock, queue, waiters = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
+local time = redis.call('TIME')
+local nowUs = time[1] * 1000000 + time[2]
+${QUEUE_HELPERS}
+for i = 1, #KEYS, 3 do
+  local lock, queue, waiters = KEYS[i], KEYS[i + 1], KEYS[i + 2]
   if redis.call('ZSCORE', queue, token) then dropWaiter(queue, waiters, token) end
-  local found = redis.call('HMGET', lock, 'o', 'f', 'c')
-  if found[1] == token and found[3] then
-    redis.call('DEL', lock)
-    handOff(lock, queue, waiters, tonumber(found[2]) or 0, claimWindow)
+  local found = redis.call('HMGET', lock, 'o', 'f')
+  if found[1] == token then
+    if not handOff(lock, queue, waiters, tonumber(found[2]) or 0) then redis.call('DEL', lock) end
   elseif not found[1] then
-    handOff(lock, queue, waiters, 0, claimWindow)
+    handOff(lock, queue, waiters, 0)
   end
 end
 return 1
@@ -266,33 +385,6 @@ export class RedisScript {
     readonly source: string,
   ) {
     this.sha = createHash('sha1').update(source).digest('hex');
-  }
-}
-
-/** The commands a script runner needs from an ioredis client. */
-export type ScriptClient = Pick<Redis, 'evalsha' | 'eval'>;
-
-function isNoScript(error: unknown): boolean {
-  return error instanceof Error && error.message.startsWith('NOSCRIPT');
-}
-
-/**
- * Runs `script` with EVALSHA, falling back to EVAL (which also caches it on the server) when the
- * server does not know the SHA: after a restart, a failover or SCRIPT FLUSH.
- *
- * @throws whatever the client throws for any other error (timeouts are the caller's job)
- */
-export async function runScript(
-  client: ScriptClient,
-  script: RedisScript,
-  keys: readonly string[],
-  args: readonly (string | number)[],
-): Promise<unknown> {
-  try {
-    return await client.evalsha(script.sha, keys.length, ...keys, ...args);
-  } catch (error) {
-    if (!isNoScript(error)) throw error;
-    return client.eval(script.source, keys.length, ...keys, ...args);
   }
 }
 
