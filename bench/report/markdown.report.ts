@@ -223,7 +223,7 @@ export function renderMarkdown(results: BenchResults, targets: readonly TargetCh
   );
   out.push(
     'Short ttl so that renewal (about every ttl/3) is observed within the window. Redis: requests = EVALSHA + EVAL calls; INFO commandstats also counts the commands a script runs ' +
-      '(hget, pexpire) under their own names, shown as commands/s. etcd: gRPC messages received, from /metrics. Lag: monitorEventLoopDelay (1 ms resolution) minus the resolution.',
+      '(hmget, pexpire...) under their own names, shown as commands/s. etcd: gRPC messages received, from /metrics. Lag: monitorEventLoopDelay (1 ms resolution) minus the resolution.',
     '',
   );
   out.push(

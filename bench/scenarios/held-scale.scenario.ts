@@ -78,7 +78,7 @@ export async function runHeldScale(task: HeldScaleTask): Promise<HeldScaleResult
     let renewOpsPerSec: number | null = null;
     if (before && after) {
       byCommand = rates(before, after, windowSeconds);
-      // Redis counts the commands a script runs under their own names (hget, pexpire...): those
+      // Redis counts the commands a script runs under their own names (hmget, pexpire...): those
       // are work inside one request, so requests are the script calls. etcd counts requests.
       const requestNames = task.backend === 'redis' ? ['evalsha', 'eval'] : Object.keys(byCommand);
       renewOpsPerSec = requestNames.reduce((sum, name) => sum + (byCommand[name] ?? 0), 0);

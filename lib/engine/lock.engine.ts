@@ -240,9 +240,9 @@ export class LockEngine implements LockOwner {
     };
     const started = monotonicNow();
     const deadline = started + wait;
-    const waiter = new WakeWaiter(
-      signal ? [signal, this.shutdown$.signal] : [this.shutdown$.signal],
-    );
+    // Created on the first busy answer: most acquisitions never wait.
+    let waiter: WakeWaiter | undefined;
+    let wokenEarly = false;
     let attempt = 0;
     let sentAt = 0;
     let handoff: BackendHandoff | undefined;
@@ -254,7 +254,8 @@ export class LockEngine implements LockOwner {
             if (offer && offer.attempt === attempt && offer.fencingTokens.length === keys.length) {
               handoff = offer;
             }
-            waiter.wake();
+            if (waiter) waiter.wake();
+            else wokenEarly = true;
           })
         : undefined;
     // Whether the backend may hold state for this token (a queue entry, or a grant whose answer
@@ -264,13 +265,14 @@ export class LockEngine implements LockOwner {
     try {
       // Bounded by the deadline; every round parks at least 1 ms or awaits a backend round trip.
       for (;;) {
-        waiter.reset();
+        waiter?.reset();
+        wokenEarly = false;
         handoff = undefined;
         attempt++;
         sentAt = monotonicNow();
         const queueFor = wait > 0 ? Math.max(1, Math.ceil(deadline - sentAt)) : 0;
         leftState = true;
-        const request = { ...ref, ttl, queueFor, attempt };
+        const request = { keys: ref.keys, token: ref.token, ttl, queueFor, attempt };
         const result = await this.call('acquire', () => this.backend.acquire(request));
         let lock: GrantedLock | undefined;
         if (result.acquired) {
@@ -280,6 +282,12 @@ export class LockEngine implements LockOwner {
           retryAfter = result.retryAfter;
           const remaining = deadline - monotonicNow();
           if (remaining > 0 && !handoff) {
+            if (!waiter) {
+              waiter = new WakeWaiter(
+                signal ? [signal, this.shutdown$.signal] : [this.shutdown$.signal],
+              );
+              if (wokenEarly) waiter.wake();
+            }
             await waiter.park(Math.max(1, Math.min(result.retryAfter, remaining)));
           } else if (remaining <= 0 && !handoff) {
             break;
@@ -290,7 +298,8 @@ export class LockEngine implements LockOwner {
           leftState = false;
           if (signal?.aborted || this.shutdown$.signal.aborted) {
             await this.releaseQuietly(lock);
-            waiter.throwIfAborted();
+            signal?.throwIfAborted();
+            this.shutdown$.signal.throwIfAborted();
           }
           return lock;
         }
@@ -372,19 +381,23 @@ export class LockEngine implements LockOwner {
   }
 
   /** Runs one backend call, turning anything that is not already a LockError into a LockBackendError. */
-  private async call<T>(operation: string, fn: () => Promise<T>): Promise<T> {
+  private call<T>(operation: string, fn: () => Promise<T>): Promise<T> {
+    // Not an async function: this sits on every backend call, and a plain promise chain is
+    // cheaper than an extra async frame.
+    let promise: Promise<T>;
     try {
-      return await fn();
+      promise = fn();
     } catch (err) {
-      if (err instanceof LockError) throw err;
-      throw new LockBackendError(
-        this.backend.name,
-        operation,
-        (err as Error)?.message ?? String(err),
-        {
-          cause: err,
-        },
-      );
+      return Promise.reject(this.backendError(operation, err));
     }
+    return promise.then(undefined, (err: unknown) => {
+      throw this.backendError(operation, err);
+    });
+  }
+
+  private backendError(operation: string, err: unknown): Error {
+    if (err instanceof LockError) return err;
+    const message = (err as Error)?.message ?? String(err);
+    return new LockBackendError(this.backend.name, operation, message, { cause: err });
   }
 }
