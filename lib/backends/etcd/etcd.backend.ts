@@ -73,7 +73,7 @@ import { EtcdHeldLock, EtcdHeldRegistry } from './etcd-held.registry';
 import { EtcdQueueWatcher } from './etcd-queue.watcher';
 import { deleteOp, ownerRange } from './etcd-txn.ops';
 import { EtcdQueuedWaiter, EtcdWaiterRegistry } from './etcd-waiter.registry';
-import { EtcdWakeRegistry } from './etcd-wake.registry';
+import { WakeRegistry } from '../wake.registry';
 import { EtcdCleaner, MAX_TXN_OPS } from './etcd.cleaner';
 import { decodeMember, invalidLockKey, lockRange, memberKey } from './etcd.keys';
 import { EtcdRpc, isLeaseNotFound } from './etcd.rpc';
@@ -105,7 +105,7 @@ export class EtcdLockBackend implements LockBackend {
   private readonly watcher: EtcdQueueWatcher;
   private readonly guard: EtcdAcquireGuard;
   private readonly attempts: EtcdAcquireAttempts;
-  private readonly wakes = new EtcdWakeRegistry();
+  private readonly wakes = new WakeRegistry();
   private readonly lostListeners = new Set<(event: BackendLossEvent) => void>();
 
   private session?: EtcdSession;
@@ -344,7 +344,7 @@ export class EtcdLockBackend implements LockBackend {
    * carries it as a {@link BackendHandoff} (reserved for the waiter's `ttl`, claimed by `extend`).
    */
   onWake(token: string, listener: (handoff?: BackendHandoff) => void): Unsubscribe {
-    return this.wakes.subscribe(token, listener);
+    return this.wakes.add(token, listener);
   }
 
   /**

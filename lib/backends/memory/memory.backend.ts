@@ -10,6 +10,7 @@ import type {
 } from '../lock-backend.interface';
 import { monotonicNow } from '../../engine/clock';
 import { assertTtl } from '../../engine/lock-options.validator';
+import { WakeRegistry } from '../wake.registry';
 
 /** Tuning of {@link MemoryLockBackend}. */
 export interface MemoryLockBackendOptions {
@@ -54,7 +55,7 @@ interface KeyState {
 export class MemoryLockBackend implements LockBackend {
   readonly name = 'memory';
   private readonly keys = new Map<string, KeyState>();
-  private readonly listeners = new Map<string, Set<(handoff?: BackendHandoff) => void>>();
+  private readonly listeners = new WakeRegistry();
   private readonly claimWindow: number;
   private fence = 0;
 
@@ -159,13 +160,7 @@ export class MemoryLockBackend implements LockBackend {
   }
 
   onWake(token: string, listener: (handoff?: BackendHandoff) => void): Unsubscribe {
-    let set = this.listeners.get(token);
-    if (!set) this.listeners.set(token, (set = new Set()));
-    set.add(listener);
-    return () => {
-      set.delete(listener);
-      if (set.size === 0 && this.listeners.get(token) === set) this.listeners.delete(token);
-    };
+    return this.listeners.add(token, listener);
   }
 
   async close(): Promise<void> {
@@ -248,11 +243,8 @@ export class MemoryLockBackend implements LockBackend {
   }
 
   private wake(token: string, handoff: BackendHandoff): void {
-    const set = this.listeners.get(token);
-    if (!set) return;
+    if (!this.listeners.has(token)) return;
     // Asynchronously, like a message from a remote server, so no engine code runs inside ours.
-    queueMicrotask(() => {
-      for (const listener of [...set]) listener(handoff);
-    });
+    queueMicrotask(() => this.listeners.wake(token, handoff));
   }
 }

@@ -1,12 +1,11 @@
 import type { Redis } from 'ioredis';
 import type { BackendHandoff, Unsubscribe } from '../lock-backend.interface';
 import { LockBackendError } from '../../errors/lock-backend.error';
+import { WakeListener, WakeRegistry } from '../wake.registry';
 import { RedisConnection } from './redis.connection';
 
 /** Delay before trying again a re-subscription that failed on a connection that stayed up. */
 const RESUBSCRIBE_RETRY_MS = 1000;
-
-type WakeListener = (handoff?: BackendHandoff) => void;
 
 /** A wake-up message: "<attempt>|<claim ms>|<fencing>|<token>" (attempt 0: no offer). */
 const MESSAGE = /^(\d+)\|(\d+)\|(\d+)\|([\s\S]*)$/;
@@ -27,12 +26,7 @@ const MESSAGE = /^(\d+)\|(\d+)\|(\d+)\|([\s\S]*)$/;
  * only when that reply arrives, which proves the server registered it.
  */
 export class RedisWakeSubscriber {
-  /**
-   * Listeners by waiter token: the function itself for the usual single registration, an array
-   * (one element per registration, duplicates allowed) otherwise. Saves a Set and a wrapper per
-   * waiter on the acquire path.
-   */
-  private readonly listeners = new Map<string, WakeListener | WakeListener[]>();
+  private readonly listeners = new WakeRegistry();
   private connection: RedisConnection | undefined;
   private subscribing: Promise<void> | undefined;
   /** The first SUBSCRIBE succeeded; from then on acquires do not wait for the subscription. */
@@ -70,19 +64,10 @@ export class RedisWakeSubscriber {
   /** Calls `listener` on every wake-up of `token` until the returned function is called. */
   on(token: string, listener: WakeListener): Unsubscribe {
     if (this.closed) return () => undefined;
-    const current = this.listeners.get(token);
-    if (current === undefined) this.listeners.set(token, listener);
-    else if (Array.isArray(current)) current.push(listener);
-    else this.listeners.set(token, [current, listener]);
+    const unsubscribe = this.listeners.add(token, listener);
     // Subscribing early lets the first acquire find the channel ready; failures resurface there.
     if (!this.started) this.subscribe()?.catch(() => undefined);
-    // Each registration is removed once, even when one function was registered twice.
-    let registered = true;
-    return () => {
-      if (!registered) return;
-      registered = false;
-      this.remove(token, listener);
-    };
+    return unsubscribe;
   }
 
   /**
@@ -159,37 +144,18 @@ export class RedisWakeSubscriber {
       );
   }
 
-  private remove(token: string, listener: WakeListener): void {
-    const current = this.listeners.get(token);
-    if (current === listener) {
-      this.listeners.delete(token);
-    } else if (Array.isArray(current)) {
-      const index = current.indexOf(listener);
-      if (index !== -1) current.splice(index, 1);
-      if (current.length === 1) this.listeners.set(token, current[0]);
-      else if (current.length === 0) this.listeners.delete(token);
-    }
-  }
-
   private deliver(channel: string, message: string): void {
     if (channel !== this.channel) return;
     const parsed = MESSAGE.exec(message);
     if (!parsed) return;
-    const current = this.listeners.get(parsed[4]);
-    if (current === undefined) return;
+    const token = parsed[4];
+    if (!this.listeners.has(token)) return;
     const attempt = Number(parsed[1]);
     const fencing = Number(parsed[3]);
     const handoff: BackendHandoff | undefined =
       attempt > 0 && Number.isSafeInteger(fencing)
         ? { attempt, fencingTokens: [fencing], ttl: Number(parsed[2]) }
         : undefined;
-    // A copy: a listener may unsubscribe (itself or another) while we iterate.
-    for (const listener of Array.isArray(current) ? [...current] : [current]) {
-      try {
-        listener(handoff);
-      } catch {
-        // A wake-up is a hint; one failing listener must not starve the others.
-      }
-    }
+    this.listeners.wake(token, handoff);
   }
 }
