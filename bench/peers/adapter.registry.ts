@@ -4,8 +4,7 @@ import { Etcd3LockAdapter } from './etcd3-lock.adapter';
 import type { AdapterInfo, BackendKind, BenchEnv, LockAdapter } from './lock-adapter.interface';
 import { OursAdapter } from './ours.adapter';
 import { RedisSemaphoreAdapter } from './redis-semaphore.adapter';
-import { RedlockAdapter } from './redlock.adapter';
-import { SesameRedlockAdapter } from './sesame-redlock.adapter';
+import { REDLOCK, RedlockAdapter, SESAME_REDLOCK } from './redlock.adapter';
 
 /** Every contender of a run, in report order, with how to create it (in any process). */
 interface Entry {
@@ -39,25 +38,25 @@ const ENTRIES: readonly Entry[] = [
     id: 'redlock/default',
     backend: 'redis',
     kind: 'peer',
-    create: (env) => RedlockAdapter.create(env, false),
+    create: (env) => RedlockAdapter.create(REDLOCK, env, false),
   },
   {
     id: 'redlock/tuned',
     backend: 'redis',
     kind: 'peer',
-    create: (env) => RedlockAdapter.create(env, true),
+    create: (env) => RedlockAdapter.create(REDLOCK, env, true),
   },
   {
     id: 'sesame-redlock/default',
     backend: 'redis',
     kind: 'peer',
-    create: (env) => SesameRedlockAdapter.create(env, false),
+    create: (env) => RedlockAdapter.create(SESAME_REDLOCK, env, false),
   },
   {
     id: 'sesame-redlock/tuned',
     backend: 'redis',
     kind: 'peer',
-    create: (env) => SesameRedlockAdapter.create(env, true),
+    create: (env) => RedlockAdapter.create(SESAME_REDLOCK, env, true),
   },
   {
     id: 'redis-semaphore/default',
