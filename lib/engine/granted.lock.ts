@@ -1,7 +1,7 @@
 import type { BackendLockRef } from '../backends/lock-backend.interface';
 import { LockError } from '../errors/lock.error';
 import { LockLostError } from '../errors/lock-lost.error';
-import { toEpoch } from './clock';
+import { monotonicNow, toEpoch } from './clock';
 import type { Lock } from './lock.interface';
 
 /** What a granted lock needs from the engine that issued it. */
@@ -27,8 +27,14 @@ export class GrantedLock implements Lock {
   nextRenewAt: number;
   /** Monotonic ms from which this lock may join an earlier renewal batch. */
   renewFrom: number;
-  /** A renewal for this lock is in flight. */
-  renewing = false;
+  /**
+   * The extension in flight for this lock (renewal, claim or manual extend), settled either way.
+   * One at a time: two overlapping extensions could be applied in one order and answered in the
+   * other, leaving the local deadline later than the server's.
+   */
+  pending: Promise<void> | undefined;
+  /** Set when the backend said the grant is gone, so there is nothing left to release. */
+  private gone = false;
   private state: State = 'held';
   private lostError: LockLostError | undefined;
   /** Created on first access of `signal`: most locks never have theirs read (hot path). */
@@ -48,8 +54,20 @@ export class GrantedLock implements Lock {
     this.key = keys[0];
     this.fencingToken = fencingTokens[0];
     this.validUntil = validityDeadline(sentAt, validFor);
-    this.nextRenewAt = sentAt + ttl / 3;
-    this.renewFrom = sentAt + ttl / 6;
+    // From `validFor`: a handed-over lock reserved for less than its ttl is renewed (claimed)
+    // well before its reservation ends, also when the first claim failed.
+    this.nextRenewAt = sentAt + validFor / 3;
+    this.renewFrom = sentAt + validFor / 6;
+  }
+
+  /** An extension of this lock is in flight. */
+  get renewing(): boolean {
+    return this.pending !== undefined;
+  }
+
+  /** Lost without the backend saying so (validity ran out): the backend may still hold it. */
+  get mayBeOrphaned(): boolean {
+    return this.lostError !== undefined && !this.gone;
   }
 
   get token(): string {
@@ -66,7 +84,8 @@ export class GrantedLock implements Lock {
   }
 
   get held(): boolean {
-    return this.state === 'held';
+    // Also checks the clock: a stalled event loop may not have run the deadline timer yet.
+    return this.state === 'held' && monotonicNow() < this.validUntil;
   }
 
   get expiresAt(): number {
@@ -107,10 +126,14 @@ export class GrantedLock implements Lock {
     this.renewFrom = sentAt + ttl / 6;
   }
 
-  /** Marks the lock lost, once: aborts the signal with a `LockLostError`. */
-  lost(reason: string, cause?: unknown): void {
+  /**
+   * Marks the lock lost, once: aborts the signal with a `LockLostError`. `gone`: the backend said
+   * the grant no longer exists (else the engine still tries to release it).
+   */
+  lost(reason: string, cause?: unknown, gone = false): void {
     if (this.state === 'lost' || this.state === 'released') return;
     this.state = 'lost';
+    this.gone = gone;
     this.lostError = new LockLostError(
       this.key,
       reason,

@@ -59,3 +59,74 @@ describe('LockEngine handoff', () => {
     await engine.shutdown();
   });
 });
+
+describe('LockEngine extensions', () => {
+  it('runs one extension at a time per lock, so the local deadline never outlives the server', async () => {
+    const backend = new MemoryLockBackend();
+    const extend = backend.extend.bind(backend);
+    const sent: number[] = [];
+    // Slow extensions: a renewal falls due while a manual extend is still in flight.
+    backend.extend = async (requests) => {
+      sent.push(requests[0].ttl);
+      await new Promise((r) => setTimeout(r, 150));
+      return extend(requests);
+    };
+    const engine = new LockEngine(backend, { keyPrefix: '', ttl: 600, wait: 0 }, quiet);
+    const lock = await engine.acquire('k', {}, 'wait');
+    await new Promise((r) => setTimeout(r, 120)); // the renewal is due at 200 ms
+    await lock.extend(60_000);
+    await new Promise((r) => setTimeout(r, 300)); // let anything queued behind it settle
+    // Without serialization a renewal with the old ttl (600) is applied after the manual
+    // extend, while the engine believes 60 s.
+    expect(sent[0]).toBe(60_000);
+    expect(sent.filter((ttl) => ttl === 600)).toEqual([]);
+    const serverTtl = (await backend.inspect('k')).ttl ?? 0;
+    expect(serverTtl).toBeGreaterThan(50_000);
+    expect(lock.expiresAt - Date.now()).toBeLessThanOrEqual(serverTtl + 50);
+    await lock.release();
+    await engine.shutdown();
+  });
+
+  it('retries the claim of a handed-over lock when the first claim fails', async () => {
+    const backend = new MemoryLockBackend({ claimWindow: 300 });
+    const extend = backend.extend.bind(backend);
+    let failures = 1;
+    backend.extend = async (requests) => {
+      if (failures-- > 0) throw new Error('blip (injected)');
+      return extend(requests);
+    };
+    const engine = new LockEngine(backend, { keyPrefix: '', ttl: 10_000, wait: 5000 }, quiet);
+    const holder = await engine.acquire('k', {}, 'wait');
+    const waiting = engine.acquire('k', {}, 'wait');
+    await new Promise((r) => setImmediate(r));
+    await holder.release();
+    const lock = await waiting;
+    await new Promise((r) => setTimeout(r, 600)); // twice the reservation
+    expect(lock.held).toBe(true);
+    expect((await backend.inspect('k')).ttl).toBeGreaterThan(5000);
+    await lock.release();
+    await engine.shutdown();
+  });
+
+  it('lets many waiters park without listener warnings', async () => {
+    const warnings: string[] = [];
+    const onWarning = (w: Error): void => void warnings.push(w.name);
+    process.on('warning', onWarning);
+    const backend = new MemoryLockBackend();
+    const engine = new LockEngine(backend, { keyPrefix: '', ttl: 10_000, wait: 5000 }, quiet);
+    try {
+      const holder = await engine.acquire('k', {}, 'wait');
+      const waiters = Array.from({ length: 20 }, () =>
+        engine.acquire('k', {}, 'wait').then((lock) => lock.release()),
+      );
+      await new Promise((r) => setTimeout(r, 20));
+      await holder.release();
+      await Promise.all(waiters);
+      await new Promise((r) => setImmediate(r));
+      expect(warnings).not.toContain('MaxListenersExceededWarning');
+    } finally {
+      process.off('warning', onWarning);
+      await engine.shutdown();
+    }
+  });
+});

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import type {
   BackendHandoff,
   BackendLockRef,
@@ -55,9 +56,12 @@ export class LockEngine implements LockOwner {
     readonly defaults: EngineDefaults,
     private readonly logger: EngineLogger,
   ) {
-    this.scheduler = new RenewalScheduler(backend, logger);
+    this.scheduler = new RenewalScheduler(backend, logger, (lock) => this.releaseOrphan(lock));
+    // Every parked waiter listens to this signal; thousands may wait at once.
+    setMaxListeners(0, this.shutdown$.signal);
     this.stopLossReports = backend.onLost?.((event) => {
-      for (const ref of event.locks) this.held.get(ref.token)?.lost(event.reason, event.cause);
+      for (const ref of event.locks)
+        this.held.get(ref.token)?.lost(event.reason, event.cause, true);
     });
   }
 
@@ -186,11 +190,32 @@ export class LockEngine implements LockOwner {
   /** Extends one lock now (a manual `lock.extend()`), owner-checked. */
   async extendLock(lock: GrantedLock, ttl: number): Promise<void> {
     assertTtl(ttl, 'ttl');
-    const sentAt = monotonicNow();
-    const [ok] = await this.call('extend', () => this.backend.extend([{ ...lock.ref, ttl }]));
+    // One extension at a time per lock (see GrantedLock.pending); each is bounded in time.
+    for (let i = 0; lock.pending && i < 100; i++) await lock.pending;
     if (!lock.held) throw lock.lossError ?? new LockError(`Lock "${lock.key}" is no longer held`);
+    const sentAt = monotonicNow();
+    const call = this.call('extend', () => this.backend.extend([{ ...lock.ref, ttl }]));
+    const settled = call.then(
+      () => undefined,
+      () => undefined,
+    );
+    lock.pending = settled;
+    let ok: boolean;
+    try {
+      [ok] = await call;
+    } finally {
+      if (lock.pending === settled) lock.pending = undefined;
+    }
+    if (!lock.held) {
+      if (ok && lock.mayBeOrphaned) this.releaseOrphan(lock);
+      throw lock.lossError ?? new LockError(`Lock "${lock.key}" is no longer held`);
+    }
     if (!ok) {
-      lock.lost('it expired or was taken by another owner before it could be extended');
+      lock.lost(
+        'it expired or was taken by another owner before it could be extended',
+        undefined,
+        true,
+      );
       throw lock.lossError as LockLostError;
     }
     lock.renewed(sentAt, ttl);
@@ -208,7 +233,11 @@ export class LockEngine implements LockOwner {
       throw err;
     }
     if (!ok) {
-      lock.lost('it had expired or been taken by another owner before it was released');
+      lock.lost(
+        'it had expired or been taken by another owner before it was released',
+        undefined,
+        true,
+      );
       throw lock.lossError as LockLostError;
     }
     lock.released();
@@ -218,11 +247,15 @@ export class LockEngine implements LockOwner {
   forget(lock: GrantedLock): void {
     this.held.delete(lock.token);
     this.scheduler.delete(lock);
-    if (lock.lossError && lock.ref.keys.length > 1) {
-      // Part of a lost multi-key lock may still be ours; free it now rather than at its ttl.
-      // Release is owner-checked, so keys someone else took are left alone.
-      this.backend.release(lock.ref).catch(() => undefined);
-    }
+    // Lost by the clock alone (or a multi-key lock found partly gone): the backend may still hold
+    // it, or part of it, for nobody. Release is owner-checked, so keys others took stay theirs.
+    if (lock.mayBeOrphaned || (lock.lossError && lock.ref.keys.length > 1))
+      this.releaseOrphan(lock);
+  }
+
+  /** Best-effort, owner-checked release of a grant this engine no longer tracks. */
+  private releaseOrphan(lock: GrantedLock): void {
+    this.call('release', () => this.backend.release(lock.ref)).catch(() => undefined);
   }
 
   // --- internals -------------------------------------------------------------------------------
@@ -297,7 +330,9 @@ export class LockEngine implements LockOwner {
         if (lock) {
           leftState = false;
           if (signal?.aborted || this.shutdown$.signal.aborted) {
-            await this.releaseQuietly(lock);
+            // Never returned: drop it, and let `cancel` free it (it retries once on failure).
+            lock.released();
+            await this.cancelQuietly(ref);
             signal?.throwIfAborted();
             this.shutdown$.signal.throwIfAborted();
           }
@@ -348,24 +383,18 @@ export class LockEngine implements LockOwner {
     return lock;
   }
 
-  /** Extends a handed-over lock to its full ttl; on failure the validity deadline still holds. */
+  /**
+   * Extends a handed-over lock to its full ttl. On failure the renewal scheduler retries before
+   * the reservation ends (it schedules from the reservation), and the validity deadline holds.
+   */
   private async claim(lock: GrantedLock, ttl: number): Promise<void> {
-    const sentAt = monotonicNow();
-    let ok: boolean;
     try {
-      [ok] = await this.call('extend', () => this.backend.extend([{ ...lock.ref, ttl }]));
+      await this.extendLock(lock, ttl);
     } catch (err) {
-      this.logger.warn(
-        `could not claim handed-over lock "${lock.key}": ${(err as Error)?.message}`,
-      );
-      return; // the renewal scheduler retries (when renew is on) before the reservation ends
-    }
-    if (!lock.held) return; // released meanwhile: nothing to claim
-    if (ok) {
-      lock.renewed(sentAt, ttl);
-      this.scheduler.refresh(lock);
-    } else {
-      lock.lost('the handed-over lock was gone before it could be claimed');
+      if (lock.held)
+        this.logger.warn(
+          `could not claim handed-over lock "${lock.key}": ${(err as Error)?.message}`,
+        );
     }
   }
 

@@ -25,9 +25,14 @@ export class RenewalScheduler {
   private timerAt = Infinity;
   private stopped = false;
 
+  /**
+   * @param onOrphan called for a lock that was already lost locally when the backend confirmed
+   *   its renewal: the backend holds it for nobody, so it should be released
+   */
   constructor(
     private readonly backend: LockBackend,
     private readonly logger: SchedulerLogger,
+    private readonly onOrphan: (lock: GrantedLock) => void,
   ) {}
 
   /** Starts renewing `lock` and watching its validity deadline. */
@@ -82,7 +87,8 @@ export class RenewalScheduler {
         continue;
       }
       if (lock.renew && !lock.renewing && lock.renewFrom <= now) {
-        due.push(lock);
+        due.push(lock); // its next due time is set when the renewal answers
+        continue;
       }
       next = Math.min(next, this.dueAt(lock));
     }
@@ -94,22 +100,44 @@ export class RenewalScheduler {
   }
 
   private async renewBatch(batch: GrantedLock[]): Promise<void> {
-    for (const lock of batch) lock.renewing = true;
+    const requests = batch.map((lock) => ({
+      keys: lock.ref.keys,
+      token: lock.ref.token,
+      ttl: lock.ttl,
+    }));
     const sentAt = monotonicNow();
+    let call: Promise<boolean[]>;
     try {
-      const results = await this.backend.extend(
-        batch.map((lock) => ({ ...lock.ref, ttl: lock.ttl })),
-      );
+      call = this.backend.extend(requests);
+    } catch (err) {
+      call = Promise.reject(err);
+    }
+    const settled = call.then(
+      () => undefined,
+      () => undefined,
+    );
+    for (const lock of batch) lock.pending = settled;
+    try {
+      const results = await call;
       batch.forEach((lock, i) => {
-        lock.renewing = false;
-        if (!lock.held) return;
-        if (results[i]) lock.renewed(sentAt, lock.ttl);
-        else lock.lost('it expired or was taken by another owner before it could be renewed');
+        if (lock.pending === settled) lock.pending = undefined;
+        if (!lock.held) {
+          if (results[i] && lock.mayBeOrphaned) this.onOrphan(lock);
+          return;
+        }
+        // The ttl that was sent, not the lock's current one: a manual extend may have changed it.
+        if (results[i]) lock.renewed(sentAt, requests[i].ttl);
+        else
+          lock.lost(
+            'it expired or was taken by another owner before it could be renewed',
+            undefined,
+            true,
+          );
       });
     } catch (err) {
       const retryAt = monotonicNow();
       for (const lock of batch) {
-        lock.renewing = false;
+        if (lock.pending === settled) lock.pending = undefined;
         // Retry well before the validity deadline; the deadline itself still ends the lock.
         lock.nextRenewAt = lock.renewFrom = retryAt + Math.min(Math.max(lock.ttl / 10, 10), 1000);
       }
