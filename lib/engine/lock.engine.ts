@@ -168,14 +168,22 @@ export class LockEngine implements LockOwner {
     return this.context.current();
   }
 
-  /** Stops renewals, cancels waits and releases every held lock. */
+  /**
+   * Stops renewals, cancels waits and releases every held lock; work still holding one sees it
+   * lost (`LockLostError`).
+   */
   async shutdown(): Promise<void> {
     if (this.shutdown$.signal.aborted) return;
     this.shutdown$.abort(new LockError('the lock module is shutting down'));
     const held = [...this.held.values()];
     this.scheduler.stop();
     this.stopLossReports?.();
-    const results = await Promise.allSettled(held.map((lock) => lock.release()));
+    // Work still running under these locks loses them: its signal aborts with LockLostError and
+    // withLock / @Locked report it, rather than a success that was not exclusive to the end.
+    for (const lock of held) lock.lost('the application is shutting down', undefined, true);
+    const results = await Promise.allSettled(
+      held.map((lock) => this.call('release', () => this.backend.release(lock.ref))),
+    );
     results.forEach((result, i) => {
       if (result.status === 'rejected') {
         this.logger.warn(

@@ -4,6 +4,7 @@ import {
   DistributedLockModule,
   DistributedLockModuleOptions,
   DistributedLockOptionsFactory,
+  LockLostError,
   LockService,
   MemoryLockBackend,
 } from 'nestjs-distributed-lock';
@@ -119,6 +120,8 @@ describe.each(TEST_BACKENDS)('shutdown on $name', (testBackend) => {
     await app.close();
     expect(lock.held).toBe(false);
     expect(lock.signal.aborted).toBe(true);
+    expect(lock.signal.reason).toBeInstanceOf(LockLostError);
+    await expect(lock.release()).rejects.toBeInstanceOf(LockLostError);
     expect(await observer.locks.isLocked(key)).toBe(false);
     expect(backend.closed).toBe(0);
     // The backend still works for its owner.
