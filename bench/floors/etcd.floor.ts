@@ -3,6 +3,7 @@ import { Etcd3, Lease, Watcher } from 'etcd3';
 import { ACQUIRE_WAIT_MS, BusyError, BenchEnv, LockAdapter } from '../peers/lock-adapter.interface';
 import { nowMs } from '../support/time.util';
 import type { RawHandle } from './redis.floor';
+import { KeyedWakeups } from '../support/keyed.wakeups';
 
 /** Longest a waiter parks without a delete event before it re-checks (lost-event cover). */
 const WATCH_FALLBACK_MS = 50;
@@ -20,7 +21,7 @@ export class EtcdFloor implements LockAdapter<RawHandle> {
   readonly settings = `shared lease, txn put-if-absent, txn compare-and-delete, wait by watch (fallback ${WATCH_FALLBACK_MS} ms)`;
   private lease: { lease: Lease; id: Promise<string> } | undefined;
   private readonly watchers = new Map<string, Promise<Watcher>>();
-  private readonly listeners = new Map<string, Set<() => void>>();
+  private readonly wakeups = new KeyedWakeups(WATCH_FALLBACK_MS);
 
   private constructor(private readonly client: Etcd3) {}
 
@@ -44,7 +45,7 @@ export class EtcdFloor implements LockAdapter<RawHandle> {
     await this.watch(key);
     const deadline = nowMs() + ACQUIRE_WAIT_MS;
     for (let round = 0; round < 1_000_000 && nowMs() < deadline; round++) {
-      const { woken, cancel } = this.listen(key);
+      const { woken, cancel } = this.wakeups.listen(key);
       if (await tryOnce()) {
         cancel();
         return { key, token };
@@ -86,10 +87,7 @@ export class EtcdFloor implements LockAdapter<RawHandle> {
         .create()
         .then((w) => {
           w.on('delete', () => {
-            const listeners = this.listeners.get(key);
-            if (!listeners) return;
-            this.listeners.delete(key);
-            for (const listener of listeners) listener();
+            this.wakeups.wake(key);
           });
           w.on('error', () => undefined);
           return w;
@@ -97,33 +95,5 @@ export class EtcdFloor implements LockAdapter<RawHandle> {
       this.watchers.set(key, watcher);
     }
     return watcher;
-  }
-
-  private listen(key: string): { woken: Promise<void>; cancel: () => void } {
-    let timer: NodeJS.Timeout | undefined;
-    let listener: () => void = () => undefined;
-    const woken = new Promise<void>((resolve) => {
-      listener = () => {
-        clearTimeout(timer);
-        resolve();
-      };
-      timer = setTimeout(() => {
-        this.listeners.get(key)?.delete(listener);
-        resolve();
-      }, WATCH_FALLBACK_MS);
-    });
-    let set = this.listeners.get(key);
-    if (!set) {
-      set = new Set();
-      this.listeners.set(key, set);
-    }
-    set.add(listener);
-    return {
-      woken,
-      cancel: () => {
-        clearTimeout(timer);
-        this.listeners.get(key)?.delete(listener);
-      },
-    };
   }
 }

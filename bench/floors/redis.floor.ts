@@ -2,6 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { ACQUIRE_WAIT_MS, BusyError, BenchEnv, LockAdapter } from '../peers/lock-adapter.interface';
 import { nowMs, sleep } from '../support/time.util';
+import { KeyedWakeups } from '../support/keyed.wakeups';
 
 /** Compare-and-delete: deletes the key only if it still holds our token. */
 const RELEASE_LUA = `if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0`;
@@ -55,7 +56,7 @@ export class RedisFloor implements LockAdapter<RawHandle> {
   readonly settings: string;
   private subscriber: Redis | undefined;
   private readonly subscribed = new Map<string, Promise<unknown>>();
-  private readonly listeners = new Map<string, Set<() => void>>();
+  private readonly wakeups = new KeyedWakeups(PUSH_FALLBACK_MS);
   private readonly releaseLua: string;
   private readonly releaseSha: string;
 
@@ -95,7 +96,7 @@ export class RedisFloor implements LockAdapter<RawHandle> {
         continue;
       }
       // Listen before the attempt: a release between the attempt and the park must wake us.
-      const { woken, cancel } = this.listen(key);
+      const { woken, cancel } = this.wakeups.listen(channelOf(key));
       if (await tryOnce()) {
         cancel();
         return { key, token };
@@ -120,10 +121,7 @@ export class RedisFloor implements LockAdapter<RawHandle> {
     if (!subscriber) {
       subscriber = this.client.duplicate();
       subscriber.on('message', (channel: string) => {
-        const listeners = this.listeners.get(channel);
-        if (!listeners) return;
-        this.listeners.delete(channel);
-        for (const listener of listeners) listener();
+        this.wakeups.wake(channel);
       });
       this.subscriber = subscriber;
     }
@@ -134,35 +132,6 @@ export class RedisFloor implements LockAdapter<RawHandle> {
       this.subscribed.set(channel, done);
     }
     return done;
-  }
-
-  private listen(key: string): { woken: Promise<void>; cancel: () => void } {
-    const channel = channelOf(key);
-    let timer: NodeJS.Timeout | undefined;
-    let listener: () => void = () => undefined;
-    const woken = new Promise<void>((resolve) => {
-      listener = () => {
-        clearTimeout(timer);
-        resolve();
-      };
-      timer = setTimeout(() => {
-        this.listeners.get(channel)?.delete(listener);
-        resolve();
-      }, PUSH_FALLBACK_MS);
-    });
-    let set = this.listeners.get(channel);
-    if (!set) {
-      set = new Set();
-      this.listeners.set(channel, set);
-    }
-    set.add(listener);
-    return {
-      woken,
-      cancel: () => {
-        clearTimeout(timer);
-        this.listeners.get(channel)?.delete(listener);
-      },
-    };
   }
 }
 

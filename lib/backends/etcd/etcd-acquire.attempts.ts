@@ -62,16 +62,8 @@ export class EtcdAcquireAttempts {
       ),
     );
     if (!session.alive) return 'session-lost';
-    if (response.succeeded) {
-      // The ranges were empty, so every member is new and was created at this revision.
-      const revision = Number(response.header.revision);
-      return this.grant(
-        session,
-        request,
-        members,
-        members.map(() => revision),
-      );
-    }
+    // The ranges were empty, so every member is new and was created at this revision.
+    if (response.succeeded) return this.grantAt(session, request, members, response);
     const n = keys.length;
     const owners = ranges.map((_, i) => firstKv(response, i));
     const mine = members.map((_, i) => firstKv(response, n + i));
@@ -146,15 +138,7 @@ export class EtcdAcquireAttempts {
       ),
     );
     if (!session.alive) return 'session-lost';
-    if (response.succeeded) {
-      const revision = Number(response.header.revision);
-      return this.grant(
-        session,
-        request,
-        members,
-        members.map(() => revision),
-      );
-    }
+    if (response.succeeded) return this.grantAt(session, request, members, response);
     const revisions = members.map((_, i) => Number(firstKv(response, n + i)?.create_revision ?? 0));
     if (revisions.some((revision) => !(revision > 0))) {
       throw new LockBackendError(
@@ -215,6 +199,22 @@ export class EtcdAcquireAttempts {
     });
     this.ctx.waiters.follow(waiter, aheads, Number(response.header.revision), request.attempt);
     return { acquired: false, retryAfter: this.retryAfter(ranges, owners) };
+  }
+
+  /** Grants members that a successful transaction created, all at its header revision. */
+  private grantAt(
+    session: EtcdSession,
+    request: BackendAcquireRequest,
+    members: readonly Buffer[],
+    response: ITxnResponse,
+  ): EtcdAttempt {
+    const revision = Number(response.header.revision);
+    return this.grant(
+      session,
+      request,
+      members,
+      members.map(() => revision),
+    );
   }
 
   private grant(
