@@ -93,6 +93,12 @@ export interface BackendLossEvent {
   readonly cause?: unknown;
 }
 
+/**
+ * What a backend calls on a wake-up of a waiter: with the lock it handed over (`handoff`), or with
+ * `recheckAfter` ms by which the waiter should try again, or with neither (try again now).
+ */
+export type WakeListener = (handoff?: BackendHandoff, recheckAfter?: number) => void;
+
 /** Stops a wake-up subscription. */
 export type Unsubscribe = () => void;
 
@@ -106,6 +112,12 @@ export type Unsubscribe = () => void;
 export interface LockBackend {
   /** Short name used in logs and errors, such as `memory`, `redis`, `etcd`. */
   readonly name: string;
+
+  /**
+   * Optional: the most keys one lock may have on this backend (etcd: 32). The engine rejects a
+   * larger lock with a `TypeError` before any call. Absent: no limit of the backend's own.
+   */
+  readonly maxKeys?: number;
 
   /**
    * Tries once to take every key of `request` for its token, all or none. Also succeeds when the
@@ -148,8 +160,13 @@ export interface LockBackend {
    * by `retryAfter`. A backend that knows the lock was handed to the token passes the
    * {@link BackendHandoff}, so the engine can take the lock at once and claim it in the background
    * with `extend`; without it, the engine claims it with another `acquire`.
+   *
+   * A wake-up with `recheckAfter` (ms) and no handoff says "nothing for you yet, but try again no
+   * later than this": Redis sends it to the waiter queued right behind one a lock was just
+   * reserved for, so that a reserved waiter that never claims (frozen, or gone without its
+   * connection closing) delays the next one by the claim window, not by the old holder's ttl.
    */
-  onWake(token: string, listener: (handoff?: BackendHandoff) => void): Unsubscribe;
+  onWake(token: string, listener: WakeListener): Unsubscribe;
 
   /**
    * Optional: calls `listener` as soon as the backend itself learns that grants ended (for
@@ -158,6 +175,15 @@ export interface LockBackend {
    * omit it; the engine then relies on `extend` and the local validity deadline.
    */
   onLost?(listener: (event: BackendLossEvent) => void): Unsubscribe;
+
+  /**
+   * Optional: the instant, in monotonic ms (`performance.now()`), until which a lease shared by
+   * every grant of this backend is known to be alive (etcd: the session lease, from the last
+   * answered keep-alive, less a margin). Read by the engine whenever a lock's validity is checked
+   * (`lock.held`, `lock.signal`, renewals), so a holder whose event loop stalled past it sees its
+   * locks lost at once, before a timer could tell it. `Infinity` or absent: no such lease.
+   */
+  leaseDeadline?(): number;
 
   /**
    * Releases the resources this backend opened itself (connections, timers, leases). Called on

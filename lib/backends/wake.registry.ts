@@ -1,7 +1,6 @@
-import type { BackendHandoff, Unsubscribe } from './lock-backend.interface';
+import type { BackendHandoff, Unsubscribe, WakeListener } from './lock-backend.interface';
 
-/** What a backend calls on a wake-up: possibly with the lock it handed over. */
-export type WakeListener = (handoff?: BackendHandoff) => void;
+export type { WakeListener } from './lock-backend.interface';
 
 /**
  * The `onWake` listeners of one backend, by waiter token. Shared by every backend so that memory
@@ -39,13 +38,13 @@ export class WakeRegistry {
   }
 
   /** Calls every listener of `token` now; one failing listener does not stop the others. */
-  wake(token: string, handoff?: BackendHandoff): void {
+  wake(token: string, handoff?: BackendHandoff, recheckAfter?: number): void {
     const current = this.listeners.get(token);
     if (current === undefined) return;
     // A copy: a listener may unsubscribe (itself or another) while we iterate.
     for (const listener of Array.isArray(current) ? [...current] : [current]) {
       try {
-        listener(handoff);
+        listener(handoff, recheckAfter);
       } catch {
         // A wake-up is a hint; the waiter still re-checks at its fallback time.
       }

@@ -2,7 +2,12 @@ import { Inject, UseInterceptors } from '@nestjs/common';
 import 'reflect-metadata';
 import { LockInterceptor } from '../interceptors/lock.interceptor';
 import { LockError } from '../errors/lock.error';
-import { assertTtl, assertWait } from '../engine/lock-options.validator';
+import {
+  assertKnownOptions,
+  assertOptionalBoolean,
+  toTtl,
+  toWait,
+} from '../engine/lock-options.validator';
 import { LockService, RunLockedOptions } from '../service/lock.service';
 import { compileKeyResolver, LockedKey } from './key-template.compiler';
 
@@ -27,6 +32,8 @@ const LOCK_SERVICE = Symbol('distributedLock.lockService');
 
 type AnyMethod = (this: unknown, ...args: unknown[]) => unknown;
 
+const LOCKED_OPTIONS = ['ttl', 'wait', 'onBusy', 'renew'] as const;
+
 /**
  * Runs the decorated method under a distributed lock: acquire before, renew during, release after.
  *
@@ -43,15 +50,14 @@ type AnyMethod = (this: unknown, ...args: unknown[]) => unknown;
  * the path, an empty string), before any backend call.
  */
 export function Locked(key: LockedKey, options: LockedOptions = {}): MethodDecorator {
-  if (options.ttl !== undefined) assertTtl(options.ttl, '@Locked ttl');
-  if (options.wait !== undefined) assertWait(options.wait, '@Locked wait');
+  assertKnownOptions(options, LOCKED_OPTIONS, '@Locked options');
+  const runOptions: RunLockedOptions = { ...options };
+  if (options.ttl !== undefined) runOptions.ttl = toTtl(options.ttl, '@Locked ttl');
+  if (options.wait !== undefined) runOptions.wait = toWait(options.wait, '@Locked wait');
   if (options.onBusy !== undefined && options.onBusy !== 'throw' && options.onBusy !== 'skip') {
     throw new TypeError(`@Locked onBusy must be 'throw' or 'skip', got ${String(options.onBusy)}`);
   }
-  if (options.renew !== undefined && typeof options.renew !== 'boolean') {
-    throw new TypeError('@Locked renew must be a boolean');
-  }
-  const runOptions: RunLockedOptions = { ...options };
+  assertOptionalBoolean(options.renew, '@Locked renew');
 
   return (target: object, propertyKey: string | symbol, descriptor: PropertyDescriptor) => {
     const className = typeof target === 'function' ? target.name : target.constructor.name;

@@ -3,40 +3,69 @@ import { LockError } from '../errors/lock.error';
 import { LockLostError } from '../errors/lock-lost.error';
 import { monotonicNow, toEpoch } from './clock';
 import type { Lock } from './lock.interface';
+import { toTtl } from './lock-options.validator';
 
 /** What a granted lock needs from the engine that issued it. */
 export interface LockOwner {
-  extendLock(lock: GrantedLock, ttl: number): Promise<void>;
-  releaseLock(lock: GrantedLock): Promise<void>;
-  /** Called once when the lock stops being held, whatever the reason. */
+  /** Sends one owner-checked extension; resolves the backend's answer. */
+  sendExtend(lock: GrantedLock, ttl: number): Promise<boolean>;
+  /** Sends one owner-checked release; resolves whether the grant was still ours. */
+  sendRelease(lock: GrantedLock): Promise<boolean>;
+  /**
+   * Releases, owner-checked and in the background, a grant the backend may still hold for nobody;
+   * the engine retries it and settles it before the backend closes.
+   */
+  releaseOrphan(lock: GrantedLock): Promise<void>;
+  /** Called once, when the lock stops being held for whatever reason. */
   forget(lock: GrantedLock): void;
+  /** Called when the lock's renewal times changed (a renewal answered, or must be retried). */
+  rescheduled(lock: GrantedLock): void;
+  /** Monotonic ms until which the backend's shared lease is alive (`Infinity`: no lease). */
+  leaseDeadline(): number;
+}
+
+/** One extension of one lock, from send to answer. */
+export interface Extension {
+  /** Monotonic ms at which it was sent. */
+  readonly sentAt: number;
+  /** The ttl that was sent. */
+  readonly ttl: number;
 }
 
 type State = 'held' | 'releasing' | 'released' | 'lost';
 
+const abortedGetter = Object.getOwnPropertyDescriptor(AbortSignal.prototype, 'aborted')?.get;
+
 /**
- * One grant made by the backend for one acquisition: the engine renews it, watches its validity
- * deadline, and aborts its signal when it is lost or released.
+ * One grant made by the backend for one acquisition, and the single owner of its lifecycle:
+ * held → (extending) → released | lost. Every transition happens here, once, whoever triggers it
+ * (a renewal, a manual extend, a release, the backend's loss report, the validity deadline,
+ * shutdown), and so do the decisions that follow from it: whether the backend may still hold the
+ * grant for nobody (then it is released, once, as an orphan) and when the signal aborts.
  */
 export class GrantedLock implements Lock {
   readonly key: string;
   readonly fencingToken: number;
-  /** Monotonic ms after which we can no longer be sure the backend still holds it for us. */
-  validUntil: number;
   /** Monotonic ms at which the next background renewal is due. */
   nextRenewAt: number;
   /** Monotonic ms from which this lock may join an earlier renewal batch. */
   renewFrom: number;
+  /** Monotonic ms after which the grant itself may have ended (the lease aside). */
+  private ownValidUntil: number;
   /**
-   * The extension in flight for this lock (renewal, claim or manual extend), settled either way.
-   * One at a time: two overlapping extensions could be applied in one order and answered in the
-   * other, leaving the local deadline later than the server's.
+   * Settles when the extension in flight answers. One at a time: two overlapping extensions could
+   * be applied in one order and answered in the other, leaving the local deadline later than the
+   * server's.
    */
-  pending: Promise<void> | undefined;
-  /** Set when the backend said the grant is gone, so there is nothing left to release. */
-  private gone = false;
+  private pending: Promise<void> | undefined;
+  private settlePending: (() => void) | undefined;
+  /** Lost while an extension was in flight: the orphan release waits for its answer. */
+  private releaseAfterExtension = false;
+  /** The orphan release started once that extension answered. */
+  private orphanRelease: Promise<void> | undefined;
   private state: State = 'held';
   private lostError: LockLostError | undefined;
+  private releasing: Promise<void> | undefined;
   /** Created on first access of `signal`: most locks never have theirs read (hot path). */
   private controller: AbortController | undefined;
 
@@ -53,21 +82,24 @@ export class GrantedLock implements Lock {
   ) {
     this.key = keys[0];
     this.fencingToken = fencingTokens[0];
-    this.validUntil = validityDeadline(sentAt, validFor);
+    this.ownValidUntil = validityDeadline(sentAt, validFor);
     // From `validFor`: a handed-over lock reserved for less than its ttl is renewed (claimed)
     // well before its reservation ends, also when the first claim failed.
     this.nextRenewAt = sentAt + validFor / 3;
     this.renewFrom = sentAt + validFor / 6;
   }
 
-  /** An extension of this lock is in flight. */
-  get renewing(): boolean {
-    return this.pending !== undefined;
+  /**
+   * Monotonic ms after which we can no longer be sure the backend holds the lock for us: the
+   * earliest of the grant's own validity and the backend's shared lease.
+   */
+  get validUntil(): number {
+    return Math.min(this.ownValidUntil, this.owner.leaseDeadline());
   }
 
-  /** Lost without the backend saying so (validity ran out): the backend may still hold it. */
-  get mayBeOrphaned(): boolean {
-    return this.lostError !== undefined && !this.gone;
+  /** An extension of this lock is in flight. */
+  get extending(): boolean {
+    return this.pending !== undefined;
   }
 
   get token(): string {
@@ -75,17 +107,18 @@ export class GrantedLock implements Lock {
   }
 
   get signal(): AbortSignal {
+    this.checkValidity();
     if (!this.controller) {
       this.controller = new AbortController();
       if (this.state === 'lost') this.controller.abort(this.lostError);
       else if (this.state === 'released') this.controller.abort(this.releasedReason());
+      else this.watchReads(this.controller.signal);
     }
     return this.controller.signal;
   }
 
   get held(): boolean {
-    // Also checks the clock: a stalled event loop may not have run the deadline timer yet.
-    return this.state === 'held' && monotonicNow() < this.validUntil;
+    return this.checkValidity() === 'held';
   }
 
   get expiresAt(): number {
@@ -97,58 +130,186 @@ export class GrantedLock implements Lock {
     return this.lostError;
   }
 
-  extend(ttl?: number): Promise<void> {
-    if (this.lostError) return Promise.reject(this.lostError);
-    if (this.state !== 'held') {
-      return Promise.reject(
-        new LockError(`Lock "${this.key}" was released; it cannot be extended`),
-      );
+  /**
+   * Extends the lock now (owner-checked); waits for an extension already in flight first.
+   *
+   * @throws TypeError for an invalid ttl, before any backend call
+   * @throws LockLostError when the lock is gone; LockBackendError when the backend failed
+   */
+  async extend(ttl?: number): Promise<void> {
+    const next = ttl === undefined ? this.ttl : toTtl(ttl, 'ttl');
+    for (let i = 0; this.pending && i < 100; i++) await this.pending;
+    if (this.checkValidity() !== 'held') throw this.notHeldError();
+    const extension = this.beginExtension(next);
+    if (!extension) throw this.notHeldError();
+    let ok: boolean;
+    try {
+      ok = await this.owner.sendExtend(this, next);
+    } catch (err) {
+      this.endExtension(extension, err);
+      throw err;
     }
-    return this.owner.extendLock(this, ttl ?? this.ttl);
+    this.endExtension(extension, ok);
+    if (this.state !== 'held') throw this.notHeldError();
   }
 
   release(): Promise<void> {
-    if (this.lostError) return Promise.reject(this.lostError);
+    if (this.checkValidity() === 'lost') return Promise.reject(this.lostError);
+    if (this.state === 'releasing' && this.releasing) return this.releasing;
     if (this.state !== 'held') return Promise.resolve();
     this.state = 'releasing';
-    return this.owner.releaseLock(this);
+    this.releasing = this.owner.sendRelease(this).then(
+      (ok) => {
+        if (ok) {
+          if (this.state === 'releasing') this.finish('released');
+          return;
+        }
+        // The release deleted whatever was still ours: nothing is left to release.
+        this.lose('it had expired or been taken by another owner before it was released', {
+          mayHold: false,
+        });
+        throw this.lostError;
+      },
+      (err: unknown) => {
+        // Renewal stops and the lock expires after its ttl: nothing is leaked without a TTL.
+        if (this.state === 'releasing') this.finish('released');
+        throw err;
+      },
+    );
+    return this.releasing;
   }
 
   [Symbol.asyncDispose](): Promise<void> {
     return this.release();
   }
 
-  /** Records a successful extension sent at monotonic `sentAt`. */
-  renewed(sentAt: number, ttl: number): void {
-    this.ttl = ttl;
-    this.validUntil = validityDeadline(sentAt, ttl);
-    this.nextRenewAt = sentAt + ttl / 3;
-    this.renewFrom = sentAt + ttl / 6;
+  /**
+   * Starts an extension with `ttl` unless the lock is not held or one is already in flight; pass
+   * the result to {@link endExtension} with the backend's answer.
+   */
+  beginExtension(ttl: number): Extension | undefined {
+    if (this.checkValidity() !== 'held' || this.pending) return undefined;
+    this.pending = new Promise<void>((resolve) => (this.settlePending = resolve));
+    return { sentAt: monotonicNow(), ttl };
   }
 
   /**
-   * Marks the lock lost, once: aborts the signal with a `LockLostError`. `gone`: the backend said
-   * the grant no longer exists (else the engine still tries to release it).
+   * Records the answer to an extension: `true` renews the validity from its send time, `false`
+   * means the grant is gone, an error leaves the lock as it was and schedules a quick retry (the
+   * validity deadline still ends it).
    */
-  lost(reason: string, cause?: unknown, gone = false): void {
-    if (this.state === 'lost' || this.state === 'released') return;
-    this.state = 'lost';
-    this.gone = gone;
+  endExtension(extension: Extension, outcome: boolean | unknown): void {
+    const settle = this.settlePending;
+    this.pending = undefined;
+    this.settlePending = undefined;
+    if (this.releaseAfterExtension) {
+      // Lost meanwhile: unless the answer says the grant is gone, it may be held for nobody.
+      this.releaseAfterExtension = false;
+      if (outcome !== false) this.orphanRelease = this.owner.releaseOrphan(this);
+    }
+    settle?.();
+    if (this.state === 'lost') return;
+    if (this.state !== 'held') return;
+    if (outcome === true) {
+      this.ttl = extension.ttl;
+      this.ownValidUntil = validityDeadline(extension.sentAt, extension.ttl);
+      this.nextRenewAt = extension.sentAt + extension.ttl / 3;
+      this.renewFrom = extension.sentAt + extension.ttl / 6;
+    } else if (outcome === false) {
+      this.lose('it expired or was taken by another owner before it could be extended', {
+        mayHold: this.keys.length > 1,
+      });
+      return;
+    } else {
+      // Soon, and well before the validity deadline (a handoff's may be a short reservation).
+      const now = monotonicNow();
+      const left = Math.max(1, (this.validUntil - now) / 3);
+      this.nextRenewAt = this.renewFrom = now + Math.min(Math.max(this.ttl / 10, 10), 1000, left);
+    }
+    this.owner.rescheduled(this);
+  }
+
+  /**
+   * Marks the lock lost, once, and aborts its signal with a `LockLostError`. `mayHold`: the
+   * backend may still hold (part of) the grant for nobody, so it is released, owner-checked,
+   * exactly once (after an extension in flight answers). Returns that release, if any.
+   */
+  lose(reason: string, options: { cause?: unknown; mayHold: boolean }): Promise<void> | undefined {
+    if (this.state === 'lost' || this.state === 'released') return undefined;
+    // A release of ours on the wire is the one release of this grant.
+    const inFlight = this.state === 'releasing' ? this.releasing : undefined;
     this.lostError = new LockLostError(
       this.key,
       reason,
-      cause === undefined ? undefined : { cause },
+      options.cause === undefined ? undefined : { cause: options.cause },
     );
-    this.owner.forget(this);
-    this.controller?.abort(this.lostError);
+    this.finish('lost');
+    if (inFlight) return inFlight.catch(() => undefined);
+    if (!options.mayHold) return undefined;
+    if (this.pending) {
+      this.releaseAfterExtension = true;
+      return this.pending.then(() => this.orphanRelease);
+    }
+    return this.owner.releaseOrphan(this);
   }
 
-  /** Marks the lock released by its owner. */
-  released(): void {
-    if (this.state === 'lost' || this.state === 'released') return;
-    this.state = 'released';
+  /**
+   * Drops a lock that was never handed to a caller (its acquisition was aborted). Whatever the
+   * backend holds is the caller's to clean up with `cancel`.
+   */
+  discard(): void {
+    if (this.state === 'held') this.finish('released');
+  }
+
+  /** Checks the validity deadline now (a stalled event loop runs no timer) and returns the state. */
+  private checkValidity(): State {
+    if (this.state === 'held') {
+      const now = monotonicNow();
+      if (now >= this.ownValidUntil) {
+        this.lose('its validity ran out before a renewal reached the backend', { mayHold: true });
+      } else if (now >= this.owner.leaseDeadline()) {
+        this.lose("the backend's session lease ran out before it was kept alive", {
+          mayHold: true,
+        });
+      }
+    }
+    return this.state;
+  }
+
+  private finish(state: 'released' | 'lost'): void {
+    this.state = state;
     this.owner.forget(this);
-    this.controller?.abort(this.releasedReason());
+    this.controller?.abort(state === 'lost' ? this.lostError : this.releasedReason());
+  }
+
+  /**
+   * Makes `signal.aborted` and `signal.throwIfAborted()` check the validity when read, like
+   * `lock.held`: code that kept the signal and reads it right after a stall must not see a lock
+   * that someone else may already hold as still ours.
+   */
+  private watchReads(signal: AbortSignal): void {
+    if (!abortedGetter) return;
+    const read = abortedGetter;
+    Object.defineProperty(signal, 'aborted', {
+      configurable: true,
+      enumerable: true,
+      get: () => {
+        this.checkValidity();
+        return read.call(signal) as boolean;
+      },
+    });
+    const throwIfAborted = signal.throwIfAborted.bind(signal);
+    Object.defineProperty(signal, 'throwIfAborted', {
+      configurable: true,
+      value: () => {
+        this.checkValidity();
+        throwIfAborted();
+      },
+    });
+  }
+
+  private notHeldError(): Error {
+    return this.lostError ?? new LockError(`Lock "${this.key}" is no longer held`);
   }
 
   private releasedReason(): LockError {

@@ -23,7 +23,21 @@ export function assertValidKey(key: unknown, where = 'lock key'): asserts key is
   if (hasControlCharacter(key)) {
     throw new TypeError(`${where} ${JSON.stringify(key)} contains a control character`);
   }
+  // UTF-8 (Redis, etcd) turns every lone surrogate into U+FFFD, so two such keys would collide.
+  if (hasLoneSurrogate(key)) {
+    throw new TypeError(
+      `${where} ${JSON.stringify(key)} contains a lone UTF-16 surrogate (not valid Unicode)`,
+    );
+  }
 }
+
+/** Whether `text` has a UTF-16 surrogate that is not part of a pair. */
+export function hasLoneSurrogate(text: string): boolean {
+  return LONE_SURROGATE.test(text);
+}
+
+// With the `u` flag a surrogate class only matches surrogates outside a valid pair.
+const LONE_SURROGATE = /[\uD800-\uDFFF]/u;
 
 /**
  * Validates `keys` and returns them de-duplicated in canonical (code unit) order, the order in

@@ -7,21 +7,21 @@ import type {
 } from '../backends/lock-backend.interface';
 import { LockBackendError } from '../errors/lock-backend.error';
 import { LockError } from '../errors/lock.error';
-import { LockLostError } from '../errors/lock-lost.error';
 import { LockNotAcquiredError } from '../errors/lock-not-acquired.error';
 import type { AcquireOptions } from './acquire-options.interface';
 import { monotonicNow } from './clock';
+import { BackgroundTasks } from './background.tasks';
 import { GrantedLock, LockOwner, validityDeadline } from './granted.lock';
 import { LockContext } from './lock.context';
 import type { Lock } from './lock.interface';
 import { assertValidKey, LockKeys, normalizeKeys } from './lock-key.validator';
-import { assertTtl, assertWait } from './lock-options.validator';
+import { assertKnownOptions, assertOptionalBoolean, toTtl, toWait } from './lock-options.validator';
 import { ReentrantLock } from './reentrant.lock';
 import { RenewalScheduler } from './renewal.scheduler';
 import { WakeWaiter } from './wake.waiter';
 
-/** Delay, in ms, before the one retry of a failed clean-up of an abandoned acquisition. */
-const CANCEL_RETRY_DELAY = 1000;
+/** The options `acquire`, `tryAcquire` and `withLock` take. */
+const ACQUIRE_OPTIONS = ['ttl', 'wait', 'signal', 'renew'] as const;
 
 /** Defaults an engine applies to every call. */
 export interface EngineDefaults {
@@ -46,23 +46,35 @@ export interface EngineLogger {
 export class LockEngine implements LockOwner {
   readonly context = new LockContext();
   private readonly scheduler: RenewalScheduler;
+  private readonly tasks: BackgroundTasks;
   /** Own grants, by owner token, so a backend's loss report finds them. */
   private readonly held = new Map<string, GrantedLock>();
   private readonly stopLossReports: (() => void) | undefined;
   private readonly shutdown$ = new AbortController();
+  private shuttingDown: Promise<void> | undefined;
+  /** See {@link LockOwner.leaseDeadline}; bound once, read on every validity check. */
+  readonly leaseDeadline: () => number;
 
   constructor(
     readonly backend: LockBackend,
     readonly defaults: EngineDefaults,
     private readonly logger: EngineLogger,
   ) {
-    this.scheduler = new RenewalScheduler(backend, logger, (lock) => this.releaseOrphan(lock));
+    this.scheduler = new RenewalScheduler(backend, logger);
+    this.tasks = new BackgroundTasks(logger);
+    const lease = backend.leaseDeadline?.bind(backend);
+    this.leaseDeadline = lease ? () => lease() : () => Infinity;
     // Every parked waiter listens to this signal; thousands may wait at once.
     setMaxListeners(0, this.shutdown$.signal);
     this.stopLossReports = backend.onLost?.((event) => {
       for (const ref of event.locks)
-        this.held.get(ref.token)?.lost(event.reason, event.cause, true);
+        this.held.get(ref.token)?.lose(event.reason, { cause: event.cause, mayHold: false });
     });
+  }
+
+  /** Clean-up calls still running or waiting to be retried in the background. */
+  get pendingCleanups(): number {
+    return this.tasks.size;
   }
 
   /** Number of grants this engine currently holds (reentrant handles excluded). */
@@ -81,11 +93,22 @@ export class LockEngine implements LockOwner {
     options: AcquireOptions,
     mode: 'wait' | 'try',
   ): Promise<Lock | null> {
+    assertKnownOptions(options, ACQUIRE_OPTIONS, 'lock options');
     const userKeys = normalizeKeys(keys);
-    const ttl = options.ttl ?? this.defaults.ttl;
-    assertTtl(ttl, 'ttl');
-    const wait = options.wait ?? (mode === 'try' ? 0 : this.defaults.wait);
-    assertWait(wait, 'wait');
+    const limit = this.backend.maxKeys;
+    if (limit !== undefined && userKeys.length > limit) {
+      throw new TypeError(
+        `a lock on the ${this.backend.name} backend takes at most ${limit} keys, got ${userKeys.length}`,
+      );
+    }
+    const ttl = options.ttl === undefined ? this.defaults.ttl : toTtl(options.ttl, 'ttl');
+    const wait =
+      options.wait === undefined
+        ? mode === 'try'
+          ? 0
+          : this.defaults.wait
+        : toWait(options.wait, 'wait');
+    assertOptionalBoolean(options.renew, 'renew');
     if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) {
       throw new TypeError('signal must be an AbortSignal');
     }
@@ -169,101 +192,61 @@ export class LockEngine implements LockOwner {
   }
 
   /**
-   * Stops renewals, cancels waits and releases every held lock; work still holding one sees it
-   * lost (`LockLostError`).
+   * Stops renewals, cancels waits and releases every held lock, once each; work still holding one
+   * sees it lost (`LockLostError`). Resolves when every release and background clean-up has
+   * settled, so the backend can be closed afterwards.
    */
-  async shutdown(): Promise<void> {
-    if (this.shutdown$.signal.aborted) return;
+  shutdown(): Promise<void> {
+    this.shuttingDown ??= this.stop();
+    return this.shuttingDown;
+  }
+
+  private async stop(): Promise<void> {
     this.shutdown$.abort(new LockError('the lock module is shutting down'));
     const held = [...this.held.values()];
     this.scheduler.stop();
     this.stopLossReports?.();
     // Work still running under these locks loses them: its signal aborts with LockLostError and
-    // withLock / @Locked report it, rather than a success that was not exclusive to the end.
-    for (const lock of held) lock.lost('the application is shutting down', undefined, true);
-    const results = await Promise.allSettled(
-      held.map((lock) => this.call('release', () => this.backend.release(lock.ref))),
+    // withLock / @Locked report it, rather than a success that was not exclusive to the end. Each
+    // lock releases itself exactly once (after an extension in flight, if any, answered).
+    await Promise.allSettled(
+      held.map((lock) => lock.lose('the application is shutting down', { mayHold: true })),
     );
-    results.forEach((result, i) => {
-      if (result.status === 'rejected') {
-        this.logger.warn(
-          `release of lock "${held[i].key}" at shutdown: ${(result.reason as Error)?.message}`,
-        );
-      }
-    });
+    await this.tasks.drain();
   }
 
   // --- LockOwner: called by GrantedLock -------------------------------------------------------
 
-  /** Extends one lock now (a manual `lock.extend()`), owner-checked. */
-  async extendLock(lock: GrantedLock, ttl: number): Promise<void> {
-    assertTtl(ttl, 'ttl');
-    // One extension at a time per lock (see GrantedLock.pending); each is bounded in time.
-    for (let i = 0; lock.pending && i < 100; i++) await lock.pending;
-    if (!lock.held) throw lock.lossError ?? new LockError(`Lock "${lock.key}" is no longer held`);
-    const sentAt = monotonicNow();
-    const call = this.call('extend', () => this.backend.extend([{ ...lock.ref, ttl }]));
-    const settled = call.then(
-      () => undefined,
-      () => undefined,
+  /** {@inheritDoc LockOwner.sendExtend} */
+  sendExtend(lock: GrantedLock, ttl: number): Promise<boolean> {
+    return this.call('extend', () => this.backend.extend([{ ...lock.ref, ttl }])).then(
+      ([ok]) => ok === true,
     );
-    lock.pending = settled;
-    let ok: boolean;
-    try {
-      [ok] = await call;
-    } finally {
-      if (lock.pending === settled) lock.pending = undefined;
-    }
-    if (!lock.held) {
-      if (ok && lock.mayBeOrphaned) this.releaseOrphan(lock);
-      throw lock.lossError ?? new LockError(`Lock "${lock.key}" is no longer held`);
-    }
-    if (!ok) {
-      lock.lost(
-        'it expired or was taken by another owner before it could be extended',
-        undefined,
-        true,
-      );
-      throw lock.lossError as LockLostError;
-    }
-    lock.renewed(sentAt, ttl);
-    this.scheduler.refresh(lock);
   }
 
-  /** Releases one lock, owner-checked; a lock found gone is reported lost. */
-  async releaseLock(lock: GrantedLock): Promise<void> {
-    let ok: boolean;
-    try {
-      ok = await this.call('release', () => this.backend.release(lock.ref));
-    } catch (err) {
-      // Stop renewing so the lock expires after its ttl; nothing is leaked without a TTL.
-      lock.released();
-      throw err;
-    }
-    if (!ok) {
-      lock.lost(
-        'it had expired or been taken by another owner before it was released',
-        undefined,
-        true,
-      );
-      throw lock.lossError as LockLostError;
-    }
-    lock.released();
+  /** {@inheritDoc LockOwner.sendRelease} */
+  sendRelease(lock: GrantedLock): Promise<boolean> {
+    return this.track(this.call('release', () => this.backend.release(lock.ref)));
   }
 
-  /** Stops tracking a lock that was released or lost. */
+  /** {@inheritDoc LockOwner.releaseOrphan} */
+  releaseOrphan(lock: GrantedLock): Promise<void> {
+    return this.tasks.run(
+      `release of lock "${lock.key}"`,
+      () => this.call('release', () => this.backend.release(lock.ref)),
+      monotonicNow() + lock.ttl,
+    );
+  }
+
+  /** {@inheritDoc LockOwner.forget} */
   forget(lock: GrantedLock): void {
     this.held.delete(lock.token);
     this.scheduler.delete(lock);
-    // Lost by the clock alone (or a multi-key lock found partly gone): the backend may still hold
-    // it, or part of it, for nobody. Release is owner-checked, so keys others took stay theirs.
-    if (lock.mayBeOrphaned || (lock.lossError && lock.ref.keys.length > 1))
-      this.releaseOrphan(lock);
   }
 
-  /** Best-effort, owner-checked release of a grant this engine no longer tracks. */
-  private releaseOrphan(lock: GrantedLock): void {
-    this.call('release', () => this.backend.release(lock.ref)).catch(() => undefined);
+  /** {@inheritDoc LockOwner.rescheduled} */
+  rescheduled(lock: GrantedLock): void {
+    this.scheduler.refresh(lock);
   }
 
   // --- internals -------------------------------------------------------------------------------
@@ -287,10 +270,17 @@ export class LockEngine implements LockOwner {
     let attempt = 0;
     let sentAt = 0;
     let handoff: BackendHandoff | undefined;
+    // A hint to re-check by this monotonic time (see WakeListener's `recheckAfter`).
+    let recheckAt = Infinity;
     // Subscribe before the first attempt: a release that hands us the lock must find us listening.
     const unsubscribe =
       wait > 0
-        ? this.backend.onWake(ref.token, (offer) => {
+        ? this.backend.onWake(ref.token, (offer, recheckAfter) => {
+            if (!offer && recheckAfter !== undefined && recheckAfter >= 0) {
+              recheckAt = Math.min(recheckAt, monotonicNow() + recheckAfter);
+              waiter?.recheckBy(recheckAt);
+              return;
+            }
             // Only an offer for our latest attempt is known to postdate that attempt's send time.
             if (offer && offer.attempt === attempt && offer.fencingTokens.length === keys.length) {
               handoff = offer;
@@ -317,7 +307,7 @@ export class LockEngine implements LockOwner {
         const result = await this.call('acquire', () => this.backend.acquire(request));
         let lock: GrantedLock | undefined;
         if (result.acquired) {
-          lock = this.track(keys, ref, result.fencingTokens, ttl, renew, sentAt, ttl);
+          lock = this.hold(keys, ref, result.fencingTokens, ttl, renew, sentAt, ttl);
         } else {
           leftState = queueFor > 0; // a busy try without queueing leaves no trace
           retryAfter = result.retryAfter;
@@ -329,7 +319,9 @@ export class LockEngine implements LockOwner {
               );
               if (wokenEarly) waiter.wake();
             }
-            await waiter.park(Math.max(1, Math.min(result.retryAfter, remaining)));
+            const by = Math.min(recheckAt, monotonicNow() + result.retryAfter, deadline);
+            recheckAt = Infinity;
+            await waiter.park(by);
           } else if (remaining <= 0 && !handoff) {
             break;
           }
@@ -338,9 +330,9 @@ export class LockEngine implements LockOwner {
         if (lock) {
           leftState = false;
           if (signal?.aborted || this.shutdown$.signal.aborted) {
-            // Never returned: drop it, and let `cancel` free it (it retries once on failure).
-            lock.released();
-            await this.cancelQuietly(ref);
+            // Never returned: drop it, and let `cancel` free it.
+            lock.discard();
+            this.cancelInBackground(ref, ttl);
             signal?.throwIfAborted();
             this.shutdown$.signal.throwIfAborted();
           }
@@ -349,12 +341,13 @@ export class LockEngine implements LockOwner {
       }
     } finally {
       unsubscribe?.();
-      if (leftState) await this.cancelQuietly(ref);
+      // The caller's answer does not wait for the clean-up: it runs (and is retried) behind it.
+      if (leftState) this.cancelInBackground(ref, Math.max(ttl, wait));
     }
     throw new LockNotAcquiredError(keys[0], keys, Math.round(monotonicNow() - started), retryAfter);
   }
 
-  private track(
+  private hold(
     keys: readonly string[],
     ref: BackendLockRef,
     fencingTokens: readonly number[],
@@ -385,7 +378,7 @@ export class LockEngine implements LockOwner {
   ): GrantedLock | undefined {
     const validFor = Math.min(handoff.ttl, ttl);
     if (validityDeadline(sentAt, validFor) - monotonicNow() < validFor / 2) return undefined;
-    const lock = this.track(keys, ref, handoff.fencingTokens, ttl, renew, sentAt, validFor);
+    const lock = this.hold(keys, ref, handoff.fencingTokens, ttl, renew, sentAt, validFor);
     // A reservation shorter than the ttl is claimed now; a full one is just renewed as usual.
     if (validFor < ttl) void this.claim(lock, ttl);
     return lock;
@@ -397,7 +390,7 @@ export class LockEngine implements LockOwner {
    */
   private async claim(lock: GrantedLock, ttl: number): Promise<void> {
     try {
-      await this.extendLock(lock, ttl);
+      await lock.extend(ttl);
     } catch (err) {
       if (lock.held)
         this.logger.warn(
@@ -406,15 +399,22 @@ export class LockEngine implements LockOwner {
     }
   }
 
-  private async cancelQuietly(ref: BackendLockRef, retry = true): Promise<void> {
-    try {
-      await this.call('cancel', () => this.backend.cancel(ref));
-    } catch (err) {
-      // Whatever is left expires by itself (a queue entry with its wait, a lost grant with its
-      // ttl); one later retry shortens that when the backend was only briefly unreachable.
-      this.logger.warn(`could not clean up an abandoned acquisition: ${(err as Error)?.message}`);
-      if (retry) setTimeout(() => void this.cancelQuietly(ref, false), CANCEL_RETRY_DELAY).unref();
-    }
+  /**
+   * Removes what an acquisition that returned no lock may have left (a queue entry, a grant whose
+   * answer was lost), retried until it would have expired by itself, `lifetime` ms from now.
+   */
+  private cancelInBackground(ref: BackendLockRef, lifetime: number): void {
+    void this.tasks.run(
+      'clean-up of an abandoned acquisition',
+      () => this.call('cancel', () => this.backend.cancel(ref)),
+      monotonicNow() + lifetime,
+    );
+  }
+
+  /** Keeps a caller-awaited backend call in view of shutdown, which settles it before closing. */
+  private track<T>(promise: Promise<T>): Promise<T> {
+    this.tasks.watch(promise);
+    return promise;
   }
 
   /** Runs one backend call, turning anything that is not already a LockError into a LockBackendError. */

@@ -1,5 +1,5 @@
 import type { LockBackend } from '../backends/lock-backend.interface';
-import type { GrantedLock } from './granted.lock';
+import type { Extension, GrantedLock } from './granted.lock';
 import { monotonicNow } from './clock';
 
 /** Logs what the scheduler cannot throw to anyone. */
@@ -16,8 +16,8 @@ const BATCH_SIZE = 1000;
  * Renewals are due every ttl/3. When one is due, every lock due within the next ttl/6 is renewed
  * in the same batch: renewing a little early is free, and it makes locks acquired at different
  * moments fall into shared cohorts, so 10,000 held locks cost a handful of backend calls per
- * period instead of thousands. A lock whose renewal cannot reach the backend is retried quickly
- * and declared lost at its local validity deadline at the latest.
+ * period instead of thousands. What an answer means for a lock (renewed, lost, retry soon) is
+ * decided by the lock itself ({@link GrantedLock.endExtension}); the scheduler only decides when.
  */
 export class RenewalScheduler {
   private readonly locks = new Set<GrantedLock>();
@@ -25,14 +25,9 @@ export class RenewalScheduler {
   private timerAt = Infinity;
   private stopped = false;
 
-  /**
-   * @param onOrphan called for a lock that was already lost locally when the backend confirmed
-   *   its renewal: the backend holds it for nobody, so it should be released
-   */
   constructor(
     private readonly backend: LockBackend,
     private readonly logger: SchedulerLogger,
-    private readonly onOrphan: (lock: GrantedLock) => void,
   ) {}
 
   /** Starts renewing `lock` and watching its validity deadline. */
@@ -47,7 +42,7 @@ export class RenewalScheduler {
     this.locks.delete(lock);
   }
 
-  /** Re-reads a lock's deadlines after it changed outside the scheduler (manual extend). */
+  /** Re-reads a lock's deadlines after they changed. */
   refresh(lock: GrantedLock): void {
     if (this.locks.has(lock)) this.arm(this.dueAt(lock));
   }
@@ -62,7 +57,7 @@ export class RenewalScheduler {
   }
 
   private dueAt(lock: GrantedLock): number {
-    return lock.renew && !lock.renewing
+    return lock.renew && !lock.extending
       ? Math.min(lock.nextRenewAt, lock.validUntil)
       : lock.validUntil;
   }
@@ -71,7 +66,8 @@ export class RenewalScheduler {
     if (this.stopped || at >= this.timerAt) return;
     if (this.timer) clearTimeout(this.timer);
     this.timerAt = at;
-    this.timer = setTimeout(() => this.tick(), Math.max(0, at - monotonicNow()));
+    // Times are bounded by MAX_DURATION, so the delay never overflows Node's timer.
+    this.timer = setTimeout(() => this.tick(), Math.max(0, Math.ceil(at - monotonicNow())));
     this.timer.unref();
   }
 
@@ -82,12 +78,10 @@ export class RenewalScheduler {
     const due: GrantedLock[] = [];
     let next = Infinity;
     for (const lock of this.locks) {
-      if (now >= lock.validUntil) {
-        lock.lost('its validity ran out before a renewal reached the backend');
-        continue;
-      }
-      if (lock.renew && !lock.renewing && lock.renewFrom <= now) {
-        due.push(lock); // its next due time is set when the renewal answers
+      // Reading `held` checks the validity deadline; a lock past it is lost and leaves the set.
+      if (!lock.held) continue;
+      if (lock.renew && !lock.extending && lock.renewFrom <= now) {
+        due.push(lock);
         continue;
       }
       next = Math.min(next, this.dueAt(lock));
@@ -100,51 +94,26 @@ export class RenewalScheduler {
   }
 
   private async renewBatch(batch: GrantedLock[]): Promise<void> {
-    const requests = batch.map((lock) => ({
-      keys: lock.ref.keys,
-      token: lock.ref.token,
-      ttl: lock.ttl,
-    }));
-    const sentAt = monotonicNow();
-    let call: Promise<boolean[]>;
-    try {
-      call = this.backend.extend(requests);
-    } catch (err) {
-      call = Promise.reject(err);
+    const sent: GrantedLock[] = [];
+    const extensions: Extension[] = [];
+    for (const lock of batch) {
+      const extension = lock.beginExtension(lock.ttl);
+      if (!extension) continue;
+      sent.push(lock);
+      extensions.push(extension);
     }
-    const settled = call.then(
-      () => undefined,
-      () => undefined,
-    );
-    for (const lock of batch) lock.pending = settled;
+    if (sent.length === 0) return;
+    const requests = sent.map((lock, i) => ({ ...lock.ref, ttl: extensions[i].ttl }));
+    let results: boolean[];
     try {
-      const results = await call;
-      batch.forEach((lock, i) => {
-        if (lock.pending === settled) lock.pending = undefined;
-        if (!lock.held) {
-          if (results[i] && lock.mayBeOrphaned) this.onOrphan(lock);
-          return;
-        }
-        // The ttl that was sent, not the lock's current one: a manual extend may have changed it.
-        if (results[i]) lock.renewed(sentAt, requests[i].ttl);
-        else
-          lock.lost(
-            'it expired or was taken by another owner before it could be renewed',
-            undefined,
-            true,
-          );
-      });
+      results = await this.backend.extend(requests);
     } catch (err) {
-      const retryAt = monotonicNow();
-      for (const lock of batch) {
-        if (lock.pending === settled) lock.pending = undefined;
-        // Retry well before the validity deadline; the deadline itself still ends the lock.
-        lock.nextRenewAt = lock.renewFrom = retryAt + Math.min(Math.max(lock.ttl / 10, 10), 1000);
-      }
+      sent.forEach((lock, i) => lock.endExtension(extensions[i], err));
       this.logger.warn(
-        `could not renew ${batch.length} lock(s) (${this.backend.name}): ${(err as Error)?.message ?? String(err)}`,
+        `could not renew ${sent.length} lock(s) (${this.backend.name}): ${(err as Error)?.message ?? String(err)}`,
       );
+      return;
     }
-    for (const lock of batch) if (lock.held) this.arm(this.dueAt(lock));
+    sent.forEach((lock, i) => lock.endExtension(extensions[i], results[i] === true));
   }
 }

@@ -3,8 +3,8 @@ import { EtcdLockBackend, EtcdLockBackendOptions } from '../backends/etcd';
 import { MemoryLockBackend } from '../backends/memory/memory.backend';
 import { RedisLockBackend, RedisLockBackendOptions } from '../backends/redis';
 import type { EngineDefaults } from '../engine/lock.engine';
-import { describe, hasControlCharacter } from '../engine/lock-key.validator';
-import { assertTtl, assertWait } from '../engine/lock-options.validator';
+import { describe, hasControlCharacter, hasLoneSurrogate } from '../engine/lock-key.validator';
+import { assertKnownOptions, toTtl, toWait } from '../engine/lock-options.validator';
 import { DEFAULT_KEY_PREFIX, DEFAULT_TTL, DEFAULT_WAIT } from './distributed-lock.constants';
 import type { DistributedLockModuleOptions, LockBackendConfig } from './distributed-lock.options';
 
@@ -16,7 +16,7 @@ export interface LockRuntime {
   readonly defaults: EngineDefaults;
 }
 
-const KNOWN_OPTIONS = new Set(['backend', 'keyPrefix', 'ttl', 'wait', 'isGlobal']);
+const KNOWN_OPTIONS = ['backend', 'keyPrefix', 'ttl', 'wait', 'isGlobal'] as const;
 
 /**
  * Validates the module options and creates the backend. Runs at bootstrap, so a bad option stops
@@ -28,15 +28,16 @@ export function createLockRuntime(options: DistributedLockModuleOptions | undefi
     throw new TypeError(`${prefix} options must be an object, got ${describe(options)}`);
   }
   const opts = options ?? {};
-  for (const name of Object.keys(opts)) {
-    if (!KNOWN_OPTIONS.has(name)) throw new TypeError(`${prefix} unknown option "${name}"`);
-  }
-  const ttl = opts.ttl ?? DEFAULT_TTL;
-  assertTtl(ttl, `${prefix} ttl`);
-  const wait = opts.wait ?? DEFAULT_WAIT;
-  assertWait(wait, `${prefix} wait`);
+  assertKnownOptions(opts, KNOWN_OPTIONS, prefix);
+  const ttl = toTtl(opts.ttl ?? DEFAULT_TTL, `${prefix} ttl`);
+  const wait = toWait(opts.wait ?? DEFAULT_WAIT, `${prefix} wait`);
   const keyPrefix = opts.keyPrefix ?? DEFAULT_KEY_PREFIX;
-  if (typeof keyPrefix !== 'string' || keyPrefix.length > 128 || hasControlCharacter(keyPrefix)) {
+  if (
+    typeof keyPrefix !== 'string' ||
+    keyPrefix.length > 128 ||
+    hasControlCharacter(keyPrefix) ||
+    hasLoneSurrogate(keyPrefix)
+  ) {
     throw new TypeError(`${prefix} keyPrefix must be a printable string of at most 128 characters`);
   }
   const { backend, ownsBackend } = createBackend(opts.backend ?? { type: 'memory' }, prefix);

@@ -90,11 +90,12 @@ export class LockService implements BeforeApplicationShutdown, OnApplicationShut
     options: RunLockedOptions,
     invoke: () => T,
   ): Promise<T | undefined> {
+    const { onBusy, ...acquireOptions } = options;
     let lock: Lock;
     try {
-      lock = await this.engine.acquire(keys, options, 'wait');
+      lock = await this.engine.acquire(keys, acquireOptions, 'wait');
     } catch (err) {
-      if (options.onBusy === 'skip' && err instanceof LockNotAcquiredError) {
+      if (onBusy === 'skip' && err instanceof LockNotAcquiredError) {
         this.logger.debug?.(`skipped: ${err.message}`);
         return undefined;
       }

@@ -31,7 +31,7 @@ describe('DistributedLockModule options', () => {
   });
 
   it.each<[string, DistributedLockModuleOptions, RegExp]>([
-    ['ttl 0', { ttl: 0 }, /ttl must be a finite number of milliseconds > 0/],
+    ['ttl 0', { ttl: 0 }, /ttl must be a number of milliseconds > 0 and <= 2147483647, got 0/],
     ['ttl Infinity', { ttl: Infinity }, /ttl/],
     ['negative wait', { wait: -5 }, /wait must be/],
     [

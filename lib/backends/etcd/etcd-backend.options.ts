@@ -1,3 +1,4 @@
+import { toTtl } from '../../engine/lock-options.validator';
 import type { Etcd3, IOptions } from 'etcd3';
 
 /** Default lease TTL of the backend's session, in ms. */
@@ -19,7 +20,7 @@ export interface EtcdLockBackendTuning {
    * backend then works with the TTL etcd actually granted.
    *
    * @default 10000
-   * @throws RangeError at construction when not a finite number > 0
+   * @throws TypeError at construction unless a number of ms in (0, 2147483647]
    */
   readonly sessionTtl?: number;
   /**
@@ -30,7 +31,7 @@ export interface EtcdLockBackendTuning {
    * if the session is lost under it.
    *
    * @default 2000
-   * @throws RangeError at construction when not a finite number > 0
+   * @throws TypeError at construction unless a number of ms in (0, 2147483647]
    */
   readonly commandTimeout?: number;
 }
@@ -67,13 +68,7 @@ export interface ResolvedEtcdOptions {
 }
 
 function positiveMs(name: string, value: unknown, fallback: number): number {
-  if (value === undefined) return fallback;
-  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
-    throw new RangeError(
-      `EtcdLockBackend: ${name} must be a finite number of ms > 0, got ${String(value)}`,
-    );
-  }
-  return value;
+  return value === undefined ? fallback : toTtl(value, `EtcdLockBackend: ${name}`);
 }
 
 function looksLikeEtcd3(value: unknown): value is Etcd3 {
@@ -90,7 +85,7 @@ function looksLikeEtcd3(value: unknown): value is Etcd3 {
  * Validates the user's options.
  *
  * @throws TypeError when neither or both of `hosts` and `client` are given, or either is malformed
- * @throws RangeError when a time is not a positive finite number
+ * @throws TypeError when a time is not a number of ms in (0, 2147483647]
  */
 export function resolveEtcdOptions(options: EtcdLockBackendOptions): ResolvedEtcdOptions {
   if (typeof options !== 'object' || options === null) {

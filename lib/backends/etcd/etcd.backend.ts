@@ -9,13 +9,13 @@
  * it is reported lost at once: `extend` returns false for them, `onLost` listeners hear about
  * them, its waiters are woken to queue again, and the next acquire opens a new session.
  *
- * Per-lock ttl (etcd-held.registry.ts). A shared lease cannot expire one lock, and the process may
- * live on while it stops renewing a lock (renewal disabled, a stuck event loop that later
- * recovers). So the backend keeps a local deadline per held lock (`ttl` from the grant, moved by
- * every successful `extend`) and deletes the lock's keys itself when it passes; from then on
- * `extend` is false. A lock thus ends at whichever comes first: its own ttl (process alive) or the
- * session lease (process dead). Member keys store the holder's ttl and session TTL so that other
- * processes can bound their `retryAfter` by them.
+ * Per-lock ttl. A shared lease cannot expire one lock, and the process may live on while it stops
+ * renewing a lock (renewal disabled, a stuck event loop that later recovers). The engine owns
+ * every lock's validity: a lock is valid until the earliest of its own ttl and the session lease
+ * (`leaseDeadline()`), checked whenever it is read, and a lock whose validity ran out is released
+ * by the engine (owner-checked). So a lock ends at whichever comes first: its own ttl (process
+ * alive) or the session lease (process dead). Member keys store the holder's ttl and session TTL
+ * so that other processes can bound their `retryAfter` by them.
  *
  * Keys (etcd.keys.ts). Lock `K` owns the range `K\0...`; every holder or waiter writes its own
  * member key `K\0<lease hex>-<token>` on the session lease. The member with the lowest create
@@ -94,6 +94,8 @@ const MAX_KEYS = Math.floor(MAX_TXN_OPS / 4);
 export class EtcdLockBackend implements LockBackend {
   /** Backend name used in logs and errors. */
   readonly name = 'etcd';
+  /** Most keys per lock: {@link LockBackend.maxKeys}. */
+  readonly maxKeys = MAX_KEYS;
 
   private readonly client: Etcd3;
   private readonly ownsClient: boolean;
@@ -138,9 +140,7 @@ export class EtcdLockBackend implements LockBackend {
       this.rpc = new EtcdRpc(etcd3, resolved.commandTimeout);
     }
     this.cleaner = new EtcdCleaner(this.client, this.rpc);
-    this.held = new EtcdHeldRegistry((lock) =>
-      this.cleaner.add(lock.token, lock.members, lock.session),
-    );
+    this.held = new EtcdHeldRegistry();
     this.guard = new EtcdAcquireGuard(this.rpc.timeout, (token, guard) =>
       this.guardDue(token, guard),
     );
@@ -218,15 +218,10 @@ export class EtcdLockBackend implements LockBackend {
   async extend(requests: readonly BackendExtendRequest[]): Promise<boolean[]> {
     this.assertOpen('extend');
     const results = requests.map(() => false);
-    const now = performance.now();
     const checks: { index: number; lock: EtcdHeldLock; ttl: number }[] = [];
     requests.forEach((request, index) => {
       const lock = this.held.get(request.token);
       if (!lock || !lock.session.alive || !(request.ttl > 0) || !Number.isFinite(request.ttl)) {
-        return;
-      }
-      if (lock.deadline <= now) {
-        this.held.expire(request.token);
         return;
       }
       checks.push({ index, lock, ttl: request.ttl });
@@ -244,7 +239,7 @@ export class EtcdLockBackend implements LockBackend {
       // The lock must still be the live grant: an expiry or release that started meanwhile wins.
       if (!this.held.isCurrent(lock) || !lock.session.alive) continue;
       if (intact.get(lock)) {
-        this.held.extend(lock, applied + ttl);
+        lock.deadline = applied + ttl;
         results[index] = true;
       } else {
         // Gone from etcd (deleted by someone else): forget it and remove any member left over.
@@ -263,7 +258,6 @@ export class EtcdLockBackend implements LockBackend {
     const lock = this.held.take(ref.token);
     if (!lock) return false;
     if (!lock.session.alive) return false;
-    const expired = lock.deadline <= performance.now();
     try {
       const response = await this.rpc.run('release', (options) =>
         this.client.kv.txn({ success: lock.members.map(deleteOp) }, options),
@@ -272,7 +266,7 @@ export class EtcdLockBackend implements LockBackend {
         (sum, r) => sum + Number(r.response_delete_range?.deleted ?? 0),
         0,
       );
-      return !expired && deleted === lock.members.length;
+      return deleted === lock.members.length;
     } catch (err) {
       this.cleaner.add(ref.token, lock.members, lock.session);
       throw err;
@@ -345,6 +339,15 @@ export class EtcdLockBackend implements LockBackend {
    */
   onWake(token: string, listener: (handoff?: BackendHandoff) => void): Unsubscribe {
     return this.wakes.add(token, listener);
+  }
+
+  /**
+   * Until when the current session lease is known alive (monotonic ms): the send time of the last
+   * answered keep-alive plus the lease TTL, less a margin. See {@link LockBackend.leaseDeadline}.
+   * `Infinity` while there is no session: then no lock of this backend is held.
+   */
+  leaseDeadline(): number {
+    return this.session ? this.session.deadline : Infinity;
   }
 
   /**

@@ -78,6 +78,11 @@ export class EtcdSession {
     return !this.loss && !this.stopped && performance.now() < this.lossAt;
   }
 
+  /** Monotonic ms until which the lease is known alive; `-Infinity` once lost or stopped. */
+  get deadline(): number {
+    return this.loss || this.stopped ? -Infinity : this.lossAt;
+  }
+
   /** Remaining lease time as known locally, in ms (0 when lost). */
   remaining(): number {
     return this.alive ? Math.max(0, this.lossAt - performance.now()) : 0;

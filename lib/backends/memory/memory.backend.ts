@@ -9,7 +9,7 @@ import type {
   Unsubscribe,
 } from '../lock-backend.interface';
 import { monotonicNow } from '../../engine/clock';
-import { assertTtl } from '../../engine/lock-options.validator';
+import { assertKnownOptions, toTtl } from '../../engine/lock-options.validator';
 import { WakeRegistry } from '../wake.registry';
 
 /** Tuning of {@link MemoryLockBackend}. */
@@ -60,8 +60,8 @@ export class MemoryLockBackend implements LockBackend {
   private fence = 0;
 
   constructor(options: MemoryLockBackendOptions = {}) {
-    this.claimWindow = options.claimWindow ?? 2000;
-    assertTtl(this.claimWindow, 'MemoryLockBackend claimWindow');
+    assertKnownOptions(options, ['claimWindow'], 'MemoryLockBackend options');
+    this.claimWindow = toTtl(options.claimWindow ?? 2000, 'MemoryLockBackend claimWindow');
   }
 
   /** Number of keys with a holder or a waiter (for tests of bounded memory). */

@@ -1,3 +1,4 @@
+import { assertKnownOptions, toTtl } from '../../engine/lock-options.validator';
 import type { Redis, RedisOptions } from 'ioredis';
 
 /** Tuning shared by every way of pointing {@link RedisLockBackendOptions} at a server. */
@@ -90,12 +91,16 @@ function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null;
 }
 
-function positiveInteger(value: unknown, name: string, fallback: number, unit = ' (ms)'): number {
+function positiveInteger(value: unknown, name: string, fallback: number): number {
   if (value === undefined) return fallback;
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1) {
-    fail(`${name} must be a positive integer${unit}, got ${String(value)}`);
+    fail(`${name} must be a positive integer, got ${String(value)}`);
   }
   return value;
+}
+
+function positiveMs(value: unknown, name: string, fallback: number): number {
+  return value === undefined ? fallback : toTtl(value, `RedisLockBackend: ${name}`);
 }
 
 function looksLikeClient(value: unknown): value is Redis {
@@ -116,6 +121,11 @@ export function resolveRedisLockBackendOptions(options: unknown): ResolvedRedisL
   if (!isRecord(options)) {
     fail('options are required: pass { url }, { client } or { options }');
   }
+  assertKnownOptions(
+    options,
+    ['url', 'client', 'options', 'commandTimeout', 'claimWindow', 'channelPrefix', 'maxBatchKeys'],
+    'RedisLockBackend options',
+  );
   const given = (['url', 'client', 'options'] as const).filter((k) => options[k] !== undefined);
   if (given.length !== 1) {
     fail(
@@ -154,13 +164,9 @@ export function resolveRedisLockBackendOptions(options: unknown): ResolvedRedisL
   if (typeof channelPrefix !== 'string') fail('channelPrefix must be a string');
   return {
     connection,
-    commandTimeout: positiveInteger(
-      options.commandTimeout,
-      'commandTimeout',
-      DEFAULT_COMMAND_TIMEOUT,
-    ),
-    claimWindow: positiveInteger(options.claimWindow, 'claimWindow', DEFAULT_CLAIM_WINDOW),
+    commandTimeout: positiveMs(options.commandTimeout, 'commandTimeout', DEFAULT_COMMAND_TIMEOUT),
+    claimWindow: positiveMs(options.claimWindow, 'claimWindow', DEFAULT_CLAIM_WINDOW),
     channelPrefix,
-    maxBatchKeys: positiveInteger(options.maxBatchKeys, 'maxBatchKeys', DEFAULT_MAX_BATCH_KEYS, ''),
+    maxBatchKeys: positiveInteger(options.maxBatchKeys, 'maxBatchKeys', DEFAULT_MAX_BATCH_KEYS),
   };
 }

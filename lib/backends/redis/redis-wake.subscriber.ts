@@ -9,6 +9,8 @@ const RESUBSCRIBE_RETRY_MS = 1000;
 
 /** A wake-up message: "<attempt>|<claim ms>|<fencing>|<token>" (attempt 0: no offer). */
 const MESSAGE = /^(\d+)\|(\d+)\|(\d+)\|([\s\S]*)$/;
+/** A re-check hint: "r|<ms>|<token>" (the waiter ahead was just handed the lock for <ms>). */
+const RECHECK = /^r\|(\d+)\|([\s\S]*)$/;
 
 /**
  * Receives wake-ups for this backend instance: one dedicated subscriber connection, subscribed
@@ -147,7 +149,13 @@ export class RedisWakeSubscriber {
   private deliver(channel: string, message: string): void {
     if (channel !== this.channel) return;
     const parsed = MESSAGE.exec(message);
-    if (!parsed) return;
+    if (!parsed) {
+      const hint = RECHECK.exec(message);
+      if (hint && this.listeners.has(hint[2])) {
+        this.listeners.wake(hint[2], undefined, Number(hint[1]));
+      }
+      return;
+    }
     const token = parsed[4];
     if (!this.listeners.has(token)) return;
     const attempt = Number(parsed[1]);

@@ -74,12 +74,23 @@ end
 -- it keeps its place in the global order. The wake-up message "<attempt>|<claim ms>|<fencing>|
 -- <token>" offers the lock to a single-key waiter (attempt > 0: the attempt that wrote the entry
 -- served), which may then take it without another round trip and claim it with extend.
+-- A waiter whose instance channel has no subscriber (PUBLISH reaches nobody: its process died and
+-- its connection closed) can never claim, so it is dropped and the next one served at once. The
+-- live waiter now first in line gets "r|<claim ms>|<token>": re-check when the reservation ends,
+-- in case the reserved waiter never claims (frozen, or gone with its connection still open).
+-- PUBLISH counts subscribers of this server only, which is where every instance subscribes.
 -- Returns the reservation in ms, or nil when nobody waits (the lock is then left as it was).
 local function handOff(lock, queue, waiters, lastFencing)
-  local head, score, ttl, channel, attempt = liveHead(queue, waiters)
-  if not head then return nil end
-  local claim = math.max(1, math.min(claimWindow, ttl))
   local fencing = math.max(lastFencing + 1, nowUs)
+  local head, score, ttl, channel, attempt, claim
+  while true do
+    head, score, ttl, channel, attempt = liveHead(queue, waiters)
+    if not head then return nil end
+    claim = math.max(1, math.min(claimWindow, ttl))
+    local offer = attempt .. '|' .. claim .. '|' .. string.format('%.0f', fencing) .. '|' .. head
+    if redis.call('PUBLISH', channel, offer) > 0 then break end
+    dropWaiter(queue, waiters, head)
+  end
   local left = dropWaiter(queue, waiters, head)
   redis.call('DEL', lock)
   if left > 0 then
@@ -88,7 +99,12 @@ local function handOff(lock, queue, waiters, lastFencing)
     redis.call('HSET', lock, 'o', head, 'f', fencing, 'c', score)
   end
   redis.call('PEXPIRE', lock, claim)
-  redis.call('PUBLISH', channel, attempt .. '|' .. claim .. '|' .. string.format('%.0f', fencing) .. '|' .. head)
+  while left > 0 do
+    local nextHead, _, _, nextChannel = liveHead(queue, waiters)
+    if not nextHead then break end
+    if redis.call('PUBLISH', nextChannel, 'r|' .. claim .. '|' .. nextHead) > 0 then break end
+    left = dropWaiter(queue, waiters, nextHead)
+  end
   return claim
 end
 `;
