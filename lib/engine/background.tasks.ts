@@ -45,6 +45,11 @@ export class BackgroundTasks {
     void task.finally(() => this.running.delete(task));
   }
 
+  /** From now on a failed task is not retried (shutdown: one try each, then the ttl decides). */
+  stopRetrying(): void {
+    this.draining = true;
+  }
+
   /** Stops retrying later: what waits runs once now; resolves when every task has settled. */
   async drain(): Promise<void> {
     this.draining = true;

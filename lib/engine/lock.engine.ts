@@ -206,6 +206,8 @@ export class LockEngine implements LockOwner {
     const held = [...this.held.values()];
     this.scheduler.stop();
     this.stopLossReports?.();
+    // One try each from here on: shutdown must not wait for a backend that is down.
+    this.tasks.stopRetrying();
     // Work still running under these locks loses them: its signal aborts with LockLostError and
     // withLock / @Locked report it, rather than a success that was not exclusive to the end. Each
     // lock releases itself exactly once (after an extension in flight, if any, answered).
