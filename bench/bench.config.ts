@@ -1,9 +1,24 @@
 import type { ContendedVariant } from './report/results.types';
 import type { ContendedConfig } from './scenarios/contended.scenario';
+import type { DeadWaiterConfig } from './scenarios/dead-waiter.scenario';
+import type { FrozenServerConfig } from './scenarios/frozen-server.scenario';
 import type { HandoffConfig } from './scenarios/handoff.scenario';
 import type { UncontendedConfig } from './scenarios/uncontended.scenario';
 
-/** Every bound of one run. Full: about 5 minutes; `BENCH_QUICK=1`: about 1 minute. */
+/**
+ * Every bound of one run. Full: about 5 minutes plus the fault scenarios; `BENCH_QUICK=1`: about
+ * 1 minute plus one repetition of the fault scenarios.
+ *
+ * Environment:
+ * - `BENCH_QUICK=1`: the smoke run (results to $BENCH_OUT or a temporary directory).
+ * - `BENCH_ONLY=<regex>`: only the contenders whose id matches (the fault scenarios run for the
+ *   backends whose `ours/<backend>` matches).
+ * - `BENCH_ONLY=faults`: only the fault scenarios (dead waiter, frozen server) on both backends,
+ *   no other scenario and no floors; written to faults.md / faults.json (never latest.*, which
+ *   stay the record of a full run), in bench/results or $BENCH_OUT. About 1.5 minutes on a
+ *   library that still has the slow fault paths, well under 1 minute without.
+ * - `BENCH_OUT=<dir>`: where to write.
+ */
 export interface BenchConfig {
   readonly quick: boolean;
   /**
@@ -26,17 +41,55 @@ export interface BenchConfig {
     readonly windowMs: number;
     readonly concurrency: number;
   };
+  /** Fault scenarios of our library (dead waiter, frozen server), on these backends. */
+  readonly faults: {
+    readonly backends: readonly ('redis' | 'etcd')[];
+    readonly deadWaiter: DeadWaiterConfig;
+    readonly frozenServer: FrozenServerConfig;
+  };
   /** Only contenders whose id matches (BENCH_ONLY, a regular expression). */
   readonly only: RegExp | undefined;
+  /** `BENCH_ONLY=faults`: only the fault scenarios. */
+  readonly faultsOnly: boolean;
 }
 
 const TTL = 10_000;
 const THINK_MS = 2;
+/** The value of `BENCH_ONLY` that selects the fault scenarios alone. */
+const FAULTS_ONLY = 'faults';
+
+/**
+ * Backend tuning of the fault scenarios: the library's defaults, set explicitly so that the
+ * bounds the report states are the ones in force.
+ */
+const FAULT_TUNING = { commandTimeout: 2_000, claimWindow: 2_000, sessionTtl: 10_000 } as const;
+
+function faultsConfig(repetitions: number, only: RegExp | undefined): BenchConfig['faults'] {
+  return {
+    backends: (['redis', 'etcd'] as const).filter((b) => !only || only.test(`ours/${b}`)),
+    deadWaiter: {
+      repetitions,
+      ttl: 30_000,
+      deadWait: 60_000,
+      // Above the slowest figure seen on a library without a fix (about 20 s on Redis).
+      liveWait: 40_000,
+      tuning: FAULT_TUNING,
+    },
+    frozenServer: {
+      acquireWait: 500,
+      queuedWait: 1_000,
+      ttl: 30_000,
+      hangMs: 20_000,
+      tuning: FAULT_TUNING,
+    },
+  };
+}
 
 /** Reads `BENCH_QUICK` and `BENCH_ONLY` from the environment. */
 export function benchConfig(env: NodeJS.ProcessEnv = process.env): BenchConfig {
   const quick = env.BENCH_QUICK === '1' || env.BENCH_QUICK === 'true';
-  const only = env.BENCH_ONLY ? new RegExp(env.BENCH_ONLY) : undefined;
+  const faultsOnly = env.BENCH_ONLY === FAULTS_ONLY;
+  const only = env.BENCH_ONLY && !faultsOnly ? new RegExp(env.BENCH_ONLY) : undefined;
   const variants = (processes: number, workers: number, withThink: boolean): ContendedVariant[] =>
     [0, ...(withThink ? [THINK_MS] : [])].map((thinkMs) => ({
       processes,
@@ -56,7 +109,9 @@ export function benchConfig(env: NodeJS.ProcessEnv = process.env): BenchConfig {
       inProcessVariants: variants(1, 8, true),
       multiProcessVariants: variants(4, 4, false),
       heldScale: { locks: 2_000, ttl: 3_000, windowMs: 2_000, concurrency: 64 },
+      faults: faultsConfig(1, only),
       only,
+      faultsOnly,
     };
   }
   return {
@@ -71,6 +126,8 @@ export function benchConfig(env: NodeJS.ProcessEnv = process.env): BenchConfig {
     inProcessVariants: variants(1, 8, true),
     multiProcessVariants: variants(4, 4, true),
     heldScale: { locks: 10_000, ttl: 3_000, windowMs: 6_000, concurrency: 64 },
+    faults: faultsConfig(3, only),
     only,
+    faultsOnly,
   };
 }

@@ -5,6 +5,8 @@
  *
  * BENCH_QUICK=1: a ~1-minute smoke run, written to $BENCH_OUT or a temporary directory.
  * BENCH_ONLY=<regex>: only the contenders whose id matches. BENCH_OUT=<dir>: where to write.
+ * BENCH_ONLY=faults: only the fault scenarios, written to faults.md / faults.json (see
+ * bench.config.ts).
  */
 import {
   cpSync,
@@ -26,16 +28,18 @@ import { etcdPutRate, redisSetRate } from './floors/round-trip.floor';
 import { ADAPTER_IDS, adapterInfo, createAdapter } from './peers/adapter.registry';
 import type { BenchEnv, LockAdapter } from './peers/lock-adapter.interface';
 import { renderJson } from './report/json.report';
-import { renderMarkdown } from './report/markdown.report';
+import { renderFaultsMarkdown, renderMarkdown } from './report/markdown.report';
 import type {
   BenchResults,
   ContendedRow,
+  DeadWaiterResult,
+  FrozenServerResult,
   HandoffResult,
   HeldScaleResult,
   Outcome,
   UncontendedResult,
 } from './report/results.types';
-import { computeTargets } from './report/targets.report';
+import { computeFaultTargets, computeTargets } from './report/targets.report';
 import { fetchText } from './scenarios/backend.counters';
 import {
   ContendedProcesses,
@@ -48,6 +52,8 @@ import {
   runHandoffSingleRound,
   summarizeHandoffSingle,
 } from './scenarios/handoff.scenario';
+import { runDeadWaiter } from './scenarios/dead-waiter.scenario';
+import { runFrozenServer } from './scenarios/frozen-server.scenario';
 import type { HeldScaleTask } from './scenarios/held-scale.scenario';
 import {
   runUncontendedRound,
@@ -115,6 +121,12 @@ async function cleanup(): Promise<void> {
   cleaned = true;
   for (const pid of childPids) await stopPid(pid);
   for (const server of servers) {
+    // A fault scenario may have left its server frozen (SIGSTOP) when it was interrupted.
+    try {
+      process.kill(server.pid, 'SIGCONT');
+    } catch {
+      /* already gone */
+    }
     await server.stop();
     removeDir(server.dir);
   }
@@ -388,6 +400,85 @@ async function heldScalePhase(
   return out;
 }
 
+/** What the fault phase collects. */
+interface FaultResults {
+  readonly deadWaiter: Outcome<DeadWaiterResult>[];
+  readonly frozenServer: Outcome<FrozenServerResult>[];
+}
+
+/**
+ * Dead waiter, then frozen server, each on both backends at once (their figures are timer-bound
+ * seconds, not CPU-bound). Frozen servers are dedicated ones, started and stopped by the scenario.
+ */
+async function faultsPhase(env: BenchEnv, config: BenchConfig): Promise<FaultResults> {
+  const { backends, deadWaiter, frozenServer } = config.faults;
+  const dead = await Promise.all(
+    backends.map((backend) =>
+      step(
+        'dead waiter',
+        `ours/${backend}`,
+        deadWaiter.repetitions * (deadWaiter.liveWait + 30_000) + 90_000,
+        () => runDeadWaiter(backend, env, deadWaiter, childPids, log),
+      ),
+    ),
+  );
+  const tracker = {
+    add: (server: ServerProcess) => servers.push(server),
+    delete: (server: ServerProcess) => {
+      const i = servers.indexOf(server);
+      if (i >= 0) servers.splice(i, 1);
+    },
+  };
+  const frozen = await Promise.all(
+    backends.map((backend) =>
+      step('frozen server', `ours/${backend}`, 3 * (frozenServer.hangMs + 30_000) + 60_000, () =>
+        runFrozenServer(backend, frozenServer, tracker, log),
+      ),
+    ),
+  );
+  return {
+    deadWaiter: dead,
+    frozenServer: frozen.flatMap((r) => ('error' in r ? [r] : r)),
+  };
+}
+
+/** `BENCH_ONLY=faults`: the fault phase alone, reported in faults.md / faults.json. */
+async function faultsOnlyRun(
+  env: BenchEnv,
+  counter: Redis,
+  config: BenchConfig,
+  outDir: string,
+  startedAt: string,
+): Promise<void> {
+  const versions = await serverVersions(env, counter);
+  const faults = await faultsPhase(env, config);
+  const results = {
+    startedAt,
+    durationSeconds: (Date.now() - t0) / 1000,
+    quick: config.quick,
+    machine: {
+      node: process.version,
+      cpus: cpus().length,
+      platform: `${process.platform}-${process.arch}`,
+      redis: versions.redis,
+      etcd: versions.etcd,
+    },
+    settings: {
+      ...config.faults.deadWaiter.tuning,
+      repetitions: config.faults.deadWaiter.repetitions,
+      ...(warnings.length > 0 ? { warnings: warnings.slice(0, 5).join(' | ') } : {}),
+    },
+    ...faults,
+  };
+  const targets = computeFaultTargets(results);
+  const markdown = renderFaultsMarkdown(results, targets);
+  mkdirSync(outDir, { recursive: true });
+  writeAtomically(join(outDir, 'faults.json'), renderJson({ ...results, targets }));
+  writeAtomically(join(outDir, 'faults.md'), markdown);
+  process.stdout.write(markdown);
+  log(`wrote ${join(outDir, 'faults.md')} and faults.json`);
+}
+
 function writeAtomically(file: string, text: string): void {
   const tmp = `${file}.tmp`;
   writeFileSync(tmp, text);
@@ -401,7 +492,9 @@ async function main(): Promise<void> {
   const outDir =
     process.env.BENCH_OUT ??
     (config.quick ? join(tmpdir(), 'ndl-bench-quick') : join(root, 'bench', 'results'));
-  log(`${config.quick ? 'quick' : 'full'} run; results to ${outDir}`);
+  log(
+    `${config.quick ? 'quick' : 'full'}${config.faultsOnly ? ' fault-only' : ''} run; results to ${outDir}`,
+  );
   snapshotLibrary(root);
 
   const redis = await startRedis();
@@ -416,6 +509,10 @@ async function main(): Promise<void> {
   const counter = new Redis(env.redisUrl, { lazyConnect: true });
   await counter.connect();
   try {
+    if (config.faultsOnly) {
+      await faultsOnlyRun(env, counter, config, outDir, startedAt);
+      return;
+    }
     const versions = await serverVersions(env, counter);
     const setRate = await redisSetRate(env, config.roundTrip.ms, config.roundTrip.maxOps);
     const putRate = await etcdPutRate(env, config.roundTrip.ms, config.roundTrip.maxOps);
@@ -435,6 +532,7 @@ async function main(): Promise<void> {
     const opened = contenders.map((c) => c.id);
     await multiProcessPhase(opened, env, counter, config, partial.contended);
     const heldScale = await heldScalePhase(ids, env, config);
+    const faults = await faultsPhase(env, config);
 
     const root2 = root;
     const results: BenchResults = {
@@ -457,6 +555,7 @@ async function main(): Promise<void> {
         handoffQueued: `${config.handoffQueued.waiters} waiters + holder, hold ${config.handoffQueued.holdMs} ms`,
         contended: `${config.contended.targetGrants} grants or ${config.contended.ms} ms`,
         heldScale: `${config.heldScale.locks} locks, ttl ${config.heldScale.ttl} ms, window ${config.heldScale.windowMs} ms`,
+        faults: `${config.faults.deadWaiter.repetitions} dead-waiter repetitions, live waiter wait ${config.faults.deadWaiter.liveWait} ms; commandTimeout ${config.faults.deadWaiter.tuning.commandTimeout} ms, claimWindow ${config.faults.deadWaiter.tuning.claimWindow} ms, sessionTtl ${config.faults.deadWaiter.tuning.sessionTtl} ms`,
         peers: [
           `redlock ${packageVersion(root2, 'redlock')}`,
           `@sesamecare-oss/redlock ${packageVersion(root2, '@sesamecare-oss/redlock')}`,
@@ -472,6 +571,7 @@ async function main(): Promise<void> {
       contended: partial.contended,
       handoff: partial.handoff,
       heldScale,
+      ...faults,
     };
     const targets = computeTargets(results);
     const markdown = renderMarkdown(results, targets);

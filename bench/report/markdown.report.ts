@@ -2,13 +2,20 @@ import { ratio } from '../stats';
 import {
   BenchResults,
   ContendedResult,
+  DeadWaiterResult,
+  FrozenServerResult,
   HandoffResult,
   HeldScaleResult,
   isError,
   Outcome,
   UncontendedResult,
 } from './results.types';
-import { RENEW_OPS_CEILING, TargetCheck } from './targets.report';
+import {
+  ETCD_LEASE_CHECK_MS,
+  FAULT_ALLOWANCE_MS,
+  RENEW_OPS_CEILING,
+  TargetCheck,
+} from './targets.report';
 
 const FLOOR_FOR_THROUGHPUT: Readonly<Record<string, string>> = {
   redis: 'floor/redis-poll',
@@ -43,6 +50,89 @@ function errorCell<T extends object>(o: Outcome<T>): string | undefined {
   return isError(o) ? `error: ${o.error.slice(0, 120)}` : undefined;
 }
 
+function targetsTable(targets: readonly TargetCheck[]): string {
+  return table(
+    ['target', 'met', 'numbers'],
+    targets.map((t) => [t.target, t.met === null ? 'n/a' : t.met ? 'met' : 'NOT met', t.numbers]),
+  );
+}
+
+/** The "Faults" section: dead waiter and frozen server, our library only. */
+function faultsSection(results: Pick<BenchResults, 'deadWaiter' | 'frozenServer'>): string[] {
+  const out: string[] = ['## Faults: our library, a dead waiter and a frozen server', ''];
+  out.push(
+    'Dead waiter: a holder (ttl 30 s) holds the key; a waiter in a child process queues, then a live waiter (another connection) queues behind it; ' +
+      "the child is SIGKILLed, then the holder releases. Figure: holder's `release()` returned → live waiter's `acquire()` resolved, one fresh key and child per repetition. " +
+      'Bound: Redis claimWindow + one round trip (PING median), etcd the session ttl. ' +
+      `Frozen server: a redis-server / etcd started for this scenario alone is frozen with SIGSTOP (SIGCONT after); figure: call → rejection; bound: wait + commandTimeout. ` +
+      `Targets allow ${FAULT_ALLOWANCE_MS} ms over a bound for timers and scheduling, and on the etcd dead waiter another ${ETCD_LEASE_CHECK_MS} ms: etcd revokes expired leases every ${ETCD_LEASE_CHECK_MS} ms.`,
+    '',
+  );
+  out.push(
+    table(
+      ['contender', 'dead waiter median / max', 'samples', 'bound', 'live waiter wait', 'gave up'],
+      results.deadWaiter.map((o) => {
+        if (isError(o)) return [o.adapter, `error: ${o.error.slice(0, 120)}`, '', '', '', ''];
+        const d: DeadWaiterResult = o;
+        return [
+          d.adapter,
+          `${n(d.medianMs, 4)} / ${n(d.maxMs, 4)}`,
+          d.samplesMs.map((v) => n(v, 4)).join(', '),
+          `${n(d.boundMs, 4)} (${d.bound})`,
+          String(d.liveWaitMs),
+          String(d.timedOut),
+        ];
+      }),
+    ),
+    '',
+  );
+  out.push(
+    table(
+      [
+        'contender',
+        'frozen server: call',
+        'bound (wait + commandTimeout)',
+        'call → settled',
+        'outcome',
+      ],
+      results.frozenServer.map((o) => {
+        if (isError(o)) return [o.adapter, `error: ${o.error.slice(0, 120)}`, '', '', ''];
+        const r: FrozenServerResult = o;
+        return [
+          r.adapter,
+          r.case,
+          `${r.boundMs} (${r.waitMs} + ${r.commandTimeoutMs})`,
+          n(r.elapsedMs, 4),
+          r.thrown,
+        ];
+      }),
+    ),
+    '',
+  );
+  return out;
+}
+
+/** Renders faults.md, the report of a `BENCH_ONLY=faults` run: fault targets and the Faults section. */
+export function renderFaultsMarkdown(
+  results: Pick<
+    BenchResults,
+    'startedAt' | 'durationSeconds' | 'quick' | 'machine' | 'deadWaiter' | 'frozenServer'
+  >,
+  targets: readonly TargetCheck[],
+): string {
+  const m = results.machine;
+  const out: string[] = ['# Fault results', ''];
+  out.push(
+    `Run ${results.startedAt}, ${n(results.durationSeconds)} s${results.quick ? ' (BENCH_QUICK)' : ''}; ` +
+      `node ${m.node}, ${m.cpus} cpus, redis ${m.redis}, etcd ${m.etcd}; servers on 127.0.0.1, started by the bench. ` +
+      'Times in ms. Only the fault scenarios; regenerate with `BENCH_ONLY=faults npm run bench`.',
+    '',
+  );
+  out.push('## Targets', '', targetsTable(targets), '');
+  out.push(...faultsSection(results));
+  return `${out.join('\n').trimEnd()}\n`;
+}
+
 /** Renders latest.md: targets first, then one table per scenario (medians, ratios to floors). */
 export function renderMarkdown(results: BenchResults, targets: readonly TargetCheck[]): string {
   const out: string[] = [];
@@ -67,13 +157,7 @@ export function renderMarkdown(results: BenchResults, targets: readonly TargetCh
     `Computed from this run. "A few hundred" renewal requests/s is judged as ≤ ${RENEW_OPS_CEILING}/s at the ttl used.`,
     '',
   );
-  out.push(
-    table(
-      ['target', 'met', 'numbers'],
-      targets.map((t) => [t.target, t.met === null ? 'n/a' : t.met ? 'met' : 'NOT met', t.numbers]),
-    ),
-    '',
-  );
+  out.push(targetsTable(targets), '');
 
   out.push('## Floors (single connection, sequential round trips)', '');
   out.push(
@@ -264,6 +348,8 @@ export function renderMarkdown(results: BenchResults, targets: readonly TargetCh
     ),
     '',
   );
+
+  out.push(...faultsSection(results));
 
   out.push('## Contenders', '');
   out.push(

@@ -79,6 +79,45 @@ export interface HeldScaleResult {
   readonly lost: number;
 }
 
+/**
+ * A queued waiter SIGKILLed in its own process: time from the holder's `release()` returning to
+ * the next live waiter's `acquire()` resolving, over a few repetitions on distinct keys.
+ */
+export interface DeadWaiterResult {
+  readonly adapter: string;
+  readonly backend: string;
+  readonly repetitions: number;
+  readonly samplesMs: readonly number[];
+  readonly medianMs: number;
+  readonly maxMs: number;
+  /** What the library promises: Redis claimWindow + one round trip; etcd the session ttl. */
+  readonly boundMs: number;
+  /** How the bound is made up, with the configured values. */
+  readonly bound: string;
+  /** Wait of the live waiter: a figure close to it means it gave up, not that it was served. */
+  readonly liveWaitMs: number;
+  /** Repetitions where the live waiter gave up (its sample is when it gave up). */
+  readonly timedOut: number;
+}
+
+/** One call against a server frozen with SIGSTOP: how long until it failed. */
+export interface FrozenServerResult {
+  readonly adapter: string;
+  readonly backend: string;
+  /** Such as `tryAcquire`, `acquire wait 500`, `queued waiter wait 1000`. */
+  readonly case: string;
+  readonly waitMs: number;
+  readonly commandTimeoutMs: number;
+  /** What the library promises: wait + commandTimeout, from the call. */
+  readonly boundMs: number;
+  /** From the call to its settling (or to giving up on it). */
+  readonly elapsedMs: number;
+  /** Name of what the call rejected with, or how it resolved or hung. */
+  readonly thrown: string;
+  /** Whether it rejected with `LockBackendError`, as promised. */
+  readonly backendError: boolean;
+}
+
 /** A contended result (or failure) labelled with its variant, such as `8w +2ms think`. */
 export type ContendedRow = Outcome<ContendedResult & { readonly variant: string }> & {
   readonly variant: string;
@@ -116,6 +155,8 @@ export interface BenchResults {
   readonly contended: readonly ContendedRow[];
   readonly handoff: readonly Outcome<HandoffResult>[];
   readonly heldScale: readonly Outcome<HeldScaleResult>[];
+  readonly deadWaiter: readonly Outcome<DeadWaiterResult>[];
+  readonly frozenServer: readonly Outcome<FrozenServerResult>[];
 }
 
 /** Whether an outcome is a failure. */

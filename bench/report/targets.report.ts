@@ -2,6 +2,8 @@ import { ratio } from '../stats';
 import {
   BenchResults,
   ContendedResult,
+  DeadWaiterResult,
+  FrozenServerResult,
   HandoffResult,
   HeldScaleResult,
   isError,
@@ -20,6 +22,16 @@ export interface TargetCheck {
 /** Renewal cost ceiling for "a few hundred backend commands per second", per 10,000 locks. */
 export const RENEW_OPS_CEILING = 300;
 const LAG_P99_CEILING_MS = 20;
+/**
+ * Timer and scheduling slack allowed over a fault bound: the library arms a timer for the bound
+ * itself, so even a correct figure lands a few ms past it. Far below every slow path.
+ */
+export const FAULT_ALLOWANCE_MS = 100;
+/**
+ * etcd revokes expired leases in a loop that runs every 500 ms, so a dead waiter's member key
+ * outlives its session ttl by up to that much: added to the etcd dead-waiter allowance.
+ */
+export const ETCD_LEASE_CHECK_MS = 500;
 const TUNED_REDIS_PEERS = ['redlock/tuned', 'sesame-redlock/tuned', 'redis-semaphore/tuned'];
 
 function ok<T extends object>(list: readonly Outcome<T>[]): T[] {
@@ -150,6 +162,53 @@ export function computeTargets(results: BenchResults): TargetCheck[] {
         ? `${h.locks} locks, ttl ${h.ttlMs} ms: ${f(ops)} requests/s (≈ ${f(((ops ?? Number.NaN) * h.ttlMs) / 30_000)}/s at the default ttl 30 s; ${f(h.backendOpsPerSec)} commands/s incl. inside scripts), lag p99 ${f(h.lagP99Ms)} ms`
         : 'not measured',
     });
+  }
+  checks.push(...computeFaultTargets(results));
+  return checks;
+}
+
+/** The fault targets alone (dead waiter, frozen server), one per backend measured. */
+export function computeFaultTargets(
+  results: Pick<BenchResults, 'deadWaiter' | 'frozenServer'>,
+): TargetCheck[] {
+  const checks: TargetCheck[] = [];
+  const adapters = [
+    ...new Set([...results.deadWaiter, ...results.frozenServer].map((r) => r.adapter)),
+  ];
+  for (const adapter of adapters) {
+    const backend = adapter.replace(/^ours\//, '');
+    const dead = results.deadWaiter.filter((r) => r.adapter === adapter);
+    const d = ok<DeadWaiterResult>(dead)[0];
+    if (dead.length > 0) {
+      const allowance =
+        backend === 'etcd' ? FAULT_ALLOWANCE_MS + ETCD_LEASE_CHECK_MS : FAULT_ALLOWANCE_MS;
+      const why = backend === 'etcd' ? "scheduling and etcd's lease-expiry loop" : 'scheduling';
+      checks.push({
+        target: `Dead waiter ${backend} ≤ bound (+${allowance} ms allowance: ${why})`,
+        met: d ? d.timedOut === 0 && d.maxMs <= d.boundMs + allowance : null,
+        numbers: d
+          ? `median ${f(d.medianMs, 4)} ms, max ${f(d.maxMs, 4)} ms (n ${d.repetitions}${d.timedOut > 0 ? `, ${d.timedOut} gave up` : ''}) vs bound ${f(d.boundMs, 4)} ms (${d.bound})`
+          : 'not measured',
+      });
+    }
+    const frozen = results.frozenServer.filter((r) => r.adapter === adapter);
+    const cases = ok<FrozenServerResult>(frozen);
+    if (frozen.length > 0) {
+      const late = cases.filter(
+        (c) => !c.backendError || c.elapsedMs > c.boundMs + FAULT_ALLOWANCE_MS,
+      );
+      checks.push({
+        target: `Outage ${backend} ≤ wait + commandTimeout (LockBackendError; +${FAULT_ALLOWANCE_MS} ms allowance)`,
+        met: cases.length === frozen.length ? late.length === 0 : null,
+        numbers:
+          cases
+            .map(
+              (c) =>
+                `${c.case} ${f(c.elapsedMs, 4)} ms vs ${c.boundMs} ms${c.backendError ? '' : ` (${c.thrown})`}`,
+            )
+            .join('; ') || 'not measured',
+      });
+    }
   }
   return checks;
 }
