@@ -7,6 +7,12 @@ export interface TaskLogger {
 
 const RETRY_MIN = 250;
 const RETRY_MAX = 2_000;
+/**
+ * Most tasks waiting to be retried at once. During a long outage every failed call leaves one;
+ * past this, a failure is left to expire on the backend instead of growing memory and the burst
+ * of calls the backend meets when it returns.
+ */
+const MAX_WAITING = 1_000;
 
 /**
  * Clean-up the engine owes the backend but no caller waits for: removing an abandoned queue
@@ -19,12 +25,18 @@ export class BackgroundTasks {
   private readonly running = new Set<Promise<void>>();
   private readonly waiting = new Set<() => void>();
   private draining = false;
+  /** Watched calls not settled yet: a counter, not a Set, as every acquire and release is one. */
+  private watched = 0;
+  private onIdle: (() => void) | undefined;
+  private readonly settled = (): void => {
+    if (--this.watched === 0) this.onIdle?.();
+  };
 
   constructor(private readonly logger: TaskLogger) {}
 
   /** Number of tasks not settled yet. */
   get size(): number {
-    return this.running.size + this.waiting.size;
+    return this.running.size + this.waiting.size + this.watched;
   }
 
   /**
@@ -37,12 +49,8 @@ export class BackgroundTasks {
 
   /** Counts a call someone else awaits as in flight until it settles, so {@link drain} waits for it. */
   watch(call: Promise<unknown>): void {
-    const task = call.then(
-      () => undefined,
-      () => undefined,
-    );
-    this.running.add(task);
-    void task.finally(() => this.running.delete(task));
+    this.watched++;
+    call.then(this.settled, this.settled);
   }
 
   /** From now on a failed task is not retried (shutdown: one try each, then the ttl decides). */
@@ -54,9 +62,14 @@ export class BackgroundTasks {
   async drain(): Promise<void> {
     this.draining = true;
     for (const runNow of [...this.waiting]) runNow();
-    // Each round awaits tasks that are bounded by the backend's own timeouts.
-    for (let round = 0; this.running.size > 0 && round < 100; round++) {
+    // Each round awaits tasks that are bounded by the backend's own timeouts; a task may start
+    // another once it settles (an acquire answered during shutdown is then cancelled), so each
+    // round also lets those continuations run.
+    for (let round = 0; (this.running.size > 0 || this.watched > 0) && round < 100; round++) {
+      if (this.watched > 0) await new Promise<void>((resolve) => (this.onIdle = resolve));
+      this.onIdle = undefined;
       await Promise.allSettled([...this.running]);
+      await new Promise((resolve) => setImmediate(resolve));
     }
   }
 
@@ -89,7 +102,7 @@ export class BackgroundTasks {
     err: unknown,
   ): Promise<void> | undefined {
     const message = (err as Error)?.message ?? String(err);
-    if (this.draining || monotonicNow() + delay >= until) {
+    if (this.draining || this.waiting.size >= MAX_WAITING || monotonicNow() + delay >= until) {
       this.logger.warn(`${label} failed (${message}); left to expire on the backend`);
       return undefined;
     }

@@ -16,6 +16,8 @@ export interface LockOwner {
    * the engine retries it and settles it before the backend closes.
    */
   releaseOrphan(lock: GrantedLock): Promise<void>;
+  /** Counts `call` as clean-up in flight, which shutdown settles before closing the backend. */
+  watch(call: Promise<unknown>): void;
   /** Called once, when the lock stops being held for whatever reason. */
   forget(lock: GrantedLock): void;
   /** Called when the lock's renewal times changed (a renewal answered, or must be retried). */
@@ -248,7 +250,9 @@ export class GrantedLock implements Lock {
     if (!options.mayHold) return undefined;
     if (this.pending) {
       this.releaseAfterExtension = true;
-      return this.pending.then(() => this.orphanRelease);
+      const released = this.pending.then(() => this.orphanRelease);
+      this.owner.watch(released);
+      return released;
     }
     return this.owner.releaseOrphan(this);
   }

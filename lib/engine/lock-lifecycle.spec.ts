@@ -158,3 +158,65 @@ describe('lock lifecycle: shutdown', () => {
     expect(backend.trackedKeys).toBe(0);
   });
 });
+
+describe('lock lifecycle: re-check hints and shutdown races', () => {
+  afterEach(() => jest.useRealTimers());
+
+  it('re-checks once at a hint, without a wasted attempt after it', async () => {
+    jest.useFakeTimers();
+    const backend = new MemoryLockBackend();
+    const engine = new LockEngine(backend, { keyPrefix: '', ttl: 60_000, wait: 5000 }, quiet);
+    const holder = await engine.acquire('k', {}, 'wait');
+    const sentAt: number[] = [];
+    const acquire = backend.acquire.bind(backend);
+    const start = performance.now();
+    backend.acquire = (request) => {
+      sentAt.push(Math.round(performance.now() - start));
+      return acquire(request);
+    };
+    const onWake = backend.onWake.bind(backend);
+    let hint: ((ms: number) => void) | undefined;
+    backend.onWake = (token, listener) => {
+      hint = (ms) => listener(undefined, ms);
+      return onWake(token, listener);
+    };
+    const waiting = engine.acquire('k', { wait: 5000 }, 'wait').catch((e: unknown) => e);
+    await jest.advanceTimersByTimeAsync(10);
+    hint?.(100); // "the lock ahead of you is reserved for 100 ms"
+    await jest.advanceTimersByTimeAsync(300);
+    // The first attempt, one at the hint, and nothing else (the holder's ttl is 60 s).
+    expect(sentAt).toEqual([0, 110]);
+    await holder.release();
+    await jest.advanceTimersByTimeAsync(10);
+    expect(await waiting).toHaveProperty('held', true);
+    await engine.shutdown();
+  });
+
+  it('waits at shutdown for an acquire in flight, and cleans up the grant it brought', async () => {
+    const backend = new MemoryLockBackend();
+    const events: string[] = [];
+    let answer: (() => void) | undefined;
+    const acquire = backend.acquire.bind(backend);
+    backend.acquire = async (request) => {
+      const result = await acquire(request);
+      await new Promise<void>((r) => (answer = r)); // the answer is still on the wire
+      events.push(`acquire answered: ${String(result.acquired)}`);
+      return result;
+    };
+    const cancel = backend.cancel.bind(backend);
+    backend.cancel = async (ref) => {
+      events.push('cancel');
+      return cancel(ref);
+    };
+    const engine = new LockEngine(backend, { keyPrefix: '', ttl: 60_000, wait: 0 }, quiet);
+    const acquiring = engine.acquire('k', {}, 'wait').catch((e: unknown) => e);
+    await settle();
+    const shutdown = engine.shutdown().then(() => events.push('shutdown resolved'));
+    await settle();
+    answer?.();
+    await shutdown;
+    expect(events).toEqual(['acquire answered: true', 'cancel', 'shutdown resolved']);
+    expect(await acquiring).toBeInstanceOf(Error);
+    expect(backend.trackedKeys).toBe(0);
+  });
+});

@@ -240,6 +240,11 @@ export class LockEngine implements LockOwner {
     );
   }
 
+  /** {@inheritDoc LockOwner.watch} */
+  watch(call: Promise<unknown>): void {
+    this.tasks.watch(call);
+  }
+
   /** {@inheritDoc LockOwner.forget} */
   forget(lock: GrantedLock): void {
     this.held.delete(lock.token);
@@ -301,12 +306,15 @@ export class LockEngine implements LockOwner {
         waiter?.reset();
         wokenEarly = false;
         handoff = undefined;
+        // A hint is about the state before this attempt; its answer supersedes it.
+        recheckAt = Infinity;
         attempt++;
         sentAt = monotonicNow();
         const queueFor = wait > 0 ? Math.max(1, Math.ceil(deadline - sentAt)) : 0;
         leftState = true;
         const request = { keys: ref.keys, token: ref.token, ttl, queueFor, attempt };
-        const result = await this.call('acquire', () => this.backend.acquire(request));
+        // Tracked: shutdown waits for it, so a grant it brings is cleaned up before the close.
+        const result = await this.track(this.call('acquire', () => this.backend.acquire(request)));
         let lock: GrantedLock | undefined;
         if (result.acquired) {
           lock = this.hold(keys, ref, result.fencingTokens, ttl, renew, sentAt, ttl);
@@ -321,9 +329,7 @@ export class LockEngine implements LockOwner {
               );
               if (wokenEarly) waiter.wake();
             }
-            const by = Math.min(recheckAt, monotonicNow() + result.retryAfter, deadline);
-            recheckAt = Infinity;
-            await waiter.park(by);
+            await waiter.park(Math.min(recheckAt, monotonicNow() + result.retryAfter, deadline));
           } else if (remaining <= 0 && !handoff) {
             break;
           }

@@ -19,16 +19,21 @@ export interface Lock extends AsyncDisposable {
   readonly fencingTokens: readonly number[];
   /**
    * Aborted when the lock is lost (reason: `LockLostError`) or released. Pass it to the work the
-   * lock protects so that work stops when exclusivity ends.
+   * lock protects so that work stops when exclusivity ends. Reading `aborted` or calling
+   * `throwIfAborted()` checks the validity deadline at that moment, also right after a stall.
    */
   readonly signal: AbortSignal;
   /** Local estimate of when the lock expires unless extended, in epoch ms. */
   readonly expiresAt: number;
-  /** Whether this handle still believes it holds the lock (not released, not lost). */
+  /**
+   * Whether this handle still holds the lock (not released, not lost), with its validity deadline
+   * (the ttl, and the backend's shared lease where there is one) checked at the moment of reading.
+   */
   readonly held: boolean;
   /**
    * Extends the lock to `ttl` ms from now (default: the lock's current ttl), owner-checked.
-   * Throws `LockLostError` if the lock is no longer ours, `LockBackendError` if the backend failed.
+   * Throws `TypeError` for a ttl outside (0, 2147483647] ms before any backend call,
+   * `LockLostError` if the lock is no longer ours, `LockBackendError` if the backend failed.
    */
   extend(ttl?: number): Promise<void>;
   /**

@@ -109,51 +109,6 @@ describe('EtcdLockBackend wait queue (real etcd)', () => {
     expect(await members(raw, key)).toHaveLength(1);
   });
 
-  it('serves the next waiter when the one ahead of it cancels', async () => {
-    const a = resources.backend();
-    const b = resources.backend();
-    const raw = resources.client();
-    const key = uniqueKey('cancel');
-    const holder = newToken();
-    expect((await a.acquire({ keys: [key], token: holder, ttl: 20_000 })).acquired).toBe(true);
-    const quitter = newToken();
-    expect(
-      (await b.acquire({ keys: [key], token: quitter, ttl: 20_000, queueFor: 20_000 })).acquired,
-    ).toBe(false);
-    let queued!: () => void;
-    const isQueued = new Promise<void>((resolve) => (queued = resolve));
-    const next = waitForLock(a, [key], { ttl: 20_000, wait: 20_000, onQueued: queued });
-    await isQueued;
-    expect(await members(raw, key)).toHaveLength(3);
-
-    await b.cancel({ keys: [key], token: quitter });
-    expect((await members(raw, key)).some((m) => m.key.endsWith(quitter))).toBe(false);
-    expect(await a.release({ keys: [key], token: holder })).toBe(true);
-    const got = await next;
-    expect((await a.inspect(key)).fencingToken).toBe(got.fencingTokens[0]);
-    await a.release({ keys: [key], token: got.token });
-  });
-
-  it('cancelling a waiter that was handed the lock passes it on', async () => {
-    const backend = resources.backend();
-    const key = uniqueKey('handed');
-    const holder = newToken();
-    expect((await backend.acquire({ keys: [key], token: holder, ttl: 20_000 })).acquired).toBe(
-      true,
-    );
-    const handed = newToken();
-    expect(
-      (await backend.acquire({ keys: [key], token: handed, ttl: 20_000, queueFor: 20_000 }))
-        .acquired,
-    ).toBe(false);
-    expect(await backend.release({ keys: [key], token: holder })).toBe(true);
-    expect((await backend.inspect(key)).held).toBe(true);
-    await backend.cancel({ keys: [key], token: handed });
-    expect((await backend.acquire({ keys: [key], token: newToken(), ttl: 20_000 })).acquired).toBe(
-      true,
-    );
-  });
-
   it('drops a queue entry that no attempt refreshed within queueFor', async () => {
     const backend = resources.backend();
     const raw = resources.client();

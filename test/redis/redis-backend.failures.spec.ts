@@ -129,6 +129,7 @@ describe('RedisLockBackend: outages, errors and options', () => {
     expect((await backend.acquire({ keys: [k], token: holder, ttl: 30_000 })).acquired).toBe(true);
     const live = await attempt();
     expect(backend.wakeUpsLive).toBe(true);
+    expect(live.acquired).toBe(false);
     // Subscribed: the waiter may sleep until the holder's ttl, a release will wake it.
     if (!live.acquired) expect(live.retryAfter).toBeGreaterThan(20_000);
 
@@ -162,6 +163,7 @@ describe('RedisLockBackend: outages, errors and options', () => {
       });
     });
     const queued = await backend.acquire({ keys: [k], token: next, ttl: 10_000, queueFor: 30_000 });
+    expect(queued.acquired).toBe(false);
     if (!queued.acquired) expect(queued.retryAfter).toBeGreaterThan(5000);
     await backend.release({ keys: [k], token: waiter });
     await within(5000, nextWoken, 'wake-up after re-subscribing');
@@ -303,7 +305,8 @@ describe('RedisLockBackend: outages, errors and options', () => {
     expect(make({ client: {} })).toThrow(/client must be an ioredis Redis instance/);
     expect(make({ options: 'redis://x' })).toThrow(/options must be an object/);
     expect(make({ url: sharedRedisUrl(), commandTimeout: 0 })).toThrow(/commandTimeout/);
-    expect(make({ url: sharedRedisUrl(), claimWindow: 1.5 })).toThrow(/claimWindow/);
+    expect(make({ url: sharedRedisUrl(), claimWindow: 2 ** 31 })).toThrow(/claimWindow/);
+    expect(make({ url: sharedRedisUrl(), claimWindw: 500 })).toThrow(/did you mean "claimWindow"/);
     expect(make({ url: sharedRedisUrl(), maxBatchKeys: -1 })).toThrow(/maxBatchKeys/);
     expect(make({ url: sharedRedisUrl(), channelPrefix: 7 })).toThrow(/channelPrefix/);
   });

@@ -1,6 +1,5 @@
 import type {
   BackendAcquireRequest,
-  BackendHandoff,
   BackendAcquireResult,
   BackendExtendRequest,
   BackendLockInfo,
@@ -8,14 +7,23 @@ import type {
   LockBackend,
   Unsubscribe,
 } from 'nestjs-distributed-lock';
+import type { OptionalBackendMembers } from './test-backends';
 
 type Call = { op: 'acquire' | 'extend' | 'release' | 'cancel' | 'inspect'; detail: unknown };
 
 /**
  * Wraps a real backend, records what the engine asks of it, and can inject faults (to play an
  * unreachable server). Every call that is not failed on purpose goes to the real backend.
+ *
+ * Optional members (`onLost`, `leaseDeadline`, `maxKeys`) exist on the wrapper only when the inner
+ * backend has them, so the engine sees the same capabilities (`'onLost' in backend`) through it.
+ * `close` is always there, to count calls; it forwards when the inner backend has one.
  */
-export class ObservedBackend implements LockBackend {
+export class ObservedBackend implements LockBackend, OptionalBackendMembers {
+  // `declare`: no class field is emitted, so an absent member is really absent.
+  declare readonly onLost?: LockBackend['onLost'];
+  declare readonly leaseDeadline?: () => number;
+  declare readonly maxKeys?: number;
   readonly calls: Call[] = [];
   /** When set, extend() rejects with this error instead of reaching the backend. */
   failExtend: Error | undefined;
@@ -24,7 +32,12 @@ export class ObservedBackend implements LockBackend {
   /** Acquire attempts that came back busy so far. */
   busyCount = 0;
 
-  constructor(readonly inner: LockBackend) {}
+  constructor(readonly inner: LockBackend) {
+    const source: LockBackend & OptionalBackendMembers = inner;
+    if (source.onLost) this.onLost = source.onLost.bind(source);
+    if (source.leaseDeadline) this.leaseDeadline = source.leaseDeadline.bind(source);
+    if (source.maxKeys !== undefined) this.maxKeys = source.maxKeys;
+  }
 
   get name(): string {
     return this.inner.name;
@@ -73,7 +86,8 @@ export class ObservedBackend implements LockBackend {
     return this.inner.inspect(key);
   }
 
-  onWake(token: string, listener: (handoff?: BackendHandoff) => void): Unsubscribe {
+  onWake(token: string, listener: Parameters<LockBackend['onWake']>[1]): Unsubscribe {
+    // The listener itself: every argument the backend passes (handoff, recheckAfter) reaches it.
     return this.inner.onWake(token, listener);
   }
 

@@ -1,9 +1,11 @@
+import { Etcd3 } from 'etcd3';
 import {
   EtcdLockBackend,
   LockBackend,
   MemoryLockBackend,
   RedisLockBackend,
 } from 'nestjs-distributed-lock';
+import { freePort } from '../servers/server.process';
 
 /**
  * A backend the shared e2e suite runs against. `connect()` returns a new client of ONE shared
@@ -15,20 +17,74 @@ export interface TestBackend {
   connect(): LockBackend;
 }
 
+/**
+ * Optional members of {@link LockBackend} that are being added to the interface; spelled out here
+ * so that the test clients forward them whether or not this checkout's interface has them yet.
+ */
+export interface OptionalBackendMembers {
+  leaseDeadline?(): number;
+  readonly maxKeys?: number;
+}
+
+/** A client pointed at a server that cannot be reached. */
+export interface UnreachableBackend {
+  readonly backend: LockBackend;
+  /** The client's per-operation budget, in ms. */
+  readonly commandTimeout: number;
+}
+
+/**
+ * A backend the contract suite (test/support/lock-backend.contract.ts) runs against. Every
+ * optional field is a capability: the contract runs the tests that need it only when it is set.
+ */
+export interface ContractBackend {
+  readonly name: string;
+  /** A new, independent client of one shared store, as a second application process would open. */
+  connect(): LockBackend;
+  /**
+   * Longest time, in ms, a queued waiter whose client was closed for good can hold up the next
+   * live waiter after the holder released (the margin for a loaded machine comes on top).
+   */
+  readonly deadWaiterBound: number;
+  /**
+   * Whether the store itself ends a grant that was not extended within its ttl while the
+   * holder's client lives on (else grants end only with a lease, and the engine releases them at
+   * their validity deadline).
+   */
+  readonly ttlEndsGrant: boolean;
+  /** Most keys one lock may have, when the store has a limit. */
+  readonly maxKeys?: number;
+  /** Opens a client to a closed port on 127.0.0.1 with a small commandTimeout. */
+  unreachable?(): Promise<UnreachableBackend>;
+  /**
+   * Ends, on the server, the lease behind the grant currently holding `key` (as a session that
+   * expired would); the backend must then report the loss through `onLost`.
+   */
+  revokeLease?(key: string): Promise<void>;
+  /** How long, in ms, closed clients still run timers of their own before the process is quiet. */
+  readonly closeGrace?: number;
+}
+
 /** An in-process store shared by every "instance" of a suite, standing in for a server. */
-function memory(): TestBackend {
+function memory(options: ConstructorParameters<typeof MemoryLockBackend>[0] = {}): TestBackend {
   let store: MemoryLockBackend | undefined;
   return {
     name: 'memory',
     connect: () => {
-      store ??= new MemoryLockBackend();
+      store ??= new MemoryLockBackend(options);
       return sharedClient(store);
     },
   };
 }
 
-/** A client view of the shared memory store whose close() leaves the store alone. */
-function sharedClient(store: MemoryLockBackend): LockBackend {
+/**
+ * A client view of the shared memory store whose close() leaves the store alone. Optional
+ * members exist only when the store has them, so `'onLost' in client` tells the truth.
+ */
+function sharedClient(store: MemoryLockBackend): LockBackend & OptionalBackendMembers {
+  const source: LockBackend & OptionalBackendMembers = store;
+  const onLost = source.onLost?.bind(source);
+  const leaseDeadline = source.leaseDeadline?.bind(source);
   return {
     name: store.name,
     acquire: (r) => store.acquire(r),
@@ -38,6 +94,9 @@ function sharedClient(store: MemoryLockBackend): LockBackend {
     inspect: (k) => store.inspect(k),
     onWake: (t, l) => store.onWake(t, l),
     close: async () => undefined,
+    ...(onLost ? { onLost } : {}),
+    ...(leaseDeadline ? { leaseDeadline } : {}),
+    ...(source.maxKeys !== undefined ? { maxKeys: source.maxKeys } : {}),
   };
 }
 
@@ -71,5 +130,76 @@ export const TEST_BACKENDS: readonly TestBackend[] = [
   {
     name: 'etcd',
     connect: () => tracked(new EtcdLockBackend({ hosts: env('ETCD_HOSTS').split(',') })),
+  },
+];
+
+/** Claim window of the contract's memory and Redis clients: short, so a dead waiter costs little. */
+const CONTRACT_CLAIM_WINDOW = 1000;
+/** Session lease of the contract's etcd clients (etcd's minimum is 2 s by default). */
+const CONTRACT_ETCD_SESSION_TTL = 3000;
+
+/** Revokes the etcd lease of the member that holds `key` (the lowest create revision). */
+async function revokeEtcdLease(key: string): Promise<void> {
+  const raw = new Etcd3({ hosts: env('ETCD_HOSTS').split(',') });
+  try {
+    const range = await raw.kv.range({
+      key: Buffer.from(`${key}\u0000`),
+      range_end: Buffer.from(`${key}\u0001`),
+      sort_order: 'Ascend',
+      sort_target: 'Create',
+      limit: '1',
+    });
+    const holder = range.kvs[0];
+    if (!holder) throw new Error(`no etcd member holds ${key}`);
+    await raw.leaseClient.leaseRevoke({ ID: holder.lease });
+  } finally {
+    raw.close();
+  }
+}
+
+/**
+ * Every backend the backend contract (test/contract/lock-backend.contract.spec.ts) covers, with
+ * its capabilities. Adding a backend is one entry here.
+ */
+export const CONTRACT_BACKENDS: readonly ContractBackend[] = [
+  {
+    name: 'memory',
+    // Closing a client of the in-process store leaves its queue entries behind: the claim window
+    // is what bounds them.
+    connect: memory({ claimWindow: CONTRACT_CLAIM_WINDOW }).connect,
+    deadWaiterBound: CONTRACT_CLAIM_WINDOW,
+    ttlEndsGrant: true,
+  },
+  {
+    name: 'redis',
+    connect: () =>
+      new RedisLockBackend({ url: env('REDIS_URL'), claimWindow: CONTRACT_CLAIM_WINDOW }),
+    deadWaiterBound: CONTRACT_CLAIM_WINDOW,
+    ttlEndsGrant: true,
+    unreachable: async () => {
+      const commandTimeout = 500;
+      const url = `redis://127.0.0.1:${await freePort()}`;
+      return { backend: new RedisLockBackend({ url, commandTimeout }), commandTimeout };
+    },
+  },
+  {
+    name: 'etcd',
+    connect: () =>
+      new EtcdLockBackend({
+        hosts: env('ETCD_HOSTS').split(','),
+        sessionTtl: CONTRACT_ETCD_SESSION_TTL,
+      }),
+    deadWaiterBound: CONTRACT_ETCD_SESSION_TTL,
+    // One session lease per client: the engine, which owns validity, releases an expired grant.
+    ttlEndsGrant: false,
+    maxKeys: 32,
+    unreachable: async () => {
+      const commandTimeout = 1000;
+      const hosts = [`http://127.0.0.1:${await freePort()}`];
+      return { backend: new EtcdLockBackend({ hosts, commandTimeout }), commandTimeout };
+    },
+    revokeLease: revokeEtcdLease,
+    // etcd3 and grpc-js keep reconnect timers for up to ~1-2 s after close.
+    closeGrace: 1500,
   },
 ];

@@ -57,12 +57,12 @@ import type {
   BackendAcquireRequest,
   BackendAcquireResult,
   BackendExtendRequest,
-  BackendHandoff,
   BackendLockInfo,
   BackendLockRef,
   BackendLossEvent,
   LockBackend,
   Unsubscribe,
+  WakeListener,
 } from '../lock-backend.interface';
 import { EtcdAcquireAttempts, EtcdAttempt } from './etcd-acquire.attempts';
 import { EtcdAcquireGuard, EtcdGuard } from './etcd-acquire.guard';
@@ -337,7 +337,7 @@ export class EtcdLockBackend implements LockBackend {
    * When every owner ahead of the waiter is deleted, the lock is already the waiter's: the wake-up
    * carries it as a {@link BackendHandoff} (reserved for the waiter's `ttl`, claimed by `extend`).
    */
-  onWake(token: string, listener: (handoff?: BackendHandoff) => void): Unsubscribe {
+  onWake(token: string, listener: WakeListener): Unsubscribe {
     return this.wakes.add(token, listener);
   }
 

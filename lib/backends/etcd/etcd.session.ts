@@ -158,6 +158,12 @@ export class EtcdSession {
     try {
       const response = await this.sendKeepAlive();
       if (this.loss || this.stopped) return;
+      // Past the local deadline, locks may already have been judged lost (`leaseDeadline()` read
+      // after a stall) and their release skipped: a late answer must not bring the session back.
+      if (performance.now() >= this.lossAt) {
+        this.lose({ reason: 'the keep-alive answered after the session lease deadline' });
+        return;
+      }
       const granted = Number(response.TTL) * 1000;
       if (!(granted > 0)) {
         this.lose({ reason: 'etcd reports that the session lease expired or was revoked' });

@@ -7,6 +7,7 @@ import type {
   BackendLockRef,
   LockBackend,
   Unsubscribe,
+  WakeListener,
 } from '../lock-backend.interface';
 import { monotonicNow } from '../../engine/clock';
 import { assertKnownOptions, toTtl } from '../../engine/lock-options.validator';
@@ -159,7 +160,7 @@ export class MemoryLockBackend implements LockBackend {
     };
   }
 
-  onWake(token: string, listener: (handoff?: BackendHandoff) => void): Unsubscribe {
+  onWake(token: string, listener: WakeListener): Unsubscribe {
     return this.listeners.add(token, listener);
   }
 

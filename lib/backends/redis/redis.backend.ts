@@ -4,11 +4,11 @@ import type {
   BackendAcquireRequest,
   BackendAcquireResult,
   BackendExtendRequest,
-  BackendHandoff,
   BackendLockInfo,
   BackendLockRef,
   LockBackend,
   Unsubscribe,
+  WakeListener,
 } from '../lock-backend.interface';
 import { LockBackendError } from '../../errors/lock-backend.error';
 import {
@@ -242,7 +242,7 @@ export class RedisLockBackend implements LockBackend {
    * See {@link LockBackend.onWake}. Starts the pub/sub subscription on first use. A release that
    * hands the lock to a single-key waiter passes the {@link BackendHandoff}.
    */
-  onWake(token: string, listener: (handoff?: BackendHandoff) => void): Unsubscribe {
+  onWake(token: string, listener: WakeListener): Unsubscribe {
     return this.wake.on(token, listener);
   }
 

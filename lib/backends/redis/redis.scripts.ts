@@ -49,9 +49,17 @@ local function dropWaiter(queue, waiters, token)
   return left
 end
 
--- The oldest waiter whose deadline has not passed (token, score, ttl, wake channel, attempt),
--- purging dead ones ahead of it. Each dead entry is removed once: amortised O(1) per entry ever
--- queued.
+-- Whether any connection of this server is subscribed to a waiter's instance channel. None means
+-- its process died (the connection closed with it) or its subscriber is reconnecting right now
+-- (it then queues again when it re-checks, within half the claim window). NUMSUB sends nothing,
+-- and counts this server's subscribers only, which is where every instance subscribes.
+local function listening(channel)
+  return redis.call('PUBSUB', 'NUMSUB', channel)[2] > 0
+end
+
+-- The oldest waiter whose deadline has not passed and whose instance listens (token, score, ttl,
+-- wake channel, attempt), purging the others ahead of it. Each such entry is removed once:
+-- amortised O(1) per entry ever queued.
 local function liveHead(queue, waiters)
   while true do
     local first = redis.call('ZRANGE', queue, 0, 0, 'WITHSCORES')
@@ -60,7 +68,7 @@ local function liveHead(queue, waiters)
     local raw = redis.call('HGET', waiters, head)
     if raw then
       local deadline, ttl, attempt, channel = string.match(raw, '^(%d+)|(%d+)|(%d+)|(.*)$')
-      if deadline and tonumber(deadline) > nowMs then
+      if deadline and tonumber(deadline) > nowMs and listening(channel) then
         return head, tonumber(first[2]), tonumber(ttl), channel, attempt
       end
     end
@@ -73,24 +81,17 @@ end
 -- reservation simply expires and the next one gets its turn); its queue score stays in 'c', so
 -- it keeps its place in the global order. The wake-up message "<attempt>|<claim ms>|<fencing>|
 -- <token>" offers the lock to a single-key waiter (attempt > 0: the attempt that wrote the entry
--- served), which may then take it without another round trip and claim it with extend.
--- A waiter whose instance channel has no subscriber (PUBLISH reaches nobody: its process died and
--- its connection closed) can never claim, so it is dropped and the next one served at once. The
--- live waiter now first in line gets "r|<claim ms>|<token>": re-check when the reservation ends,
--- in case the reserved waiter never claims (frozen, or gone with its connection still open).
--- PUBLISH counts subscribers of this server only, which is where every instance subscribes.
+-- served), which may then take it without another round trip and claim it with extend. The live
+-- waiter now first in line gets "r|<claim ms>|<token>": re-check when the reservation ends, in
+-- case the reserved waiter never claims (frozen, or gone with its connection still open).
+-- Messages go out after every write, so a script refused at its first write (READONLY, OOM)
+-- offers nothing.
 -- Returns the reservation in ms, or nil when nobody waits (the lock is then left as it was).
 local function handOff(lock, queue, waiters, lastFencing)
+  local head, score, ttl, channel, attempt = liveHead(queue, waiters)
+  if not head then return nil end
+  local claim = math.max(1, math.min(claimWindow, ttl))
   local fencing = math.max(lastFencing + 1, nowUs)
-  local head, score, ttl, channel, attempt, claim
-  while true do
-    head, score, ttl, channel, attempt = liveHead(queue, waiters)
-    if not head then return nil end
-    claim = math.max(1, math.min(claimWindow, ttl))
-    local offer = attempt .. '|' .. claim .. '|' .. string.format('%.0f', fencing) .. '|' .. head
-    if redis.call('PUBLISH', channel, offer) > 0 then break end
-    dropWaiter(queue, waiters, head)
-  end
   local left = dropWaiter(queue, waiters, head)
   redis.call('DEL', lock)
   if left > 0 then
@@ -99,12 +100,11 @@ local function handOff(lock, queue, waiters, lastFencing)
     redis.call('HSET', lock, 'o', head, 'f', fencing, 'c', score)
   end
   redis.call('PEXPIRE', lock, claim)
-  while left > 0 do
+  if left > 0 then
     local nextHead, _, _, nextChannel = liveHead(queue, waiters)
-    if not nextHead then break end
-    if redis.call('PUBLISH', nextChannel, 'r|' .. claim .. '|' .. nextHead) > 0 then break end
-    left = dropWaiter(queue, waiters, nextHead)
+    if nextHead then redis.call('PUBLISH', nextChannel, 'r|' .. claim .. '|' .. nextHead) end
   end
+  redis.call('PUBLISH', channel, attempt .. '|' .. claim .. '|' .. string.format('%.0f', fencing) .. '|' .. head)
   return claim
 end
 `;
