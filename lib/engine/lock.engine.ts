@@ -1,24 +1,19 @@
-import { randomUUID } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
-import type {
-  BackendHandoff,
-  BackendLockRef,
-  LockBackend,
-} from '../backends/lock-backend.interface';
+import type { BackendLockRef, LockBackend } from '../backends/lock-backend.interface';
 import { LockBackendError } from '../errors/lock-backend.error';
 import { LockError } from '../errors/lock.error';
 import { LockNotAcquiredError } from '../errors/lock-not-acquired.error';
 import type { AcquireOptions } from './acquire-options.interface';
 import { monotonicNow } from './clock';
 import { BackgroundTasks } from './background.tasks';
-import { GrantedLock, LockOwner, validityDeadline } from './granted.lock';
+import { acquireGrant, AcquireHost } from './acquire.loop';
+import { GrantedLock, LockOwner } from './granted.lock';
 import { LockContext } from './lock.context';
 import type { Lock } from './lock.interface';
 import { assertValidKey, LockKeys, normalizeKeys } from './lock-key.validator';
 import { assertKnownOptions, assertOptionalBoolean, toTtl, toWait } from './lock-options.validator';
 import { ReentrantLock } from './reentrant.lock';
 import { RenewalScheduler } from './renewal.scheduler';
-import { WakeWaiter } from './wake.waiter';
 
 /** The options `acquire`, `tryAcquire` and `withLock` take. */
 const ACQUIRE_OPTIONS = ['ttl', 'wait', 'signal', 'renew'] as const;
@@ -43,7 +38,7 @@ export interface EngineLogger {
  * The backend-agnostic lock engine: validation, waiting with server wake-ups, renewal, loss
  * detection, reentrancy and shutdown. Backends only make single attempts.
  */
-export class LockEngine implements LockOwner {
+export class LockEngine implements LockOwner, AcquireHost {
   readonly context = new LockContext();
   private readonly scheduler: RenewalScheduler;
   private readonly tasks: BackgroundTasks;
@@ -51,6 +46,8 @@ export class LockEngine implements LockOwner {
   private readonly held = new Map<string, GrantedLock>();
   private readonly stopLossReports: (() => void) | undefined;
   private readonly shutdown$ = new AbortController();
+  /** Aborted when shutdown starts: parked waiters give up. */
+  readonly stopping: AbortSignal = this.shutdown$.signal;
   private shuttingDown: Promise<void> | undefined;
   /** See {@link LockOwner.leaseDeadline}; bound once, read on every validity check. */
   readonly leaseDeadline: () => number;
@@ -58,7 +55,7 @@ export class LockEngine implements LockOwner {
   constructor(
     readonly backend: LockBackend,
     readonly defaults: EngineDefaults,
-    private readonly logger: EngineLogger,
+    readonly logger: EngineLogger,
   ) {
     this.scheduler = new RenewalScheduler(backend, logger);
     this.tasks = new BackgroundTasks(logger);
@@ -126,7 +123,13 @@ export class LockEngine implements LockOwner {
     const missing = userKeys.filter((key) => !inherited.has(key));
     let own: GrantedLock;
     try {
-      own = await this.grant(missing, ttl, wait, options.renew ?? true, options.signal);
+      own = await acquireGrant(this, {
+        keys: missing,
+        ttl,
+        wait,
+        renew: options.renew ?? true,
+        signal: options.signal,
+      });
     } catch (err) {
       if (mode === 'try' && err instanceof LockNotAcquiredError) return null;
       throw err;
@@ -256,106 +259,10 @@ export class LockEngine implements LockOwner {
     this.scheduler.refresh(lock);
   }
 
-  // --- internals -------------------------------------------------------------------------------
+  // --- AcquireHost: called by the acquire loop ------------------------------------------------
 
-  private async grant(
-    keys: readonly string[],
-    ttl: number,
-    wait: number,
-    renew: boolean,
-    signal: AbortSignal | undefined,
-  ): Promise<GrantedLock> {
-    const ref: BackendLockRef = {
-      keys: keys.map((key) => this.defaults.keyPrefix + key),
-      token: randomUUID(),
-    };
-    const started = monotonicNow();
-    const deadline = started + wait;
-    // Created on the first busy answer: most acquisitions never wait.
-    let waiter: WakeWaiter | undefined;
-    let wokenEarly = false;
-    let attempt = 0;
-    let sentAt = 0;
-    let handoff: BackendHandoff | undefined;
-    // A hint to re-check by this monotonic time (see WakeListener's `recheckAfter`).
-    let recheckAt = Infinity;
-    // Subscribe before the first attempt: a release that hands us the lock must find us listening.
-    const unsubscribe =
-      wait > 0
-        ? this.backend.onWake(ref.token, (offer, recheckAfter) => {
-            if (!offer && recheckAfter !== undefined && recheckAfter >= 0) {
-              recheckAt = Math.min(recheckAt, monotonicNow() + recheckAfter);
-              waiter?.recheckBy(recheckAt);
-              return;
-            }
-            // Only an offer for our latest attempt is known to postdate that attempt's send time.
-            if (offer && offer.attempt === attempt && offer.fencingTokens.length === keys.length) {
-              handoff = offer;
-            }
-            if (waiter) waiter.wake();
-            else wokenEarly = true;
-          })
-        : undefined;
-    // Whether the backend may hold state for this token (a queue entry, or a grant whose answer
-    // was lost): if so, and no lock is returned, `cancel` must clean it up.
-    let leftState = false;
-    let retryAfter: number | undefined;
-    try {
-      // Bounded by the deadline; every round parks at least 1 ms or awaits a backend round trip.
-      for (;;) {
-        waiter?.reset();
-        wokenEarly = false;
-        handoff = undefined;
-        // A hint is about the state before this attempt; its answer supersedes it.
-        recheckAt = Infinity;
-        attempt++;
-        sentAt = monotonicNow();
-        const queueFor = wait > 0 ? Math.max(1, Math.ceil(deadline - sentAt)) : 0;
-        leftState = true;
-        const request = { keys: ref.keys, token: ref.token, ttl, queueFor, attempt };
-        // Tracked: shutdown waits for it, so a grant it brings is cleaned up before the close.
-        const result = await this.track(this.call('acquire', () => this.backend.acquire(request)));
-        let lock: GrantedLock | undefined;
-        if (result.acquired) {
-          lock = this.hold(keys, ref, result.fencingTokens, ttl, renew, sentAt, ttl);
-        } else {
-          leftState = queueFor > 0; // a busy try without queueing leaves no trace
-          retryAfter = result.retryAfter;
-          const remaining = deadline - monotonicNow();
-          if (remaining > 0 && !handoff) {
-            if (!waiter) {
-              waiter = new WakeWaiter(
-                signal ? [signal, this.shutdown$.signal] : [this.shutdown$.signal],
-              );
-              if (wokenEarly) waiter.wake();
-            }
-            await waiter.park(Math.min(recheckAt, monotonicNow() + result.retryAfter, deadline));
-          } else if (remaining <= 0 && !handoff) {
-            break;
-          }
-          if (handoff) lock = this.takeHandoff(keys, ref, handoff, ttl, renew, sentAt);
-        }
-        if (lock) {
-          leftState = false;
-          if (signal?.aborted || this.shutdown$.signal.aborted) {
-            // Never returned: drop it, and let `cancel` free it.
-            lock.discard();
-            this.cancelInBackground(ref, ttl);
-            signal?.throwIfAborted();
-            this.shutdown$.signal.throwIfAborted();
-          }
-          return lock;
-        }
-      }
-    } finally {
-      unsubscribe?.();
-      // The caller's answer does not wait for the clean-up: it runs (and is retried) behind it.
-      if (leftState) this.cancelInBackground(ref, Math.max(ttl, wait));
-    }
-    throw new LockNotAcquiredError(keys[0], keys, Math.round(monotonicNow() - started), retryAfter);
-  }
-
-  private hold(
+  /** {@inheritDoc AcquireHost.hold} */
+  hold(
     keys: readonly string[],
     ref: BackendLockRef,
     fencingTokens: readonly number[],
@@ -370,48 +277,8 @@ export class LockEngine implements LockOwner {
     return lock;
   }
 
-  /**
-   * Takes a lock a release handed to us, without another round trip: the reservation lasts at
-   * least `handoff.ttl` from `sentAt` (our attempt the handoff served was sent then), and we claim
-   * the full ttl in the background. Declines when too little of the reservation is left, in which
-   * case the next attempt claims it the usual way.
-   */
-  private takeHandoff(
-    keys: readonly string[],
-    ref: BackendLockRef,
-    handoff: BackendHandoff,
-    ttl: number,
-    renew: boolean,
-    sentAt: number,
-  ): GrantedLock | undefined {
-    const validFor = Math.min(handoff.ttl, ttl);
-    if (validityDeadline(sentAt, validFor) - monotonicNow() < validFor / 2) return undefined;
-    const lock = this.hold(keys, ref, handoff.fencingTokens, ttl, renew, sentAt, validFor);
-    // A reservation shorter than the ttl is claimed now; a full one is just renewed as usual.
-    if (validFor < ttl) void this.claim(lock, ttl);
-    return lock;
-  }
-
-  /**
-   * Extends a handed-over lock to its full ttl. On failure the renewal scheduler retries before
-   * the reservation ends (it schedules from the reservation), and the validity deadline holds.
-   */
-  private async claim(lock: GrantedLock, ttl: number): Promise<void> {
-    try {
-      await lock.extend(ttl);
-    } catch (err) {
-      if (lock.held)
-        this.logger.warn(
-          `could not claim handed-over lock "${lock.key}": ${(err as Error)?.message}`,
-        );
-    }
-  }
-
-  /**
-   * Removes what an acquisition that returned no lock may have left (a queue entry, a grant whose
-   * answer was lost), retried until it would have expired by itself, `lifetime` ms from now.
-   */
-  private cancelInBackground(ref: BackendLockRef, lifetime: number): void {
+  /** {@inheritDoc AcquireHost.cancelInBackground} */
+  cancelInBackground(ref: BackendLockRef, lifetime: number): void {
     void this.tasks.run(
       'clean-up of an abandoned acquisition',
       () => this.call('cancel', () => this.backend.cancel(ref)),
@@ -419,14 +286,14 @@ export class LockEngine implements LockOwner {
     );
   }
 
-  /** Keeps a caller-awaited backend call in view of shutdown, which settles it before closing. */
-  private track<T>(promise: Promise<T>): Promise<T> {
+  /** {@inheritDoc AcquireHost.track} */
+  track<T>(promise: Promise<T>): Promise<T> {
     this.tasks.watch(promise);
     return promise;
   }
 
   /** Runs one backend call, turning anything that is not already a LockError into a LockBackendError. */
-  private call<T>(operation: string, fn: () => Promise<T>): Promise<T> {
+  call<T>(operation: string, fn: () => Promise<T>): Promise<T> {
     // Not an async function: this sits on every backend call, and a plain promise chain is
     // cheaper than an extra async frame.
     let promise: Promise<T>;

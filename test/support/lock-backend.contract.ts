@@ -6,7 +6,7 @@ import type {
   BackendLockRef,
   BackendLossEvent,
   LockBackend,
-} from 'nestjs-distributed-lock';
+} from 'nestjs-distributed-lock/backend';
 import { LockBackendError } from 'nestjs-distributed-lock';
 import { deferred, eventually, sleep, within } from './async.helpers';
 import type { ContractBackend, OptionalBackendMembers } from './test-backends';
@@ -327,6 +327,47 @@ export function describeLockBackend(name: string, backend: ContractBackend): voi
       expect(await b.extend([{ ...multi, ttl: LONG }])).toEqual([true]);
       expect(await b.release(multi)).toBe(true);
       for (const k of keys) expect((await a.inspect(k)).held).toBe(false);
+    });
+
+    it('multi-key fairness: a multi-key waiter is queued on every key from its arrival; younger waiters on those keys wait for it, and it gets all its keys at once', async () => {
+      const [a, b, c] = [client(), client(), client()];
+      const [k1, k2] = [key('f1'), key('f2')];
+      const h1 = ref(k1, 'h1');
+      const h2 = ref(k2, 'h2');
+      granted(await acquire(a, h1, LONG));
+      granted(await acquire(a, h2, LONG));
+      const multi = ref([k1, k2], 'multi');
+      const single = ref(k2, 'single');
+      const order: string[] = [];
+      let multiQueued: () => void = () => undefined;
+      const queued = new Promise<void>((r) => (multiQueued = r));
+      const multiDone = waitForGrant(b, multi, LONG, LONG, multiQueued).then((tokens) => {
+        order.push('multi');
+        return tokens;
+      });
+      await queued;
+      let singleQueued: () => void = () => undefined;
+      const queuedToo = new Promise<void>((r) => (singleQueued = r));
+      const singleDone = waitForGrant(c, single, LONG, LONG, singleQueued).then((tokens) => {
+        order.push('single');
+        return tokens;
+      });
+      await queuedToo;
+      // k2 frees first: the younger single-key waiter must not get it ahead of the multi-key one.
+      expect(await a.release(h2)).toBe(true);
+      await sleep(300);
+      expect(order).toEqual([]);
+      busy(await acquire(a, ref(k2, 'newcomer'), 1000));
+      // k1 frees: the multi-key waiter gets both keys; only its release lets the single one in.
+      expect(await a.release(h1)).toBe(true);
+      const multiTokens = await within(MARGIN, multiDone, 'multi-key waiter served');
+      expect(multiTokens).toHaveLength(2);
+      expect(order).toEqual(['multi']);
+      expect(await b.release(multi)).toBe(true);
+      const [singleToken] = await within(MARGIN, singleDone, 'single-key waiter served');
+      expect(order).toEqual(['multi', 'single']);
+      expect(singleToken).toBeGreaterThan(multiTokens[1]);
+      expect(await c.release(single)).toBe(true);
     });
 
     it('inspect reports held, remaining ttl and fencing token to every client, and only that', async () => {

@@ -1,0 +1,185 @@
+import { randomUUID } from 'node:crypto';
+import type {
+  BackendHandoff,
+  BackendLockRef,
+  LockBackend,
+} from '../backends/lock-backend.interface';
+import { LockNotAcquiredError } from '../errors/lock-not-acquired.error';
+import { monotonicNow } from './clock';
+import { GrantedLock, validityDeadline } from './granted.lock';
+import { WakeWaiter } from './wake.waiter';
+
+/** What the acquire loop needs from the engine it runs for. */
+export interface AcquireHost {
+  readonly backend: LockBackend;
+  readonly defaults: { readonly keyPrefix: string };
+  readonly logger: { warn(message: string): void };
+  /** Aborted when the engine shuts down: waiting stops. */
+  readonly stopping: AbortSignal;
+  /** Runs one backend call; a failure becomes a `LockBackendError`. */
+  call<T>(operation: string, fn: () => Promise<T>): Promise<T>;
+  /** Keeps a caller-awaited backend call in view of shutdown, which settles it before closing. */
+  track<T>(promise: Promise<T>): Promise<T>;
+  /** Registers a new grant (renewal, validity, loss reports) and returns its handle. */
+  hold(
+    keys: readonly string[],
+    ref: BackendLockRef,
+    fencingTokens: readonly number[],
+    ttl: number,
+    renew: boolean,
+    sentAt: number,
+    validFor: number,
+  ): GrantedLock;
+  /**
+   * Removes what an acquisition that returned no lock may have left (a queue entry, a grant whose
+   * answer was lost), retried behind the caller's answer until it would have expired by itself,
+   * `lifetime` ms from now.
+   */
+  cancelInBackground(ref: BackendLockRef, lifetime: number): void;
+}
+
+/** One acquisition, validated: user keys (canonical order), times in ms. */
+export interface GrantRequest {
+  readonly keys: readonly string[];
+  readonly ttl: number;
+  readonly wait: number;
+  readonly renew: boolean;
+  readonly signal: AbortSignal | undefined;
+}
+
+/**
+ * The acquire loop, the same for every backend: one attempt, then (while the wait lasts) park
+ * until a wake-up, a re-check hint, the backend's `retryAfter` or the deadline, and try again; a
+ * wake-up that carries the handed-over lock is taken without another round trip.
+ *
+ * @throws LockNotAcquiredError when the wait ends without a grant; LockBackendError when the
+ *   backend failed; the abort reason when `signal` (or shutdown) aborts the wait
+ */
+export async function acquireGrant(host: AcquireHost, request: GrantRequest): Promise<GrantedLock> {
+  const { keys, ttl, wait, renew, signal } = request;
+  const { backend, stopping } = host;
+  const ref: BackendLockRef = {
+    keys: keys.map((key) => host.defaults.keyPrefix + key),
+    token: randomUUID(),
+  };
+  const started = monotonicNow();
+  const deadline = started + wait;
+  // Created on the first busy answer: most acquisitions never wait.
+  let waiter: WakeWaiter | undefined;
+  let wokenEarly = false;
+  let attempt = 0;
+  let sentAt = 0;
+  let handoff: BackendHandoff | undefined;
+  // A hint to re-check by this monotonic time (see WakeListener's `recheckAfter`).
+  let recheckAt = Infinity;
+  // Subscribe before the first attempt: a release that hands us the lock must find us listening.
+  const unsubscribe =
+    wait > 0
+      ? backend.onWake(ref.token, (offer, recheckAfter) => {
+          if (!offer && recheckAfter !== undefined && recheckAfter >= 0) {
+            recheckAt = Math.min(recheckAt, monotonicNow() + recheckAfter);
+            waiter?.recheckBy(recheckAt);
+            return;
+          }
+          // Only an offer for our latest attempt is known to postdate that attempt's send time.
+          if (offer && offer.attempt === attempt && offer.fencingTokens.length === keys.length) {
+            handoff = offer;
+          }
+          if (waiter) waiter.wake();
+          else wokenEarly = true;
+        })
+      : undefined;
+  // Whether the backend may hold state for this token (a queue entry, or a grant whose answer
+  // was lost): if so, and no lock is returned, `cancel` must clean it up.
+  let leftState = false;
+  let retryAfter: number | undefined;
+  try {
+    // Bounded by the deadline; every round parks at least 1 ms or awaits a backend round trip.
+    for (;;) {
+      waiter?.reset();
+      wokenEarly = false;
+      handoff = undefined;
+      // A hint is about the state before this attempt; its answer supersedes it.
+      recheckAt = Infinity;
+      attempt++;
+      sentAt = monotonicNow();
+      const queueFor = wait > 0 ? Math.max(1, Math.ceil(deadline - sentAt)) : 0;
+      leftState = true;
+      const request = { keys: ref.keys, token: ref.token, ttl, queueFor, attempt };
+      // Tracked: shutdown waits for it, so a grant it brings is cleaned up before the close.
+      const result = await host.track(host.call('acquire', () => backend.acquire(request)));
+      let lock: GrantedLock | undefined;
+      if (result.acquired) {
+        lock = host.hold(keys, ref, result.fencingTokens, ttl, renew, sentAt, ttl);
+      } else {
+        leftState = queueFor > 0; // a busy try without queueing leaves no trace
+        retryAfter = result.retryAfter;
+        const remaining = deadline - monotonicNow();
+        if (remaining > 0 && !handoff) {
+          if (!waiter) {
+            waiter = new WakeWaiter(signal ? [signal, stopping] : [stopping]);
+            if (wokenEarly) waiter.wake();
+          }
+          await waiter.park(Math.min(recheckAt, monotonicNow() + result.retryAfter, deadline));
+        } else if (remaining <= 0 && !handoff) {
+          break;
+        }
+        if (handoff) lock = takeHandoff(host, keys, ref, handoff, ttl, renew, sentAt);
+      }
+      if (lock) {
+        leftState = false;
+        if (signal?.aborted || stopping.aborted) {
+          // Never returned: drop it, and let `cancel` free it.
+          lock.discard();
+          host.cancelInBackground(ref, ttl);
+          signal?.throwIfAborted();
+          stopping.throwIfAborted();
+        }
+        return lock;
+      }
+    }
+  } finally {
+    unsubscribe?.();
+    // The caller's answer does not wait for the clean-up: it runs (and is retried) behind it.
+    if (leftState) host.cancelInBackground(ref, Math.max(ttl, wait));
+  }
+  throw new LockNotAcquiredError(keys[0], keys, Math.round(monotonicNow() - started), retryAfter);
+}
+
+/**
+ * Takes a lock a release handed to us, without another round trip: the reservation lasts at
+ * least `handoff.ttl` from `sentAt` (our attempt the handoff served was sent then), and we claim
+ * the full ttl in the background. Declines when too little of the reservation is left, in which
+ * case the next attempt claims it the usual way.
+ */
+function takeHandoff(
+  host: AcquireHost,
+  keys: readonly string[],
+  ref: BackendLockRef,
+  handoff: BackendHandoff,
+  ttl: number,
+  renew: boolean,
+  sentAt: number,
+): GrantedLock | undefined {
+  const validFor = Math.min(handoff.ttl, ttl);
+  if (validityDeadline(sentAt, validFor) - monotonicNow() < validFor / 2) return undefined;
+  const lock = host.hold(keys, ref, handoff.fencingTokens, ttl, renew, sentAt, validFor);
+  // A reservation shorter than the ttl is claimed now; a full one is just renewed as usual.
+  if (validFor < ttl) void claim(host, lock, ttl);
+  return lock;
+}
+
+/**
+ * Extends a handed-over lock to its full ttl. On failure the renewal scheduler retries before
+ * the reservation ends (it schedules from the reservation), and the validity deadline holds.
+ */
+async function claim(host: AcquireHost, lock: GrantedLock, ttl: number): Promise<void> {
+  try {
+    await lock.extend(ttl);
+  } catch (err) {
+    if (lock.held)
+      host.logger.warn(
+        `could not claim handed-over lock "${lock.key}": ${(err as Error)?.message}`,
+      );
+  }
+}
