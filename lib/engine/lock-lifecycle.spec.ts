@@ -19,7 +19,7 @@ class LeasedMemoryBackend extends MemoryLockBackend {
   }
 }
 
-async function settle(rounds = 5): Promise<void> {
+async function flushIo(rounds = 5): Promise<void> {
   for (let i = 0; i < rounds; i++) await new Promise((r) => setImmediate(r));
 }
 
@@ -56,7 +56,7 @@ describe('lock lifecycle: validity is checked when read', () => {
     expect(lock.held).toBe(false);
     await expect(lock.release()).rejects.toBeInstanceOf(LockLostError);
     // Lost by the clock alone, so the engine released the grant it may still hold, once.
-    await settle();
+    await flushIo();
     expect((await backend.inspect('k')).held).toBe(false);
     await engine.shutdown();
   });
@@ -85,7 +85,7 @@ describe('lock lifecycle: clean-up never delays the caller', () => {
     expect(cancels).toHaveLength(1);
     expect(engine.pendingCleanups).toBe(1);
     letCancelFinish?.();
-    await settle();
+    await flushIo();
     expect(engine.pendingCleanups).toBe(0);
     failAcquire = false;
     await engine.shutdown();
@@ -210,9 +210,9 @@ describe('lock lifecycle: re-check hints and shutdown races', () => {
     };
     const engine = new LockEngine(backend, { keyPrefix: '', ttl: 60_000, wait: 0 }, quiet);
     const acquiring = engine.acquire('k', {}, 'wait').catch((e: unknown) => e);
-    await settle();
+    await flushIo();
     const shutdown = engine.shutdown().then(() => events.push('shutdown resolved'));
-    await settle();
+    await flushIo();
     answer?.();
     await shutdown;
     expect(events).toEqual(['acquire answered: true', 'cancel', 'shutdown resolved']);

@@ -37,9 +37,9 @@ export interface Lock extends AsyncDisposable {
    */
   extend(ttl?: number): Promise<void>;
   /**
-   * Releases the lock, owner-checked; a second call does nothing. Throws `LockLostError` if the
-   * lock had been lost, `LockBackendError` if the backend could not be reached (the lock then
-   * expires on its own after its ttl).
+   * Releases the lock, owner-checked. Once released, another call does nothing; once lost, every
+   * call rejects with the `LockLostError` that ended it. Throws `LockBackendError` if the backend
+   * could not be reached (the lock then expires on its own after its ttl).
    */
   release(): Promise<void>;
 }
