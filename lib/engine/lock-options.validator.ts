@@ -60,8 +60,9 @@ export function assertKnownOptions(
   if (options === null || typeof options !== 'object' || Array.isArray(options)) {
     throw new TypeError(`${where} must be an object, got ${describe(options)}`);
   }
-  for (const name of Object.keys(options)) {
-    if (known.includes(name)) continue;
+  // for...in allocates nothing: this runs on every acquire.
+  for (const name in options) {
+    if (!Object.prototype.hasOwnProperty.call(options, name) || known.includes(name)) continue;
     const hint = closest(name, known);
     throw new TypeError(
       `${where}: unknown option "${name}"${hint ? `; did you mean "${hint}"?` : ''} (known: ${known.join(', ')})`,
