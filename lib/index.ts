@@ -1,3 +1,15 @@
+/**
+ * The public API: what applications may rely on. Everything else under lib/ is internal, and the
+ * package's `exports` map keeps it out of reach. The contract for writing a backend is the
+ * separate entry point `nestjs-distributed-lock/backend` (lib/backend.ts); `LockBackend` itself is
+ * also here because it types the module's `backend` option.
+ *
+ * Test-only observation points: where the public API can show the same thing, tests observe it
+ * that way (for instance the wake-up channel through `channelPrefix`). Where it cannot (how many
+ * keys or listeners a backend tracks), the member carries the JSDoc tag `internal`: `stripInternal`
+ * drops it from the published .d.ts, and tests, which compile against lib/, still see it. (The tag
+ * is not written out here: in the comment before a declaration, it would strip that declaration.)
+ */
 export { DistributedLockModule } from './module/distributed-lock.module';
 export type {
   DistributedLockModuleOptions,
@@ -8,12 +20,8 @@ export type {
   RedisBackendConfig,
   EtcdBackendConfig,
 } from './module/distributed-lock.options';
-export {
-  DISTRIBUTED_LOCK_OPTIONS,
-  DEFAULT_KEY_PREFIX,
-  DEFAULT_TTL,
-  DEFAULT_WAIT,
-} from './module/distributed-lock.constants';
+// The default `keyPrefix`: how lock keys start in Redis or etcd unless configured otherwise.
+export { DEFAULT_KEY_PREFIX } from './module/distributed-lock.constants';
 export { Locked } from './decorators/locked.decorator';
 export type { LockedOptions } from './decorators/locked.decorator';
 export type { LockedKey } from './decorators/key-template.compiler';
@@ -26,18 +34,21 @@ export { LockError } from './errors/lock.error';
 export { LockNotAcquiredError } from './errors/lock-not-acquired.error';
 export { LockLostError } from './errors/lock-lost.error';
 export { LockBackendError } from './errors/lock-backend.error';
-export type {
-  LockBackend,
-  BackendAcquireRequest,
-  BackendAcquireResult,
-  BackendExtendRequest,
-  BackendLockInfo,
-  BackendHandoff,
-  BackendLockRef,
-  BackendLossEvent,
-  Unsubscribe,
-} from './backends/lock-backend.interface';
+export type { LockBackend } from './backends/lock-backend.interface';
 export { MemoryLockBackend } from './backends/memory/memory.backend';
 export type { MemoryLockBackendOptions } from './backends/memory/memory.backend';
-export * from './backends/redis';
-export * from './backends/etcd';
+export { RedisLockBackend } from './backends/redis';
+export type {
+  RedisLockBackendClientOptions,
+  RedisLockBackendConnectionOptions,
+  RedisLockBackendOptions,
+  RedisLockBackendTuning,
+  RedisLockBackendUrlOptions,
+} from './backends/redis';
+export { EtcdLockBackend } from './backends/etcd';
+export type {
+  EtcdLockBackendClientOptions,
+  EtcdLockBackendHostsOptions,
+  EtcdLockBackendOptions,
+  EtcdLockBackendTuning,
+} from './backends/etcd';

@@ -1,4 +1,7 @@
-/** Injection token of the module options (after `forRoot` / `forRootAsync` resolved them). */
+/**
+ * Injection token of the module options as `forRoot` / `forRootAsync` give them. Internal: the
+ * module does not export its provider, so only the runtime factory injects it.
+ */
 export const DISTRIBUTED_LOCK_OPTIONS = Symbol('DISTRIBUTED_LOCK_OPTIONS');
 
 /** Injection token of the resolved backend and defaults the module runs with. */

@@ -6,7 +6,6 @@ import {
   OnApplicationShutdown,
 } from '@nestjs/common';
 import { isObservable, Observable } from 'rxjs';
-import type { LockBackend } from '../backends/lock-backend.interface';
 import { LockNotAcquiredError } from '../errors/lock-not-acquired.error';
 import type { AcquireOptions } from '../engine/acquire-options.interface';
 import { LockEngine } from '../engine/lock.engine';
@@ -15,7 +14,7 @@ import type { LockKeys } from '../engine/lock-key.validator';
 import { DISTRIBUTED_LOCK_RUNTIME } from '../module/distributed-lock.constants';
 import type { LockRuntime } from '../module/lock-runtime.factory';
 
-/** What `@Locked` passes to {@link LockService.runLocked}. */
+/** @internal What `@Locked` passes to {@link LockService.runLocked}. */
 export interface RunLockedOptions extends AcquireOptions {
   /** `'skip'`: a busy lock resolves `undefined` without running the method. Default `'throw'`. */
   onBusy?: 'throw' | 'skip';
@@ -35,11 +34,6 @@ export class LockService implements BeforeApplicationShutdown, OnApplicationShut
 
   constructor(@Inject(DISTRIBUTED_LOCK_RUNTIME) private readonly runtime: LockRuntime) {
     this.engine = new LockEngine(runtime.backend, runtime.defaults, this.logger);
-  }
-
-  /** The backend this service runs on. */
-  get backend(): LockBackend {
-    return this.runtime.backend;
   }
 
   /**
@@ -113,12 +107,15 @@ export class LockService implements BeforeApplicationShutdown, OnApplicationShut
     return result;
   }
 
-  /** @internal Stops renewals and releases held locks before the app's connections close. */
+  // The two shutdown hooks stay in the published types, unlike runLocked: the class declares that
+  // it implements Nest's lifecycle interfaces, and a declaration without them would not compile.
+
+  /** Called by Nest: stops renewals and releases held locks before the app's connections close. */
   async beforeApplicationShutdown(): Promise<void> {
     await this.engine.shutdown();
   }
 
-  /** @internal Closes the backend if this module created it; a backend you passed in stays open. */
+  /** Called by Nest: closes the backend if the module created it; one you passed in stays open. */
   async onApplicationShutdown(): Promise<void> {
     if (this.runtime.ownsBackend) await this.runtime.backend.close?.();
   }

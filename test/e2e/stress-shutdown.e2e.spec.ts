@@ -6,7 +6,7 @@ import type {
   BackendLockRef,
   LockBackend,
   Unsubscribe,
-} from 'nestjs-distributed-lock';
+} from 'nestjs-distributed-lock/backend';
 import { LockLostError, LockService } from 'nestjs-distributed-lock';
 import { INestApplication } from '@nestjs/common';
 import { sleep, within } from '../support/async.helpers';

@@ -3,15 +3,8 @@ import type {
   BackendHandoff,
 } from '../../lib/backends/lock-backend.interface';
 import type { RedisLockBackend } from '../../lib/backends/redis';
-import {
-  acquireWaiting,
-  eventually,
-  newToken,
-  Resources,
-  settlesWithin,
-  sleep,
-  uniqueId,
-} from './redis-test.helpers';
+import { eventually, sleep } from '../support/async.helpers';
+import { acquireWaiting, newToken, Resources, settlesWithin, uniqueId } from './redis-test.helpers';
 
 function fencing(result: BackendAcquireResult): readonly number[] {
   if (!result.acquired) throw new Error('expected the lock to be acquired');
@@ -60,7 +53,7 @@ describe('RedisLockBackend: FIFO queue, handoff and wake-ups', () => {
     const releasedAt = Date.now();
     await backend.release({ keys: [k], token: holder });
     // The waiter behind the reservation hears when to re-check, without a round trip.
-    expect(await eventually(() => hints.length === 1, 5000, 5)).toBe(true);
+    await eventually(() => hints.length === 1, 5000, 'hints.length === 1');
     expect(hints).toEqual([claimWindow]);
     let granted: BackendAcquireResult | undefined;
     for (let i = 0; i < 100 && Date.now() - releasedAt < 10_000; i++) {
@@ -134,7 +127,7 @@ describe('RedisLockBackend: FIFO queue, handoff and wake-ups', () => {
     expect(first.acquired).toBe(false);
 
     await backend.release({ keys: [a], token: holderA });
-    expect(await eventually(() => wakes === 1, 5000, 5)).toBe(true);
+    await eventually(() => wakes === 1, 5000, 'wakes === 1');
     const partial = await backend.acquire({
       keys: [a, b],
       token: multi,
@@ -150,7 +143,7 @@ describe('RedisLockBackend: FIFO queue, handoff and wake-ups', () => {
     );
 
     await backend.release({ keys: [b], token: holderB });
-    expect(await eventually(() => wakes === 2, 5000, 5)).toBe(true);
+    await eventually(() => wakes === 2, 5000, 'wakes === 2');
     const granted = await backend.acquire({ keys: [a, b], token: multi, ttl: 10_000 });
     expect(fencing(granted)).toHaveLength(2);
     stop();
@@ -272,7 +265,7 @@ describe('RedisLockBackend: FIFO queue, handoff and wake-ups', () => {
     });
     await backend.acquire({ keys: [b], token: single, ttl: 10_000, queueFor: 10_000 });
     await backend.release({ keys: [a, b], token: holder });
-    expect(await eventually(() => seen.length === 3, 5000, 5)).toBe(true);
+    await eventually(() => seen.length === 3, 5000, 'seen.length === 3');
     // `b` went to `multi` (first in line); `single`, next on `b`, hears when to re-check (that
     // hint goes out before the offer for `b`, both after the script's writes).
     expect(seen).toEqual([
@@ -285,7 +278,7 @@ describe('RedisLockBackend: FIFO queue, handoff and wake-ups', () => {
       true,
     );
     await backend.release({ keys: [a, b], token: multi });
-    expect(await eventually(() => seen.length === 4, 5000, 5)).toBe(true);
+    await eventually(() => seen.length === 4, 5000, 'seen.length === 4');
     expect(seen[3]).toEqual({ token: single, handoff: undefined });
     for (const stop of stops) stop();
   });

@@ -2,15 +2,8 @@ import type {
   BackendAcquireResult,
   BackendHandoff,
 } from '../../lib/backends/lock-backend.interface';
-import {
-  clusterSlot,
-  eventually,
-  keysContaining,
-  newToken,
-  Resources,
-  sleep,
-  uniqueId,
-} from './redis-test.helpers';
+import { eventually, sleep } from '../support/async.helpers';
+import { clusterSlot, keysContaining, newToken, Resources, uniqueId } from './redis-test.helpers';
 
 function fencing(result: BackendAcquireResult): readonly number[] {
   if (!result.acquired) throw new Error('expected the lock to be acquired');
@@ -148,7 +141,7 @@ describe('RedisLockBackend: grants, ownership, fencing', () => {
     expect(await raw.hget(`{${k}}`, 'c')).not.toBeNull();
     expect(await raw.pttl(`{${k}}`)).toBeLessThanOrEqual(1000);
     // The offer reserves the lock for the claim window, under the fencing token stored in `f`.
-    expect(await eventually(() => offers.length === 1, 5000, 5)).toBe(true);
+    await eventually(() => offers.length === 1, 5000, 'offers.length === 1');
     expect(offers[0]).toEqual({ attempt: 1, fencingTokens: [expect.any(Number)], ttl: 1000 });
     expect(Number(await raw.hget(`{${k}}`, 'f'))).toBe(offers[0].fencingTokens[0]);
     expect(await backend.extend([{ keys: [k], token: waiter, ttl: 20_000 }])).toEqual([true]);

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import Redis, { type RedisOptions } from 'ioredis';
 import { RedisLockBackend } from '../../lib/backends/redis';
 import type { RedisLockBackendOptions } from '../../lib/backends/redis';
+import { sleep } from '../support/async.helpers';
 
 /** URL of the shared test Redis started by jest's globalSetup. */
 export function sharedRedisUrl(): string {
@@ -20,10 +21,6 @@ export function newToken(label = 't'): string {
   return `${label}-${randomBytes(8).toString('hex')}`;
 }
 
-export function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
 /** Resolves with the elapsed ms of `promise`, whether it resolves or rejects. */
 export async function timed<T>(
   promise: Promise<T>,
@@ -35,20 +32,6 @@ export async function timed<T>(
   } catch (error) {
     return { ms: Date.now() - start, error };
   }
-}
-
-/** Polls `check` every `intervalMs` until it returns true; false when `timeoutMs` ran out. */
-export async function eventually(
-  check: () => Promise<boolean> | boolean,
-  timeoutMs: number,
-  intervalMs = 25,
-): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  for (let i = 0; i < 10_000 && Date.now() < deadline; i++) {
-    if (await check()) return true;
-    await sleep(intervalMs);
-  }
-  return check();
 }
 
 /** Resolves true when `promise` settles within `ms`, false otherwise. */

@@ -6,7 +6,7 @@ import type {
   BackendLockRef,
   LockBackend,
   Unsubscribe,
-} from 'nestjs-distributed-lock';
+} from 'nestjs-distributed-lock/backend';
 import type { OptionalBackendMembers } from './test-backends';
 
 type Call = { op: 'acquire' | 'extend' | 'release' | 'cancel' | 'inspect'; detail: unknown };

@@ -65,7 +65,11 @@ export class MemoryLockBackend implements LockBackend {
     this.claimWindow = toTtl(options.claimWindow ?? 2000, 'MemoryLockBackend claimWindow');
   }
 
-  /** Number of keys with a holder or a waiter (for tests of bounded memory). */
+  /**
+   * Number of keys with a holder or a waiter, for tests of bounded memory. `@internal`, stripped
+   * from the published types: no public call can show it, and users have no use for it.
+   * @internal
+   */
   get trackedKeys(): number {
     return this.keys.size;
   }

@@ -21,7 +21,8 @@ export interface RedisLockBackendTuning {
   readonly channelPrefix?: string;
   /**
    * Most lock keys one extend script call covers; a larger renewal batch is split into several
-   * calls so that no single script blocks Redis for long. Default 1000.
+   * calls so that no single script blocks Redis for long (a script runs alone on the server, and
+   * its cost follows keys, not locks: one lock may have many keys). Default 1000.
    */
   readonly maxBatchKeys?: number;
 }
@@ -39,7 +40,7 @@ export interface RedisLockBackendUrlOptions extends RedisLockBackendTuning {
  * pub/sub, which it closes on `close()`.
  */
 export interface RedisLockBackendClientOptions extends RedisLockBackendTuning {
-  /** A standalone ioredis 5 client (Redis Cluster clients are not supported yet). */
+  /** A standalone ioredis client, 5 or 6 (Redis Cluster clients are not supported yet). */
   readonly client: Redis;
   readonly url?: never;
   readonly options?: never;

@@ -129,23 +129,15 @@ export class RedisLockBackend implements LockBackend {
     this.waitArg = `${claimWindow}:${this.wake.channel}`;
   }
 
-  /** The pub/sub channel on which this instance receives wake-ups. */
-  get wakeChannel(): string {
-    return this.wake.channel;
-  }
-
-  /** Number of waiter tokens with a wake-up listener (bounded by live waiters). */
+  /**
+   * Number of waiter tokens with a wake-up listener (bounded by live waiters), for tests of
+   * bounded memory. `@internal`, stripped from the published types: no public call can show it.
+   * Whether wake-ups are live, in contrast, shows in `retryAfter`, and the channel in PUBSUB
+   * CHANNELS under `channelPrefix`, so tests observe those instead of a getter.
+   * @internal
+   */
   get wakeListenerCount(): number {
     return this.wake.listenerCount;
-  }
-
-  /**
-   * Whether wake-ups reach this instance right now. While they may not (the pub/sub connection
-   * is down or re-subscribing), a busy queued attempt returns a `retryAfter` of at most half the
-   * claim window, so a waiter claims a handoff before it lapses even without its wake-up.
-   */
-  get wakeUpsLive(): boolean {
-    return this.wake.live;
   }
 
   /**
@@ -169,6 +161,8 @@ export class RedisLockBackend implements LockBackend {
    * @throws LockBackendError when Redis fails or does not answer within `commandTimeout`
    */
   async extend(requests: readonly BackendExtendRequest[]): Promise<boolean[]> {
+    // By keys, not by requests: a script's run time, during which Redis serves nobody else,
+    // follows the keys it touches, and a lock may have many. A batch of locks does not bound it.
     const chunks: BackendExtendRequest[][] = [];
     let chunk: BackendExtendRequest[] = [];
     let chunkKeys = 0;

@@ -40,7 +40,9 @@ export interface RedisOperation {
  * Deadlines are enforced by one watchdog timer per connection, not one timer per command (as
  * ioredis's `commandTimeout` would arm): operations are kept in start order, which is deadline
  * order since they share one budget, and the watchdog wakes at the oldest pending deadline. A
- * steady stream of fast operations therefore re-arms it about once per `commandTimeout`.
+ * steady stream of fast operations therefore re-arms it about once per `commandTimeout`. That
+ * shared budget is why this is a linked list, O(1) per operation, and not the keyed heap etcd
+ * uses for deadlines that move (etcd-deadline.queue.ts) nor the renewal scheduler's periodic scan.
  */
 export class RedisConnection {
   private head: PendingOperation | undefined;
@@ -110,34 +112,13 @@ export class RedisConnection {
     keyCount: number,
     argv: readonly (string | number)[],
   ): Promise<unknown> {
-    // Written out rather than on top of run(): this is the hot path, one promise of ours per call.
-    return new Promise<unknown>((resolve, reject) => {
-      if (this.closed) {
-        reject(this.error(operation, 'the backend is closed'));
-        return;
-      }
-      const op = this.track(operation, reject);
-      let fellBack = false;
-      const onValue = (value: unknown): void => {
-        if (this.finish(op)) resolve(value);
-      };
-      const onError = (error: unknown): void => {
-        if (op.done) return;
-        if (!fellBack && isNoScript(error)) {
-          fellBack = true;
-          this.send(op, () => this.client.call('eval', [script.source, keyCount, ...argv])).then(
-            onValue,
-            onError,
-          );
-          return;
-        }
-        if (this.finish(op)) reject(this.wrap(operation, error));
-      };
-      this.whenReady(op, () => this.client.call('evalsha', [script.sha, keyCount, ...argv])).then(
-        onValue,
-        onError,
-      );
-    });
+    return this.run(operation, (client, op) =>
+      client.call('evalsha', [script.sha, keyCount, ...argv]).catch((error: unknown) => {
+        if (!isNoScript(error)) throw error;
+        // send() sends nothing once the operation settled (timed out while EVALSHA was pending).
+        return this.send(op, () => client.call('eval', [script.source, keyCount, ...argv]));
+      }),
+    );
   }
 
   /** Closes the client if this backend owns it; idempotent, bounded by `commandTimeout`. */
@@ -165,7 +146,7 @@ export class RedisConnection {
     return this.ready(op).then(() => this.send(op, command));
   }
 
-  private send<T>(op: PendingOperation, command: () => Promise<T>): Promise<T> {
+  private send<T>(op: RedisOperation, command: () => Promise<T>): Promise<T> {
     // The operation may have timed out while waiting for the connection: send nothing late.
     if (op.done) return Promise.reject(new Error('operation already settled'));
     // A command that throws instead of rejecting must still settle the operation.
