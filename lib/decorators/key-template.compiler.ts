@@ -1,4 +1,4 @@
-import { describe, LockKeys } from '../engine/lock-key.validator';
+import { describeValue, LockKeys } from '../engine/lock-key.validator';
 import { parseParameterNames } from './parameter-names.parser';
 
 /** The key argument of `@Locked`: a template, several templates, or a function of the arguments. */
@@ -35,7 +35,7 @@ export function compileKeyResolver(
       const result = (key as (...a: readonly unknown[]) => unknown)(...args);
       if (typeof result !== 'string' && !Array.isArray(result)) {
         throw new TypeError(
-          `${where}: the key function returned ${describe(result)}, not a string or string[]`,
+          `${where}: the key function returned ${describeValue(result)}, not a string or string[]`,
         );
       }
       return result as LockKeys;
@@ -154,7 +154,7 @@ function resolve(
       (typeof value !== 'object' && typeof value !== 'function')
     ) {
       throw new TypeError(
-        `${where}: cannot read "${segment}" of ${walked} (${describe(value)}) for key "${template}"`,
+        `${where}: cannot read "${segment}" of ${walked} (${describeValue(value)}) for key "${template}"`,
       );
     }
     if (!(segment in (value as object))) {
@@ -194,7 +194,7 @@ function encodeValue(
     text = String(value);
   } else {
     throw new TypeError(
-      `${where}: <${placeholder.label}> is ${describe(value)}; a key needs a string or number ` +
+      `${where}: <${placeholder.label}> is ${describeValue(value)}; a key needs a string or number ` +
         `(use a property path such as <${placeholder.label}.id>, or a key function)`,
     );
   }

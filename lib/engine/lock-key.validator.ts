@@ -9,7 +9,7 @@ export type LockKeys = string | readonly string[];
  */
 export function assertValidKey(key: unknown, where = 'lock key'): asserts key is string {
   if (typeof key !== 'string') {
-    throw new TypeError(`${where} must be a string, got ${describe(key)}`);
+    throw new TypeError(`${where} must be a string, got ${describeValue(key)}`);
   }
   if (key.length === 0) {
     throw new TypeError(`${where} must not be empty`);
@@ -59,7 +59,7 @@ function compareCodeUnits(a: string, b: string): number {
 }
 
 /** A short, safe description of a value for error messages. */
-export function describe(value: unknown): string {
+export function describeValue(value: unknown): string {
   if (value === null) return 'null';
   if (value === undefined) return 'undefined';
   if (typeof value === 'string')

@@ -1,4 +1,4 @@
-import { describe } from './lock-key.validator';
+import { describeValue } from './lock-key.validator';
 
 /**
  * Longest time, in ms, the library accepts anywhere (ttl, wait, timeouts): 2^31 − 1, about 24.8
@@ -22,7 +22,7 @@ export function toDuration(value: unknown, where: string, min: 0 | 1): number {
     value > MAX_DURATION
   ) {
     throw new TypeError(
-      `${where} must be a number of milliseconds ${min === 1 ? '> 0' : '>= 0'} and <= ${MAX_DURATION}, got ${describe(value)}`,
+      `${where} must be a number of milliseconds ${min === 1 ? '> 0' : '>= 0'} and <= ${MAX_DURATION}, got ${describeValue(value)}`,
     );
   }
   return Math.ceil(value);
@@ -41,7 +41,7 @@ export function toWait(value: unknown, where: string): number {
 /** @throws TypeError unless `value` is `undefined` or a boolean */
 export function assertOptionalBoolean(value: unknown, where: string): void {
   if (value !== undefined && typeof value !== 'boolean') {
-    throw new TypeError(`${where} must be true or false, got ${describe(value)}`);
+    throw new TypeError(`${where} must be true or false, got ${describeValue(value)}`);
   }
 }
 
@@ -58,7 +58,7 @@ export function assertKnownOptions(
 ): void {
   if (options === undefined) return;
   if (options === null || typeof options !== 'object' || Array.isArray(options)) {
-    throw new TypeError(`${where} must be an object, got ${describe(options)}`);
+    throw new TypeError(`${where} must be an object, got ${describeValue(options)}`);
   }
   // for...in allocates nothing: this runs on every acquire.
   for (const name in options) {

@@ -3,7 +3,7 @@ import { EtcdLockBackend, EtcdLockBackendOptions } from '../backends/etcd';
 import { MemoryLockBackend } from '../backends/memory/memory.backend';
 import { RedisLockBackend, RedisLockBackendOptions } from '../backends/redis';
 import type { EngineDefaults } from '../engine/lock.engine';
-import { describe, hasControlCharacter, hasLoneSurrogate } from '../engine/lock-key.validator';
+import { describeValue, hasControlCharacter, hasLoneSurrogate } from '../engine/lock-key.validator';
 import { assertKnownOptions, toTtl, toWait } from '../engine/lock-options.validator';
 import { DEFAULT_KEY_PREFIX, DEFAULT_TTL, DEFAULT_WAIT } from './distributed-lock.constants';
 import type { DistributedLockModuleOptions, LockBackendConfig } from './distributed-lock.options';
@@ -25,7 +25,7 @@ const KNOWN_OPTIONS = ['backend', 'keyPrefix', 'ttl', 'wait', 'isGlobal'] as con
 export function createLockRuntime(options: DistributedLockModuleOptions | undefined): LockRuntime {
   const prefix = 'DistributedLockModule:';
   if (options === null || (options !== undefined && typeof options !== 'object')) {
-    throw new TypeError(`${prefix} options must be an object, got ${describe(options)}`);
+    throw new TypeError(`${prefix} options must be an object, got ${describeValue(options)}`);
   }
   const opts = options ?? {};
   assertKnownOptions(opts, KNOWN_OPTIONS, prefix);
@@ -57,7 +57,7 @@ function createBackend(
 ): { backend: LockBackend; ownsBackend: boolean } {
   if (backend === null || typeof backend !== 'object') {
     throw new TypeError(
-      `${prefix} backend must be a LockBackend instance or a config object, got ${describe(backend)}`,
+      `${prefix} backend must be a LockBackend instance or a config object, got ${describeValue(backend)}`,
     );
   }
   if (isBackendInstance(backend)) return { backend, ownsBackend: false };
@@ -72,7 +72,7 @@ function createBackend(
       return { backend: new EtcdLockBackend(rest as EtcdLockBackendOptions), ownsBackend: true };
     default:
       throw new TypeError(
-        `${prefix} unknown backend type ${describe(type)}; expected 'memory', 'redis', 'etcd' or a LockBackend instance`,
+        `${prefix} unknown backend type ${describeValue(type)}; expected 'memory', 'redis', 'etcd' or a LockBackend instance`,
       );
   }
 }
