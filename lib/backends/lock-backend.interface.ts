@@ -128,7 +128,8 @@ export interface LockBackend {
   acquire(request: BackendAcquireRequest): Promise<BackendAcquireResult>;
 
   /**
-   * Extends several grants at once (renewals are batched by the engine). Each entry is extended
+   * Extends several grants at once (renewals are batched by the engine, in one call however many
+   * are due: split the batch by what one request of your store can carry). Each entry is extended
    * only if it is still held by its token, atomically; a key handed to the token and not claimed
    * yet counts as held, and is claimed. Resolves one boolean per entry, `false` meaning the grant
    * is gone or owned by someone else.

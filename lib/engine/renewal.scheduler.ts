@@ -7,9 +7,6 @@ export interface SchedulerLogger {
   warn(message: string): void;
 }
 
-/** Most extensions sent in one backend call. */
-const BATCH_SIZE = 1000;
-
 /**
  * Renews every held lock of one engine and enforces their validity deadlines, with a single timer.
  *
@@ -86,9 +83,9 @@ export class RenewalScheduler {
       }
       next = Math.min(next, this.dueAt(lock));
     }
-    for (let i = 0; i < due.length; i += BATCH_SIZE) {
-      void this.renewBatch(due.slice(i, i + BATCH_SIZE));
-    }
+    // One call: each backend splits a batch by its own cost (Redis by keys per script, etcd by
+    // operations per transaction).
+    if (due.length > 0) void this.renewBatch(due);
     for (const lock of due) next = Math.min(next, lock.validUntil);
     if (next < Infinity) this.arm(next);
   }

@@ -1,33 +1,9 @@
 import { createHash } from 'node:crypto';
 
 /**
- * Lua scripts of the Redis backend.
- *
- * Every script receives, for each lock key, the triplet (lock, queue, waiters) of redis.keys.ts
- * as KEYS, all in the lock key's hash tag; see redis.keys.ts for what that does and does not
- * mean for Redis Cluster.
- *
- * Cost: each script starts with a fast path for the uncontended case (acquire: one EXISTS on
- * lock and queue, TIME, HSET, PEXPIRE; release: HMGET, DEL) and only defines and runs the queue
- * logic (QUEUE_HELPERS) when a queue may exist. Release learns that from the lock's `q` flag,
- * which every script that queues a waiter behind a held lock sets (see redis.keys.ts), so an
- * uncontended release does not look for a queue at all.
- *
- * Fencing tokens: a grant of a free key takes the server TIME in µs; a grant that follows a
- * holder in the same script (release handoff) takes max(last token + 1, TIME). Tokens therefore
- * grow with every grant of a key and keep growing after the lock hash expired, without keeping
- * any Redis key per lock key once it is free. Trade-off: this relies on the Redis server clock
- * not going backwards (a clock step back, or a failover to a replica whose clock lags, could
- * hand out a smaller token than the last one). µs since 1970 stay below 2^53 until about 2255.
- *
- * Atomicity under OOM / READONLY: Redis checks a legacy (no shebang) script only at its first
- * write command and lets the rest run once it has written, so every script below either writes
- * nothing or runs whole. Under maxmemory that first write decides: a grant of free keys starts
- * with HSET and a waiter that queues with ZADD (both refused, so acquire fails with OOM), unless
- * an earlier write of the same script (purging an expired waiter, handing a key on, renewing a
- * reservation) let it run whole; release, cancel and extend start with DEL, ZREM, HDEL or PEXPIRE
- * and keep working, which frees memory. A read-only replica refuses the first write of every
- * script. A shebang (checked upfront) would fail on Redis 6.
+ * Lua scripts of the Redis backend: one per operation, each with a fast path for the uncontended
+ * case. Key layout, handoff, liveness, fencing and atomicity under OOM / READONLY are described in
+ * docs/architecture.md ("Redis backend"); comments below say why a line is as it is.
  */
 
 /**
