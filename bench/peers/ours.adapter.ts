@@ -1,6 +1,4 @@
-import 'reflect-metadata';
-import type { INestApplicationContext, LogLevel } from '@nestjs/common';
-import { NestFactory } from '@nestjs/core';
+import type { INestApplicationContext } from '@nestjs/common';
 import type {
   DistributedLockModuleOptions,
   Lock,
@@ -8,6 +6,7 @@ import type {
   LockService,
 } from 'nestjs-distributed-lock';
 import { loadBackendClass, loadLibrary } from '../support/library.loader';
+import { backendConfig, createLockContext } from '../support/lock-service.factory';
 import { errorMessage } from '../support/time.util';
 import {
   ACQUIRE_WAIT_MS,
@@ -22,32 +21,10 @@ type Wiring = { readonly via: 'config' } | { readonly via: 'instance'; readonly 
 
 const wiring = new Map<BackendKind, Wiring>();
 
-function backendConfig(kind: BackendKind, env: BenchEnv): Record<string, unknown> {
-  switch (kind) {
-    case 'redis':
-      return { type: 'redis', url: env.redisUrl };
-    case 'etcd':
-      return { type: 'etcd', hosts: env.etcdHost };
-    case 'memory':
-      return { type: 'memory' };
-  }
-}
-
 function moduleOptions(
   backend: DistributedLockModuleOptions['backend'],
 ): DistributedLockModuleOptions {
   return { backend, wait: ACQUIRE_WAIT_MS };
-}
-
-async function createContext(
-  options: DistributedLockModuleOptions,
-  logger: false | LogLevel[],
-): Promise<INestApplicationContext> {
-  const lib = loadLibrary();
-  return NestFactory.createApplicationContext(lib.DistributedLockModule.forRoot(options), {
-    logger,
-    abortOnError: false,
-  });
 }
 
 /**
@@ -59,8 +36,7 @@ async function probeWiring(kind: BackendKind, env: BenchEnv): Promise<Wiring> {
   if (known) return known;
   let result: Wiring;
   try {
-    const config = backendConfig(kind, env) as unknown as DistributedLockModuleOptions['backend'];
-    const app = await createContext(moduleOptions(config), false);
+    const app = await createLockContext(moduleOptions(backendConfig(kind, env)), false);
     await app.close();
     result = { via: 'config' };
   } catch (err) {
@@ -107,7 +83,7 @@ export class OursAdapter implements LockAdapter<Lock> {
     let owned: LockBackend | undefined;
     let note: string | undefined;
     if (how.via === 'config') {
-      backend = backendConfig(kind, env) as unknown as DistributedLockModuleOptions['backend'];
+      backend = backendConfig(kind, env);
     } else {
       const Backend = kind === 'memory' ? undefined : loadBackendClass(kind);
       if (!Backend) throw new Error(`backend type '${kind}' is not available: ${how.why}`);
@@ -116,7 +92,7 @@ export class OursAdapter implements LockAdapter<Lock> {
       backend = owned;
       note = `module rejected { type: '${kind}' } (${how.why}); passed a ${Backend.name} instance from dist/backends/${kind} instead`;
     }
-    const app = await createContext(moduleOptions(backend), ['error', 'warn']);
+    const app = await createLockContext(moduleOptions(backend), ['error', 'warn']);
     return new OursAdapter(kind, app, app.get(lib.LockService), owned, note);
   }
 

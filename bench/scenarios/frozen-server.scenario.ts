@@ -3,6 +3,7 @@ import { startRedis } from '../../test/servers/redis.server';
 import { removeDir, ServerProcess } from '../../test/servers/server.process';
 import type { BenchEnv } from '../peers/lock-adapter.interface';
 import type { FrozenServerResult, Outcome } from '../report/results.types';
+import { resumeServer } from '../support/bench.servers';
 import { FaultTuning, openLockService } from '../support/lock-service.factory';
 import { QueueDepthProbe } from '../support/queue-depth.probe';
 import { errorMessage, nowMs, withTimeout } from '../support/time.util';
@@ -70,19 +71,11 @@ export async function runFrozenServer(
     return [{ adapter, error: `frozen server: ${errorMessage(err)}` }];
   } finally {
     if (server) {
-      resume(server);
+      resumeServer(server);
       await server.stop();
       removeDir(server.dir);
       servers.delete(server);
     }
-  }
-}
-
-function resume(server: ServerProcess): void {
-  try {
-    process.kill(server.pid, 'SIGCONT');
-  } catch {
-    /* already gone */
   }
 }
 
@@ -147,7 +140,7 @@ async function oneCase(
       backendError: settled?.err instanceof lib.LockBackendError,
     };
   } finally {
-    resume(server);
+    resumeServer(server);
     probe.close();
     await withTimeout(service.close(), STEP_MS, 'close').catch(() => undefined);
   }

@@ -1,3 +1,4 @@
+import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { Lock } from 'nestjs-distributed-lock';
 import type { BackendKind, BenchEnv } from '../peers/lock-adapter.interface';
@@ -17,6 +18,9 @@ export interface HeldScaleTask {
   readonly concurrency: number;
   readonly keyPrefix: string;
 }
+
+/** The compiled script that runs this scenario in a fresh process (see held-scale.child.ts). */
+export const HELD_SCALE_CHILD = join(__dirname, 'held-scale.child.js');
 
 const MB = 1024 * 1024;
 /**

@@ -1,8 +1,12 @@
 import 'reflect-metadata';
-import type { INestApplicationContext } from '@nestjs/common';
+import type { INestApplicationContext, LogLevel } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
-import type { DistributedLockModuleOptions, LockService } from 'nestjs-distributed-lock';
-import type { BenchEnv } from '../peers/lock-adapter.interface';
+import type {
+  DistributedLockModuleOptions,
+  LockBackendConfig,
+  LockService,
+} from 'nestjs-distributed-lock';
+import type { BackendKind, BenchEnv } from '../peers/lock-adapter.interface';
 import { Library, loadLibrary } from './library.loader';
 
 /** Backend tuning of the fault scenarios, ms; the values in force are reported as the bounds. */
@@ -21,6 +25,34 @@ export interface OpenLockService {
   close(): Promise<void>;
 }
 
+/** The module's backend config of `kind` on the run's servers, with `options` of that backend. */
+export function backendConfig(
+  kind: BackendKind,
+  env: BenchEnv,
+  options: Readonly<Record<string, number>> = {},
+): LockBackendConfig {
+  switch (kind) {
+    case 'redis':
+      return { type: 'redis', url: env.redisUrl, ...options };
+    case 'etcd':
+      return { type: 'etcd', hosts: env.etcdHost, ...options };
+    case 'memory':
+      return { type: 'memory', ...options };
+  }
+}
+
+/** A Nest application context of the built library's `DistributedLockModule.forRoot(options)`. */
+export async function createLockContext(
+  options: DistributedLockModuleOptions,
+  logger: false | LogLevel[],
+): Promise<INestApplicationContext> {
+  const lib = loadLibrary();
+  return NestFactory.createApplicationContext(lib.DistributedLockModule.forRoot(options), {
+    logger,
+    abortOnError: false,
+  });
+}
+
 /**
  * Opens our library as an application would (`DistributedLockModule.forRoot` with a backend
  * config), so that a fault scenario can choose `wait` per call, which the contender adapters fix.
@@ -31,23 +63,10 @@ export async function openLockService(
   tuning: FaultTuning,
 ): Promise<OpenLockService> {
   const lib = loadLibrary();
-  const config: DistributedLockModuleOptions['backend'] =
+  const options: Record<string, number> =
     backend === 'redis'
-      ? {
-          type: 'redis',
-          url: env.redisUrl,
-          commandTimeout: tuning.commandTimeout,
-          claimWindow: tuning.claimWindow,
-        }
-      : {
-          type: 'etcd',
-          hosts: env.etcdHost,
-          commandTimeout: tuning.commandTimeout,
-          sessionTtl: tuning.sessionTtl,
-        };
-  const app: INestApplicationContext = await NestFactory.createApplicationContext(
-    lib.DistributedLockModule.forRoot({ backend: config }),
-    { logger: ['error'], abortOnError: false },
-  );
+      ? { commandTimeout: tuning.commandTimeout, claimWindow: tuning.claimWindow }
+      : { commandTimeout: tuning.commandTimeout, sessionTtl: tuning.sessionTtl };
+  const app = await createLockContext({ backend: backendConfig(backend, env, options) }, ['error']);
   return { lib, locks: app.get(lib.LockService), close: () => app.close() };
 }

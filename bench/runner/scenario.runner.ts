@@ -1,0 +1,91 @@
+import type { Redis } from 'ioredis';
+import type { BenchConfig } from '../bench.config';
+import { etcdPutRate, redisSetRate } from '../floors/round-trip.floor';
+import { ADAPTER_IDS } from '../peers/adapter.registry';
+import type { BenchEnv } from '../peers/lock-adapter.interface';
+import type { BenchResults } from '../report/results.types';
+import { BenchServers, serverVersions } from '../support/bench.servers';
+import { log } from '../support/run.log';
+import { heldScalePhase, multiProcessPhase } from './child-process.phases';
+import { FaultResults, faultsPhase } from './fault.phase';
+import {
+  closeContenders,
+  InProcessResults,
+  interleavedPhase,
+  openContenders,
+  perContenderPhase,
+} from './in-process.phases';
+
+/** Where a run measures: the run's servers, a counter connection to its Redis, and its bounds. */
+export interface RunContext {
+  readonly env: BenchEnv;
+  readonly counter: Redis;
+  readonly config: BenchConfig;
+  readonly servers: BenchServers;
+}
+
+/** Versions of the servers measured against. */
+export type ServerVersions = Awaited<ReturnType<typeof serverVersions>>;
+
+/** What a `BENCH_ONLY=faults` run measures. */
+export interface FaultRunResults extends FaultResults {
+  readonly versions: ServerVersions;
+}
+
+/** What a full (or quick) run measures. */
+export interface ScenarioResults extends FaultRunResults, InProcessResults {
+  readonly floors: BenchResults['floors'];
+  readonly heldScale: BenchResults['heldScale'];
+}
+
+/**
+ * Every scenario, in this order: round-trip floors; per contender uncontended and single-waiter
+ * handoff (interleaved rounds), then queued handoff and in-process contended; multi-process
+ * contended; held-lock scale; the fault scenarios.
+ */
+export async function runScenarios({
+  env,
+  counter,
+  config,
+  servers,
+}: RunContext): Promise<ScenarioResults> {
+  const versions = await serverVersions(env, counter);
+  const setRate = await redisSetRate(env, config.roundTrip.ms, config.roundTrip.maxOps);
+  const putRate = await etcdPutRate(env, config.roundTrip.ms, config.roundTrip.maxOps);
+  log(
+    `floors: redis SET ${setRate.perSecond.toFixed(0)}/s, etcd put ${putRate.perSecond.toFixed(0)}/s`,
+  );
+
+  const ids = ADAPTER_IDS.filter((id) => !config.only || config.only.test(id));
+  const partial: InProcessResults = { adapters: [], uncontended: [], handoff: [], contended: [] };
+  const contenders = await openContenders(ids, env, config, partial);
+  try {
+    await interleavedPhase(contenders, config, partial);
+    for (const c of contenders) await perContenderPhase(c, counter, config, partial);
+  } finally {
+    await closeContenders(contenders);
+  }
+  const opened = contenders.map((c) => c.id);
+  await multiProcessPhase(opened, env, counter, config, partial.contended, servers.childPids);
+  const heldScale = await heldScalePhase(ids, env, config, servers.childPids);
+  const faults = await faultsPhase(env, config, servers);
+  return {
+    versions,
+    floors: { redisSetPerSec: setRate.perSecond, etcdPutPerSec: putRate.perSecond },
+    ...partial,
+    heldScale,
+    ...faults,
+  };
+}
+
+/** `BENCH_ONLY=faults`: the fault scenarios alone. */
+export async function runFaultScenarios({
+  env,
+  counter,
+  config,
+  servers,
+}: RunContext): Promise<FaultRunResults> {
+  const versions = await serverVersions(env, counter);
+  const faults = await faultsPhase(env, config, servers);
+  return { versions, ...faults };
+}
