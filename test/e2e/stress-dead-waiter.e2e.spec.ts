@@ -78,45 +78,33 @@ describe('A waiter queued behind a SIGKILLed waiter', () => {
     return result;
   }
 
-  it('on Redis, is granted within the claim window of the release', async () => {
-    const claimWindow = 2000;
-    const url = env('REDIS_URL');
-    const admin = new Redis(url);
-    try {
-      // Holder + queued waiters: the lock hash exists, and the queue holds one member per waiter.
-      const queueLength = async (key: string): Promise<number> =>
-        (await admin.exists(`{lock:${key}}`)) + (await admin.zcard(`{lock:${key}}:q`));
-      const { summary, ms } = await scenario(
-        { type: 'redis', url, claimWindow },
-        queueLength,
-        6000,
-      );
-      expect(summary).toMatch(/^granted /);
-      expect(ms).toBeLessThan(claimWindow + 1500);
-    } finally {
-      admin.disconnect();
-    }
-  }, 20_000);
-
-  it('on Redis, is granted within the claim window of the release when the waiter ahead is frozen', async () => {
-    const claimWindow = 2000;
-    const url = env('REDIS_URL');
-    const admin = new Redis(url);
-    try {
-      const queueLength = async (key: string): Promise<number> =>
-        (await admin.exists(`{lock:${key}}`)) + (await admin.zcard(`{lock:${key}}:q`));
-      const { summary, ms } = await scenario(
-        { type: 'redis', url, claimWindow },
-        queueLength,
-        6000,
-        'SIGSTOP',
-      );
-      expect(summary).toMatch(/^granted /);
-      expect(ms).toBeLessThan(claimWindow + 1500);
-    } finally {
-      admin.disconnect();
-    }
-  }, 20_000);
+  it.each([
+    ['killed (SIGKILL)', 'SIGKILL'],
+    ['frozen (SIGSTOP)', 'SIGSTOP'],
+  ] as const)(
+    'on Redis, is granted within the claim window of the release when the waiter ahead is %s',
+    async (_label, fault) => {
+      const claimWindow = 2000;
+      const url = env('REDIS_URL');
+      const admin = new Redis(url);
+      try {
+        // Holder + queued waiters: the lock hash exists, and the queue holds one member per waiter.
+        const queueLength = async (key: string): Promise<number> =>
+          (await admin.exists(`{lock:${key}}`)) + (await admin.zcard(`{lock:${key}}:q`));
+        const { summary, ms } = await scenario(
+          { type: 'redis', url, claimWindow },
+          queueLength,
+          6000,
+          fault,
+        );
+        expect(summary).toMatch(/^granted /);
+        expect(ms).toBeLessThan(claimWindow + 1500);
+      } finally {
+        admin.disconnect();
+      }
+    },
+    20_000,
+  );
 
   it('on etcd, is granted within the session ttl of the release', async () => {
     const sessionTtl = 3000;

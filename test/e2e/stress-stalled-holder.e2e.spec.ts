@@ -68,6 +68,35 @@ describe('A holder whose event loop stalls past its lock', () => {
     return waiting;
   }
 
+  /**
+   * The holder (ttl `ttl`) stalls for `stallMs` while a waiter in the test process, queued first
+   * (`queued` says when), is granted the lock; the holder's first look after the pause must say
+   * it lost the lock, through `held`, `lock.signal` and a signal kept from before.
+   */
+  async function expectLostAfterStall(
+    backend: LockBackendConfig,
+    key: string,
+    ttl: number,
+    stallMs: number,
+    queued: () => Promise<boolean>,
+  ): Promise<void> {
+    const { child, fencingToken } = await stalledHolder(backend, key, ttl);
+    const waiting = waiterFor(backend, key, 20_000);
+    await eventually(queued, 5000, 'waiter queued');
+    const report = await stall(child, stallMs);
+    const granted = await within(10_000, waiting, 'waiter');
+    // The other instance got the lock while the holder was paused...
+    expect(granted.lock.fencingToken).toBeGreaterThan(fencingToken);
+    expect(granted.at).toBeLessThan(report.at);
+    // ...so the holder's first look after the pause must say so.
+    expect({
+      held: report.held,
+      aborted: report.aborted,
+      savedAborted: report.savedAborted,
+    }).toEqual({ held: false, aborted: true, savedAborted: true });
+    await granted.lock.release();
+  }
+
   it('on etcd, sees the lock lost as soon as it runs again after its session lease ran out', async () => {
     const sessionTtl = 2000;
     const hosts = env('ETCD_HOSTS').split(',');
@@ -75,25 +104,13 @@ describe('A holder whose event loop stalls past its lock', () => {
     const admin = new Etcd3({ hosts });
     try {
       const key = uniqueKey('stall-etcd');
-      const { child, fencingToken } = await stalledHolder(backend, key, 30_000);
-      const waiting = waiterFor(backend, key, 20_000);
-      await eventually(
+      await expectLostAfterStall(
+        backend,
+        key,
+        30_000,
+        sessionTtl + 4000,
         async () => (await admin.getAll().prefix(`lock:${key}\u0000`).count()) === 2,
-        5000,
-        'waiter queued',
       );
-      const report = await stall(child, sessionTtl + 4000);
-      const granted = await within(10_000, waiting, 'waiter');
-      // The other instance got the lock while the holder was paused...
-      expect(granted.lock.fencingToken).toBeGreaterThan(fencingToken);
-      expect(granted.at).toBeLessThan(report.at);
-      // ...so the holder's first look after the pause must say so.
-      expect({
-        held: report.held,
-        aborted: report.aborted,
-        savedAborted: report.savedAborted,
-      }).toEqual({ held: false, aborted: true, savedAborted: true });
-      await granted.lock.release();
     } finally {
       admin.close();
     }
@@ -106,23 +123,13 @@ describe('A holder whose event loop stalls past its lock', () => {
     try {
       const key = uniqueKey('stall-redis');
       const ttl = 2000;
-      const { child, fencingToken } = await stalledHolder(backend, key, ttl);
-      const waiting = waiterFor(backend, key, 20_000);
-      await eventually(
+      await expectLostAfterStall(
+        backend,
+        key,
+        ttl,
+        ttl + 2000,
         async () => (await admin.zcard(`{lock:${key}}:q`)) === 1,
-        5000,
-        'waiter queued',
       );
-      const report = await stall(child, ttl + 2000);
-      const granted = await within(10_000, waiting, 'waiter');
-      expect(granted.lock.fencingToken).toBeGreaterThan(fencingToken);
-      expect(granted.at).toBeLessThan(report.at);
-      expect({
-        held: report.held,
-        aborted: report.aborted,
-        savedAborted: report.savedAborted,
-      }).toEqual({ held: false, aborted: true, savedAborted: true });
-      await granted.lock.release();
     } finally {
       admin.disconnect();
     }
