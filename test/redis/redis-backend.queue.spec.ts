@@ -1,10 +1,11 @@
+import { waitForGrant } from '../support/backend.waiter';
 import type {
   BackendAcquireResult,
   BackendHandoff,
 } from '../../lib/backends/lock-backend.interface';
 import type { RedisLockBackend } from '../../lib/backends/redis';
 import { eventually, sleep } from '../support/async.helpers';
-import { acquireWaiting, newToken, Resources, settlesWithin, uniqueId } from './redis-test.helpers';
+import { newToken, Resources, settlesWithin, uniqueId } from './redis-test.helpers';
 
 function fencing(result: BackendAcquireResult): readonly number[] {
   if (!result.acquired) throw new Error('expected the lock to be acquired');
@@ -230,7 +231,7 @@ describe('RedisLockBackend: FIFO queue, handoff and wake-ups', () => {
         // their claim window. (A waiter that always does is indistinguishable from a dead one.)
         const sluggish = random() < 0.5;
         const lag = (): number => (sluggish && random() < 0.3 ? claimWindow * 1.5 : 0);
-        await acquireWaiting(backend, keys, token, { ttl: 5000, wait, lag });
+        await waitForGrant(backend, { keys, token }, { ttl: 5000, wait, lag });
         granted++;
         await sleep(2);
         expect(await backend.release({ keys, token })).toBe(true);

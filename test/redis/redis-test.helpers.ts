@@ -2,7 +2,6 @@ import { randomBytes } from 'node:crypto';
 import Redis, { type RedisOptions } from 'ioredis';
 import { RedisLockBackend } from '../../lib/backends/redis';
 import type { RedisLockBackendOptions } from '../../lib/backends/redis';
-import { sleep } from '../support/async.helpers';
 
 /** URL of the shared test Redis started by jest's globalSetup. */
 export function sharedRedisUrl(): string {
@@ -112,51 +111,4 @@ export function clusterSlot(key: string): number {
     }
   }
   return crc % 16384;
-}
-
-/**
- * Waits for `keys` the way the engine does, at backend level: one attempt, then park until a
- * wake-up or `retryAfter`, within `wait` ms; cancels on giving up. `lag()` returns extra ms to
- * sleep after each park (a slow process that may miss its claim window). Resolves the fencing
- * tokens; rejects when the wait ran out.
- */
-export async function acquireWaiting(
-  backend: RedisLockBackend,
-  keys: readonly string[],
-  token: string,
-  options: { ttl: number; wait: number; lag?: () => number },
-): Promise<readonly number[]> {
-  const deadline = Date.now() + options.wait;
-  let woken = false;
-  let resume: (() => void) | undefined;
-  const stop = backend.onWake(token, () => {
-    woken = true;
-    resume?.();
-  });
-  try {
-    for (let round = 0; round < 100_000; round++) {
-      woken = false;
-      const queueFor = Math.max(1, deadline - Date.now());
-      const result = await backend.acquire({ keys, token, ttl: options.ttl, queueFor });
-      if (result.acquired) return result.fencingTokens;
-      const remaining = deadline - Date.now();
-      if (remaining <= 0) break;
-      if (!woken) {
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, Math.max(1, Math.min(result.retryAfter, remaining)));
-          resume = () => {
-            clearTimeout(timer);
-            resolve();
-          };
-        });
-        resume = undefined;
-      }
-      const lag = options.lag?.() ?? 0;
-      if (lag > 0) await sleep(lag);
-    }
-  } finally {
-    stop();
-  }
-  await backend.cancel({ keys, token });
-  throw new Error(`${token} did not get ${keys.join(', ')} within ${options.wait} ms`);
 }

@@ -9,6 +9,7 @@ import type {
 } from 'nestjs-distributed-lock/backend';
 import { LockBackendError } from 'nestjs-distributed-lock';
 import { deferred, eventually, sleep, within } from './async.helpers';
+import { waitForGrant } from './backend.waiter';
 import type { ContractBackend, OptionalBackendMembers } from './test-backends';
 
 /**
@@ -52,70 +53,6 @@ class WakeLog {
     await eventually(() => this.handoffs.length > 0, ms, label);
     return this.handoffs[0];
   }
-}
-
-/**
- * Waits for `keys` the way the engine does, at backend level: numbered attempts that queue for
- * the rest of the wait; between them, parks until a wake-up (taking a handoff for the latest
- * attempt by claiming it with `extend`; re-attempting by `recheckAfter` when one is given) or
- * until `retryAfter`. Cancels and rejects when `wait` runs out. Bounded in rounds and time.
- */
-async function waitForGrant(
-  backend: LockBackend,
-  ref: BackendLockRef,
-  ttl: number,
-  wait: number,
-  onQueued: () => void = () => undefined,
-): Promise<readonly number[]> {
-  const deadline = Date.now() + wait;
-  // Written by the wake-up listener while an attempt is in flight or parked.
-  const woken: { handoff?: BackendHandoff; recheckAt?: number } = {};
-  // Earlier wake-ups are forgotten right before each attempt, as the engine does.
-  const forget = (): void => {
-    woken.handoff = undefined;
-    woken.recheckAt = undefined;
-  };
-  let resume: (() => void) | undefined;
-  const stop = backend.onWake(ref.token, (offer?: BackendHandoff, recheckAfter?: number) => {
-    if (offer) woken.handoff = offer;
-    woken.recheckAt = recheckAfter === undefined ? Date.now() : Date.now() + recheckAfter;
-    resume?.();
-  });
-  try {
-    for (let attempt = 1; attempt <= 1000 && Date.now() < deadline; attempt++) {
-      forget();
-      const result = await backend.acquire({
-        ...ref,
-        ttl,
-        queueFor: Math.max(1, deadline - Date.now()),
-        attempt,
-      });
-      if (result.acquired) return result.fencingTokens;
-      if (attempt === 1) onQueued();
-      const fallbackAt = Date.now() + result.retryAfter;
-      for (let park = 0; park < 1000; park++) {
-        if (woken.handoff?.attempt === attempt) {
-          const tokens = woken.handoff.fencingTokens;
-          if ((await backend.extend([{ ...ref, ttl }]))[0]) return tokens;
-          break;
-        }
-        const until = Math.min(woken.recheckAt ?? fallbackAt, fallbackAt, deadline);
-        if (until <= Date.now()) break;
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, until - Date.now());
-          resume = () => {
-            clearTimeout(timer);
-            resolve();
-          };
-        });
-        resume = undefined;
-      }
-    }
-  } finally {
-    stop();
-  }
-  await backend.cancel(ref);
-  throw new Error(`${ref.token} did not get ${ref.keys.join(', ')} within ${wait} ms`);
 }
 
 /** Settles `promise` and reports how, and after how many ms. */
@@ -341,14 +278,22 @@ export function describeLockBackend(name: string, backend: ContractBackend): voi
       const order: string[] = [];
       let multiQueued: () => void = () => undefined;
       const queued = new Promise<void>((r) => (multiQueued = r));
-      const multiDone = waitForGrant(b, multi, LONG, LONG, multiQueued).then((tokens) => {
+      const multiDone = waitForGrant(b, multi, {
+        ttl: LONG,
+        wait: LONG,
+        onQueued: multiQueued,
+      }).then(({ fencingTokens: tokens }) => {
         order.push('multi');
         return tokens;
       });
       await queued;
       let singleQueued: () => void = () => undefined;
       const queuedToo = new Promise<void>((r) => (singleQueued = r));
-      const singleDone = waitForGrant(c, single, LONG, LONG, singleQueued).then((tokens) => {
+      const singleDone = waitForGrant(c, single, {
+        ttl: LONG,
+        wait: LONG,
+        onQueued: singleQueued,
+      }).then(({ fencingTokens: tokens }) => {
         order.push('single');
         return tokens;
       });
@@ -578,14 +523,18 @@ export function describeLockBackend(name: string, backend: ContractBackend): voi
       busy(await acquire(dead, ghost, LONG, { queueFor: 60_000, attempt: 1 }));
       const live = ref(k, 'live');
       const isQueued = deferred();
-      const waiting = waitForGrant(b, live, LONG, 30_000, () => isQueued.resolve());
+      const waiting = waitForGrant(b, live, {
+        ttl: LONG,
+        wait: 30_000,
+        onQueued: () => isQueued.resolve(),
+      });
       await within(MARGIN, isQueued.promise, 'live waiter queued');
       stopGhost();
       await dead.close?.();
 
       const releasedAt = Date.now();
       expect(await a.release(holder)).toBe(true);
-      const tokens = await within(
+      const { fencingTokens: tokens } = await within(
         backend.deadWaiterBound + MARGIN,
         waiting,
         'live waiter behind a dead one',
