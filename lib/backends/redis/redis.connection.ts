@@ -1,3 +1,4 @@
+import { withTimeout } from '../backend.timers';
 import { performance } from 'node:perf_hooks';
 import type { Redis } from 'ioredis';
 import { LockBackendError } from '../../errors/lock-backend.error';
@@ -271,29 +272,4 @@ export class RedisConnection {
 
 function isNoScript(error: unknown): boolean {
   return error instanceof Error && error.message.startsWith('NOSCRIPT');
-}
-
-/**
- * Settles like `promise`, or rejects with `onTimeout()` after `ms` (at least 1). The timer never
- * keeps the process alive.
- */
-export function withTimeout<T>(
-  promise: Promise<T>,
-  ms: number,
-  onTimeout: () => Error,
-): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => reject(onTimeout()), Math.max(1, ms));
-    timer.unref();
-    promise.then(
-      (value) => {
-        clearTimeout(timer);
-        resolve(value);
-      },
-      (error: unknown) => {
-        clearTimeout(timer);
-        reject(error);
-      },
-    );
-  });
 }
