@@ -59,8 +59,8 @@ export class GrantedLock implements Lock {
    * be applied in one order and answered in the other, leaving the local deadline later than the
    * server's.
    */
-  private pending: Promise<void> | undefined;
-  private settlePending: (() => void) | undefined;
+  private inFlightExtension: Promise<void> | undefined;
+  private answerInFlight: (() => void) | undefined;
   /** Lost while an extension was in flight: the orphan release waits for its answer. */
   private releaseAfterExtension = false;
   /** The orphan release started once that extension answered. */
@@ -101,7 +101,7 @@ export class GrantedLock implements Lock {
 
   /** An extension of this lock is in flight. */
   get extending(): boolean {
-    return this.pending !== undefined;
+    return this.inFlightExtension !== undefined;
   }
 
   get token(): string {
@@ -140,7 +140,7 @@ export class GrantedLock implements Lock {
    */
   async extend(ttl?: number): Promise<void> {
     const next = ttl === undefined ? this.ttl : toTtl(ttl, 'ttl');
-    for (let i = 0; this.pending && i < 100; i++) await this.pending;
+    for (let i = 0; this.inFlightExtension && i < 100; i++) await this.inFlightExtension;
     if (this.checkValidity() !== 'held') throw this.notHeldError();
     const extension = this.beginExtension(next);
     if (!extension) throw this.notHeldError();
@@ -190,8 +190,8 @@ export class GrantedLock implements Lock {
    * the result to {@link endExtension} with the backend's answer.
    */
   beginExtension(ttl: number): Extension | undefined {
-    if (this.checkValidity() !== 'held' || this.pending) return undefined;
-    this.pending = new Promise<void>((resolve) => (this.settlePending = resolve));
+    if (this.checkValidity() !== 'held' || this.inFlightExtension) return undefined;
+    this.inFlightExtension = new Promise<void>((resolve) => (this.answerInFlight = resolve));
     return { sentAt: monotonicNow(), ttl };
   }
 
@@ -201,9 +201,9 @@ export class GrantedLock implements Lock {
    * validity deadline still ends it).
    */
   endExtension(extension: Extension, outcome: boolean | unknown): void {
-    const settle = this.settlePending;
-    this.pending = undefined;
-    this.settlePending = undefined;
+    const settle = this.answerInFlight;
+    this.inFlightExtension = undefined;
+    this.answerInFlight = undefined;
     if (this.releaseAfterExtension) {
       // Lost meanwhile: unless the answer says the grant is gone, it may be held for nobody.
       this.releaseAfterExtension = false;
@@ -248,9 +248,9 @@ export class GrantedLock implements Lock {
     this.finish('lost');
     if (inFlight) return inFlight.catch(() => undefined);
     if (!options.mayHold) return undefined;
-    if (this.pending) {
+    if (this.inFlightExtension) {
       this.releaseAfterExtension = true;
-      const released = this.pending.then(() => this.orphanRelease);
+      const released = this.inFlightExtension.then(() => this.orphanRelease);
       this.owner.watch(released);
       return released;
     }

@@ -2,7 +2,8 @@ import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { EtcdLockBackend } from '../../lib/backends/etcd';
 import { LockBackendError } from '../../lib/errors/lock-backend.error';
-import { Resources, etcdHosts, members, newToken, sleep, uniqueKey } from './etcd-test.helpers';
+import { sleep } from '../support/async.helpers';
+import { Resources, etcdHosts, members, newToken, uniqueKey } from './etcd-test.helpers';
 
 describe('EtcdLockBackend basics (real etcd)', () => {
   const resources = new Resources();

@@ -3,15 +3,8 @@ import { Etcd3 } from 'etcd3';
 import type { EtcdLockBackend } from '../../lib/backends/etcd';
 import { EtcdMember, planEtcdCluster, startEtcdMember } from '../servers/etcd.server';
 import { ServerProcess, removeDir } from '../servers/server.process';
-import {
-  Resources,
-  members,
-  newToken,
-  sleep,
-  uniqueKey,
-  until,
-  waitForLock,
-} from './etcd-test.helpers';
+import { eventually, sleep } from '../support/async.helpers';
+import { Resources, members, newToken, uniqueKey, waitForLock } from './etcd-test.helpers';
 
 interface RunningMember {
   readonly member: EtcdMember;
@@ -143,7 +136,7 @@ describe('EtcdLockBackend on a 3-member etcd cluster (real etcd)', () => {
       );
       return counts.some((count) => count >= 2);
     };
-    await until(
+    await eventually(
       async () => grants.length >= 2 && holders.size > 0 && (await queued()),
       30_000,
       'held and queued',

@@ -1,13 +1,12 @@
 import type { BackendLossEvent } from '../../lib/backends/lock-backend.interface';
+import { eventually, sleep } from '../support/async.helpers';
 import {
   Resources,
   etcdHosts,
   members,
   newToken,
-  sleep,
   startProxy,
   uniqueKey,
-  until,
   waitForLock,
 } from './etcd-test.helpers';
 
@@ -74,7 +73,7 @@ describe('EtcdLockBackend per-lock ttl and session loss (real etcd)', () => {
     expect(timeline).toEqual(['revoked', 'granted']);
     expect(got.fencingTokens[0]).toBeGreaterThan(holderMember.createRevision);
     // The next keep-alive (every sessionTtl / 3) hears that the lease is gone.
-    await until(() => events.length > 0, 5_000, 'onLost event');
+    await eventually(() => events.length > 0, 5_000, 'onLost event');
     expect(events[0].locks.map((lock) => lock.token).sort()).toEqual([...tokens].sort());
     expect(
       await backend.extend(keys.map((key, i) => ({ keys: [key], token: tokens[i], ttl: 30_000 }))),
@@ -87,6 +86,44 @@ describe('EtcdLockBackend per-lock ttl and session loss (real etcd)', () => {
     ).toBe(true);
     const [freshMember] = await members(raw, fresh);
     expect(freshMember.lease).not.toBe(holderMember.lease);
+  });
+
+  it('wakes the waiters of a lost session, which queue again on a new one and are served', async () => {
+    const holderBackend = resources.backend();
+    const waiterBackend = resources.backend({ sessionTtl: 3_000 });
+    const raw = resources.client();
+    const key = uniqueKey('lost-waiter');
+    const holder = newToken();
+    // retryAfter is 10 s here (the holder's session ttl): a waiter that was not woken would
+    // queue again only then, after the 5 s bound below.
+    expect(
+      (await holderBackend.acquire({ keys: [key], token: holder, ttl: 60_000 })).acquired,
+    ).toBe(true);
+    let queued!: () => void;
+    const isQueued = new Promise<void>((resolve) => (queued = resolve));
+    const waiting = waitForLock(waiterBackend, [key], {
+      ttl: 5_000,
+      wait: 20_000,
+      onQueued: queued,
+    });
+    await isQueued;
+    const [, waiterMember] = await members(raw, key);
+    await raw.leaseClient.leaseRevoke({ ID: waiterMember.lease });
+    // Its next keep-alive (within sessionTtl / 3) finds the lease gone; the woken waiter queues
+    // again under a new lease.
+    await eventually(
+      async () =>
+        (await members(raw, key)).some(
+          (m) => m.lease !== waiterMember.lease && m.createRevision > waiterMember.createRevision,
+        ),
+      5_000,
+      'queued again on a new session',
+    );
+    expect(await holderBackend.release({ keys: [key], token: holder })).toBe(true);
+    const got = await waiting;
+    expect(got.wakes).toBeGreaterThanOrEqual(2);
+    expect(got.fencingTokens[0]).toBeGreaterThan(waiterMember.createRevision);
+    expect(await waiterBackend.release({ keys: [key], token: got.token })).toBe(true);
   });
 
   it('checks the session at once when extend finds a lock gone', async () => {
@@ -107,7 +144,7 @@ describe('EtcdLockBackend per-lock ttl and session loss (real etcd)', () => {
     expect(await backend.extend([{ keys: [keys[0]], token: tokens[0], ttl: 30_000 }])).toEqual([
       false,
     ]);
-    await until(() => events.length > 0, 5_000, 'onLost event');
+    await eventually(() => events.length > 0, 5_000, 'onLost event');
     expect(events[0].locks.map((lock) => lock.token)).toEqual([tokens[1]]);
   });
 

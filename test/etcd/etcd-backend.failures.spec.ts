@@ -1,5 +1,13 @@
 import { LockBackendError } from '../../lib/errors/lock-backend.error';
-import { Resources, etcdHosts, newToken, startProxy, uniqueKey, until } from './etcd-test.helpers';
+import { eventually } from '../support/async.helpers';
+import {
+  Resources,
+  etcdHosts,
+  newToken,
+  startProxy,
+  uniqueKey,
+  waitForLock,
+} from './etcd-test.helpers';
 
 /** Runs `action` and returns its rejection and how long it took, in ms. */
 async function rejection(
@@ -50,7 +58,7 @@ describe('EtcdLockBackend when etcd is unreachable (real etcd)', () => {
         // The client's circuit breaker stays open for up to 5 s after the failures.
         const fresh = uniqueKey('outage-healed');
         let acquired = false;
-        await until(
+        await eventually(
           async () => {
             acquired = await backend
               .acquire({ keys: [fresh], token: newToken(), ttl: 5_000 })
@@ -64,7 +72,7 @@ describe('EtcdLockBackend when etcd is unreachable (real etcd)', () => {
         expect(acquired).toBe(true);
         // The failed release is retried in the background, so the lock does not stay stuck.
         const observer = resources.backend();
-        await until(
+        await eventually(
           async () => !(await observer.inspect(key)).held,
           20_000,
           'lock released after healing',
@@ -75,4 +83,38 @@ describe('EtcdLockBackend when etcd is unreachable (real etcd)', () => {
     },
     60_000,
   );
+
+  it('hears of a release made while its watch was disconnected (the watch resumes where it was)', async () => {
+    const proxy = await startProxy(etcdHosts()[0]);
+    try {
+      // retryAfter is bounded by the holder's ttl and session ttl: a waiter that missed the
+      // release would sit out 60 s.
+      const direct = resources.backend({ sessionTtl: 60_000 });
+      const waiterBackend = resources.backend({ hosts: [proxy.host], commandTimeout: 1_000 });
+      const key = uniqueKey('watch-resume');
+      const holder = newToken();
+      expect((await direct.acquire({ keys: [key], token: holder, ttl: 60_000 })).acquired).toBe(
+        true,
+      );
+      let queued!: () => void;
+      const isQueued = new Promise<void>((resolve) => (queued = resolve));
+      const waiting = waitForLock(waiterBackend, [key], {
+        ttl: 5_000,
+        wait: 40_000,
+        onQueued: queued,
+      }).then((got) => ({ got, at: Date.now() }));
+      await isQueued;
+      proxy.cut('refuse');
+      expect(await direct.release({ keys: [key], token: holder })).toBe(true);
+      const healedAt = Date.now();
+      proxy.heal();
+      const { got, at } = await waiting;
+      // grpc-js and etcd3 reconnect within a few seconds; far below the holder's 60 s.
+      expect(at - healedAt).toBeLessThan(20_000);
+      expect(got.wakes).toBeGreaterThanOrEqual(1);
+      expect(await waiterBackend.release({ keys: [key], token: got.token })).toBe(true);
+    } finally {
+      await proxy.close();
+    }
+  }, 60_000);
 });

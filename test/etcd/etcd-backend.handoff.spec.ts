@@ -5,15 +5,14 @@ import type {
 } from '../../lib/backends/lock-backend.interface';
 import { LockEngine } from '../../lib/engine/lock.engine';
 import { LockBackendError } from '../../lib/errors/lock-backend.error';
+import { eventually, sleep } from '../support/async.helpers';
 import {
   Resources,
   etcdHosts,
   members,
   newToken,
-  sleep,
   startProxy,
   uniqueKey,
-  until,
 } from './etcd-test.helpers';
 
 const quiet = { warn: () => undefined, error: () => undefined };
@@ -53,13 +52,13 @@ describe('EtcdLockBackend handoff and clean-up (real etcd)', () => {
     expect(offers.map((o) => o.length)).toEqual([0, 0, 0]);
 
     expect(await backend.release({ keys: [key], token: holder })).toBe(true);
-    await until(() => offers[0].length > 0, 5_000, 'first handoff');
+    await eventually(() => offers[0].length > 0, 5_000, 'first handoff');
     await sleep(200);
     expect(offers[0][0]?.attempt).toBe(1);
     expect(offers[2]).toHaveLength(0);
 
     expect(await backend.release({ keys: [key], token: tokens[0] })).toBe(true);
-    await until(() => offers[2].length > 0, 5_000, 'second handoff');
+    await eventually(() => offers[2].length > 0, 5_000, 'second handoff');
     expect(offers[2][0]?.fencingTokens).toEqual([(await backend.inspect(key)).fencingToken]);
     expect(await backend.release({ keys: [key], token: tokens[2] })).toBe(true);
     stops.forEach((stop) => stop());
@@ -133,7 +132,7 @@ describe('EtcdLockBackend handoff and clean-up (real etcd)', () => {
       expect((await members(raw, key)).some((m) => m.key.endsWith(token))).toBe(true);
       proxy.heal();
       // What the engine does after any failed attempt; retried while the client reconnects.
-      await until(
+      await eventually(
         () =>
           flaky.cancel({ keys: [key], token }).then(
             () => true,
@@ -142,7 +141,7 @@ describe('EtcdLockBackend handoff and clean-up (real etcd)', () => {
         20_000,
         'cancel',
       );
-      await until(
+      await eventually(
         async () => (await members(raw, key)).length === 1,
         20_000,
         'queue entry deleted',
@@ -175,7 +174,7 @@ describe('EtcdLockBackend handoff and clean-up (real etcd)', () => {
         LockBackendError,
       );
       proxy.heal();
-      await until(
+      await eventually(
         () =>
           flaky.cancel({ keys: [key], token }).then(
             () => true,
@@ -184,7 +183,7 @@ describe('EtcdLockBackend handoff and clean-up (real etcd)', () => {
         20_000,
         'cancel',
       );
-      await until(
+      await eventually(
         async () => (await members(raw, key)).length === 1,
         20_000,
         'queue entry deleted',

@@ -1,12 +1,5 @@
-import {
-  Resources,
-  members,
-  newToken,
-  sleep,
-  uniqueKey,
-  until,
-  waitForLock,
-} from './etcd-test.helpers';
+import { eventually, sleep } from '../support/async.helpers';
+import { Resources, members, newToken, uniqueKey, waitForLock } from './etcd-test.helpers';
 
 describe('EtcdLockBackend wait queue (real etcd)', () => {
   const resources = new Resources();
@@ -72,7 +65,7 @@ describe('EtcdLockBackend wait queue (real etcd)', () => {
       ).toBe(false);
     }
     expect(await backend.release({ keys: [key], token: holder })).toBe(true);
-    await until(() => wakes[0] > 0, 10_000, 'first waiter woken');
+    await eventually(() => wakes[0] > 0, 10_000, 'first waiter woken');
     const granted = await backend.acquire({
       keys: [key],
       token: tokens[0],
@@ -121,7 +114,11 @@ describe('EtcdLockBackend wait queue (real etcd)', () => {
         .acquired,
     ).toBe(false);
     expect(await members(raw, key)).toHaveLength(2);
-    await until(async () => (await members(raw, key)).length === 1, 5_000, 'queue entry removed');
+    await eventually(
+      async () => (await members(raw, key)).length === 1,
+      5_000,
+      'queue entry removed',
+    );
   });
 
   it('orders multi-key waiters consistently across keys (no deadlock)', async () => {

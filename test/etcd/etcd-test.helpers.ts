@@ -2,7 +2,8 @@ import { randomUUID } from 'node:crypto';
 import { Socket, connect, createServer } from 'node:net';
 import { Etcd3 } from 'etcd3';
 import { EtcdLockBackend, EtcdLockBackendOptions } from '../../lib/backends/etcd';
-import type { BackendAcquireResult } from '../../lib/backends/lock-backend.interface';
+import { sleep } from '../support/async.helpers';
+import { waitForGrant, WaitOptions, Waited } from '../support/backend.waiter';
 
 /** Hosts of the shared test etcd started by jest's globalSetup. */
 export function etcdHosts(): string[] {
@@ -22,25 +23,6 @@ export function uniqueKey(name: string): string {
 /** A fresh owner token. */
 export function newToken(): string {
   return randomUUID();
-}
-
-/** Resolves after `ms`. */
-export function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** Polls `check` every 20 ms until true; throws after `timeoutMs`. */
-export async function until(
-  check: () => boolean | Promise<boolean>,
-  timeoutMs: number,
-  what = 'condition',
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (let i = 0; i < 10_000 && Date.now() < deadline; i++) {
-    if (await check()) return;
-    await sleep(20);
-  }
-  throw new Error(`${what} not reached within ${timeoutMs} ms`);
 }
 
 /** Creates backends and raw clients and closes them all at the end of a test file. */
@@ -91,70 +73,14 @@ export async function members(
   }));
 }
 
-/** Outcome of {@link waitForLock}. */
-export interface Waited {
-  readonly token: string;
-  readonly fencingTokens: readonly number[];
-  readonly attempts: number;
-  readonly wakes: number;
-}
-
-/**
- * A minimal engine wait loop: registers for wake-ups, attempts, and re-attempts on a wake-up or
- * after `retryAfter`, until acquired or `wait` ms passed (then cancels and throws). Backend errors
- * are retried while the wait lasts when `retryErrors` is set.
- */
+/** {@link waitForGrant} for a fresh token, returned with what it got. */
 export async function waitForLock(
   backend: EtcdLockBackend,
   keys: string[],
-  options: {
-    ttl: number;
-    wait: number;
-    token?: string;
-    retryErrors?: boolean;
-    onQueued?: () => void;
-  },
-): Promise<Waited> {
-  const token = options.token ?? newToken();
-  const deadline = Date.now() + options.wait;
-  let wakes = 0;
-  let wakeUp: (() => void) | undefined;
-  const unsubscribe = backend.onWake(token, () => {
-    wakes += 1;
-    wakeUp?.();
-  });
-  let queuedOnce = false;
-  try {
-    for (let attempt = 1; attempt <= 10_000; attempt++) {
-      const left = deadline - Date.now();
-      if (left <= 0) break;
-      let result: BackendAcquireResult | undefined;
-      try {
-        result = await backend.acquire({ keys, token, ttl: options.ttl, queueFor: left });
-      } catch (err) {
-        if (!options.retryErrors) throw err;
-      }
-      if (result?.acquired)
-        return { token, fencingTokens: result.fencingTokens, attempts: attempt, wakes };
-      if (result && !queuedOnce) {
-        queuedOnce = true;
-        options.onQueued?.();
-      }
-      const pause = Math.min(result ? result.retryAfter : 100, Math.max(0, deadline - Date.now()));
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, pause);
-        wakeUp = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
-      wakeUp = undefined;
-    }
-    await backend.cancel({ keys, token }).catch(() => undefined);
-    throw new Error(`lock ${keys.join(',')} not acquired within ${options.wait} ms`);
-  } finally {
-    unsubscribe();
-  }
+  options: WaitOptions,
+): Promise<Waited & { token: string }> {
+  const token = newToken();
+  return { token, ...(await waitForGrant(backend, { keys, token }, options)) };
 }
 
 /** A TCP proxy to etcd that a test can cut, to simulate a network partition of one backend. */

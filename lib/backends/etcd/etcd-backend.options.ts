@@ -27,8 +27,7 @@ export interface EtcdLockBackendTuning {
    * Time budget of each request to etcd, in ms, including the client's own retries and fail-over
    * to other hosts; when it runs out the operation rejects with a `LockBackendError`. Most
    * operations make one request; an `acquire` makes one or two (open the session lease, then one
-   * transaction; a second one only when its queue entry was deleted by someone else), twice that
-   * if the session is lost under it.
+   * transaction), twice that if the session is lost under it.
    *
    * @default 2000
    * @throws TypeError at construction unless a number of ms in (0, 2147483647]

@@ -1,57 +1,25 @@
 /*
- * etcd backend, designed after etcd's Go `concurrency` package.
+ * etcd backend, after etcd's Go `concurrency` package (session + mutex); docs/etcd-backend.md has
+ * the long form. One acquire, one wake-up, one loss:
  *
- * Session (etcd.session.ts). One lease per backend, granted lazily on the first acquire, kept
- * alive in the background (every TTL/3) and shared by every lock and queue entry of the backend.
- * It protects against the process dying: when keep-alives stop, etcd deletes every key on the
- * lease within `sessionTtl`. When the session is lost (etcd answers that the lease is gone, or no
- * keep-alive was answered before a local deadline that always falls before etcd's), every lock on
- * it is reported lost at once: `extend` returns false for them, `onLost` listeners hear about
- * them, its waiters are woken to queue again, and the next acquire opens a new session.
+ * - Acquire (etcd-acquire.txn.ts): ONE transaction per attempt. Lock `K` is the range `K\0...`;
+ *   each holder or waiter puts a member `K\0<lease>-<token>` on the session lease (etcd.keys.ts).
+ *   The lowest create revision holds the lock and is its fencing token; waiters queue behind it by
+ *   create revision (FIFO); a multi-key lock writes all its members in the same transaction.
+ * - Wake-up (etcd-queue.follower.ts, etcd-deletion.watcher.ts): a busy waiter follows the members
+ *   ahead of it through one live deletion watch per key, shared by the process. When the last
+ *   one is deleted, the lock is already the waiter's: the wake-up carries it (a handoff, no
+ *   round trip).
+ * - Loss (etcd.session.ts): one lease per backend, kept alive every TTL/3. When it is lost, every
+ *   lock on it is reported through `onLost`, before etcd can grant it to anyone else;
+ *   `leaseDeadline()` lets the engine see that even when its event loop stalled.
  *
- * Per-lock ttl. A shared lease cannot expire one lock, and the process may live on while it stops
- * renewing a lock (renewal disabled, a stuck event loop that later recovers). The engine owns
- * every lock's validity: a lock is valid until the earliest of its own ttl and the session lease
- * (`leaseDeadline()`), checked whenever it is read, and a lock whose validity ran out is released
- * by the engine (owner-checked). So a lock ends at whichever comes first: its own ttl (process
- * alive) or the session lease (process dead). Member keys store the holder's ttl and session TTL
- * so that other processes can bound their `retryAfter` by them.
- *
- * Keys (etcd.keys.ts). Lock `K` owns the range `K\0...`; every holder or waiter writes its own
- * member key `K\0<lease hex>-<token>` on the session lease. The member with the lowest create
- * revision in the range holds the lock; its create revision is the fencing token (strictly
- * increasing: a later holder's key was created after the previous holder's). Two acquisitions
- * from one process write two members, so at most one of them is the lowest.
- *
- * Acquire (etcd-acquire.attempts.ts). Every attempt is one transaction. "If every range is
- * empty, put my members" grants an uncontended lock; otherwise a try (no `queueFor`) only reads
- * the owners and leaves no trace, while a queued attempt puts its members in the same transaction
- * and reads them, the owners and the members ahead. A busy waiter's members stay, ordered by
- * create revision (FIFO). Its later attempts write nothing (the queue entry's expiry is local) and
- * make a linearizable read instead: are my members intact, who owns, who is ahead. A multi-key
- * lock writes all members in one transaction, so they share one create revision and every range
- * orders its waiters the same way: the oldest waiter is lowest everywhere, hence no deadlock. A
- * queue entry not refreshed by an attempt within `queueFor` is deleted.
- *
- * Wake-ups and handoff (etcd-waiter.registry.ts, etcd-queue.watcher.ts). A waiter follows the
- * members ahead of it in each blocked range (up to 16, nearest first) through one deletion watch
- * per lock key, shared by the process and created live (a watch per wait, started at the revision
- * of the waiter's read, would be served from etcd's "unsynced" group, caught up only every
- * 100 ms). Deletions only count down: nobody can queue ahead of an existing member, so once every
- * member that was ahead is gone the lock is the waiter's. It then becomes a held lock and the
- * wake-up carries it to the engine, with no further round trip, and only that waiter hears of it
- * (no herd). A waiter that had more members ahead than it follows is woken to read further once
- * those it follows are gone.
- *
- * Failures (etcd.rpc.ts, etcd-acquire.guard.ts, etcd.cleaner.ts). Every call has a budget
- * (`commandTimeout`) covering the client's own retries and fail-over, and fails with
- * `LockBackendError`. All writes are idempotent (same member key, same lease; compares evaluated
- * when applied), so retries are safe. Keys that a failed (ambiguous) acquire may still write later
- * are deleted in the background once no attempt of the token is running, and again after a grace
- * period that outlasts any delayed apply in etcd. `cancel` deletes whatever the token has: a queue
- * entry, a lock handed to it, or a grant whose answer was lost.
+ * The engine owns validity, releases grants whose validity ran out and retries `cancel` and orphan
+ * releases. The backend keeps only what it alone knows: nothing on a live session expires, so a
+ * member whose deletion failed is owed to the session until deleted; and an attempt whose answer
+ * was lost may be applied by etcd after `cancel` ran, so its members are deleted again later
+ * (`guard`).
  */
-import type { Etcd3 } from 'etcd3';
 import { LockBackendError } from '../../errors/lock-backend.error';
 import type {
   BackendAcquireRequest,
@@ -64,52 +32,59 @@ import type {
   Unsubscribe,
   WakeListener,
 } from '../lock-backend.interface';
-import { EtcdAcquireAttempts, EtcdAttempt } from './etcd-acquire.attempts';
-import { EtcdAcquireGuard, EtcdGuard } from './etcd-acquire.guard';
-import { EtcdLockBackendOptions, resolveEtcdOptions } from './etcd-backend.options';
-import { loadEtcd3, tryLoadEtcd3 } from './etcd-client.loader';
-import { readIntact } from './etcd-extend.batch';
-import { EtcdHeldLock, EtcdHeldRegistry } from './etcd-held.registry';
-import { EtcdQueueWatcher } from './etcd-queue.watcher';
-import { deleteOp, ownerRange } from './etcd-txn.ops';
-import { EtcdQueuedWaiter, EtcdWaiterRegistry } from './etcd-waiter.registry';
 import { WakeRegistry } from '../wake.registry';
-import { EtcdCleaner, MAX_TXN_OPS } from './etcd.cleaner';
-import { decodeMember, invalidLockKey, lockRange, memberKey } from './etcd.keys';
+import { attemptRequest, EtcdAttempt, readAttempt } from './etcd-acquire.txn';
+import { EtcdLockBackendOptions, resolveEtcdOptions } from './etcd-backend.options';
+import { createEtcdClient, loadEtcd3, tryLoadEtcd3 } from './etcd-client.loader';
+import { EtcdDeletionWatcher } from './etcd-deletion.watcher';
+import { EtcdTurn, followQueue } from './etcd-queue.follower';
+import * as keys from './etcd.keys';
 import { EtcdRpc, isLeaseNotFound } from './etcd.rpc';
 import { EtcdSession, EtcdSessionLoss } from './etcd.session';
 
-/** Keys per multi-key lock: a queued attempt sends 4 operations per key in one transaction. */
-const MAX_KEYS = Math.floor(MAX_TXN_OPS / 4);
+/** A queued attempt sends 4 operations per key in one transaction. */
+const MAX_KEYS = Math.floor(keys.MAX_TXN_OPS / 4);
+/** How long etcd may still apply a request after its budget ran out, ms (see `guard`). */
+const DELAYED_APPLY_GRACE = 10_000;
+const MIN_RETRY_AFTER = 10;
+
+/** A token this backend has members for: queued, or holding (granted or handed over). */
+interface Entry extends BackendLockRef {
+  readonly members: readonly Buffer[];
+  readonly session: EtcdSession;
+  readonly ttl: number;
+  /** The members' create revisions: queue position, and fencing tokens when held. */
+  readonly revisions: readonly number[];
+  held: boolean;
+  /** Held: end of its ttl unless extended (monotonic ms), for `inspect` and `retryAfter`. */
+  deadline: number;
+  /** Queued: the attempt whose read the follow started from. */
+  readonly attempt?: number;
+  stopFollow?: () => void;
+  expiry?: NodeJS.Timeout;
+}
 
 /**
- * A {@link LockBackend} on etcd v3: one shared session lease, FIFO queues of member keys ordered
- * by create revision, fencing tokens from create revisions, handoff to the next waiter in its
- * wake-up. See the comment at the top of this file for the design.
+ * A {@link LockBackend} on etcd v3. See the comment at the top of this file.
  *
  * ```ts
  * const backend = new EtcdLockBackend({ hosts: 'http://127.0.0.1:2379' });
  * ```
  */
 export class EtcdLockBackend implements LockBackend {
-  /** Backend name used in logs and errors. */
   readonly name = 'etcd';
-  /** Most keys per lock: {@link LockBackend.maxKeys}. */
   readonly maxKeys = MAX_KEYS;
 
-  private readonly client: Etcd3;
   private readonly ownsClient: boolean;
   private readonly rpc: EtcdRpc;
   private readonly sessionTtlSeconds: number;
-  private readonly cleaner: EtcdCleaner;
-  private readonly held: EtcdHeldRegistry;
-  private readonly waiters: EtcdWaiterRegistry;
-  private readonly watcher: EtcdQueueWatcher;
-  private readonly guard: EtcdAcquireGuard;
-  private readonly attempts: EtcdAcquireAttempts;
+  private readonly watcher: EtcdDeletionWatcher;
+  private readonly entries = new Map<string, Entry>();
+  /** Attempts on the wire, per token: they answer for themselves. */
+  private readonly running = new Map<string, number>();
+  private readonly guards = new Set<NodeJS.Timeout>();
   private readonly wakes = new WakeRegistry();
   private readonly lostListeners = new Set<(event: BackendLossEvent) => void>();
-
   private session?: EtcdSession;
   private opening?: Promise<EtcdSession>;
   private closed = false;
@@ -123,210 +98,125 @@ export class EtcdLockBackend implements LockBackend {
    * @throws Error when the optional `etcd3` package is not installed (`npm i etcd3`)
    */
   constructor(options: EtcdLockBackendOptions) {
-    const resolved = resolveEtcdOptions(options);
-    this.sessionTtlSeconds = resolved.sessionTtlSeconds;
-    if (resolved.client) {
-      this.client = resolved.client;
-      this.ownsClient = false;
-      this.rpc = new EtcdRpc(tryLoadEtcd3(), resolved.commandTimeout);
-    } else {
-      const etcd3 = loadEtcd3();
-      const clientOptions = resolved.clientOptions ?? { hosts: [] };
-      this.client = new etcd3.Etcd3({
-        ...clientOptions,
-        faultHandling: { watchBackoff: watchBackoffSeed(), ...clientOptions.faultHandling },
-      });
-      this.ownsClient = true;
-      this.rpc = new EtcdRpc(etcd3, resolved.commandTimeout);
-    }
-    this.cleaner = new EtcdCleaner(this.client, this.rpc);
-    this.held = new EtcdHeldRegistry();
-    this.guard = new EtcdAcquireGuard(this.rpc.timeout, (token, guard) =>
-      this.guardDue(token, guard),
-    );
-    this.watcher = new EtcdQueueWatcher(this.client, this.rpc);
-    this.waiters = new EtcdWaiterRegistry(this.watcher, {
-      isRunning: (token) => this.guard.isRunning(token),
-      retryDelay: this.rpc.timeout,
-      expired: (waiter) => this.cleaner.add(waiter.token, waiter.members, waiter.session),
-      handedOver: (waiter) => this.handedOver(waiter),
-      nudge: (waiter) => this.wakes.wake(waiter.token),
-    });
-    this.attempts = new EtcdAcquireAttempts({
-      client: this.client,
-      rpc: this.rpc,
-      held: this.held,
-      waiters: this.waiters,
-      cleaner: this.cleaner,
-      sessionTtlSeconds: this.sessionTtlSeconds,
-      assertOpen: (operation) => this.assertOpen(operation),
-    });
+    const { client, clientOptions, sessionTtlSeconds, commandTimeout } =
+      resolveEtcdOptions(options);
+    this.ownsClient = !client;
+    const etcd3 = client ? tryLoadEtcd3() : loadEtcd3();
+    const etcdClient = client ?? createEtcdClient(loadEtcd3(), clientOptions ?? { hosts: [] });
+    this.rpc = new EtcdRpc(etcdClient, etcd3, commandTimeout);
+    this.sessionTtlSeconds = sessionTtlSeconds;
+    this.watcher = new EtcdDeletionWatcher(this.rpc);
   }
 
   /** {@inheritDoc LockBackend.acquire} */
   async acquire(request: BackendAcquireRequest): Promise<BackendAcquireResult> {
     this.assertOpen('acquire');
-    this.validateKeys('acquire', request.keys);
+    this.checkKeys('acquire', request.keys);
     if (!(request.ttl > 0) || !Number.isFinite(request.ttl)) {
-      throw new LockBackendError(
-        'etcd',
-        'acquire',
-        `ttl must be a finite number of ms > 0, got ${request.ttl}`,
-      );
+      throw new LockBackendError('etcd', 'acquire', 'ttl must be a finite number of ms > 0');
     }
-    const token = request.token;
-    this.guard.enter(token);
+    const { token } = request;
+    this.running.set(token, (this.running.get(token) ?? 0) + 1);
     let session: EtcdSession | undefined;
     try {
-      await this.cleaner.settle(token);
+      // A second round only when the session was lost under the first.
       for (let round = 0; round < 2; round++) {
-        session = await this.ensureSession('acquire');
-        let result: EtcdAttempt;
-        try {
-          result =
-            request.queueFor !== undefined && request.queueFor > 0
-              ? await this.attempts.queued(session, request)
-              : await this.attempts.once(session, request);
-        } catch (err) {
+        const current = (session = await this.ensureSession());
+        const result = await this.attempt(current, request).catch((err: unknown) => {
           if (!isLeaseNotFound(err)) throw err;
-          session.lose({ reason: 'etcd no longer knows the session lease', cause: err });
-          result = 'session-lost';
-        }
-        if (result !== 'session-lost') return result;
+          current.lose({ reason: 'etcd no longer knows the session lease', cause: err });
+          return undefined;
+        });
+        if (result) return result;
       }
-      throw new LockBackendError(
-        'etcd',
-        'acquire',
-        'the session lease was lost twice during the attempt',
-      );
+      throw new Error('the session lease was lost twice during the attempt');
     } catch (err) {
-      if (session?.alive) this.guardFailed(token, request.keys, session);
-      throw err instanceof LockBackendError
-        ? err
-        : new LockBackendError(
-            'etcd',
-            'acquire',
-            err instanceof Error ? err.message : String(err),
-            { cause: err },
-          );
+      if (session?.alive) this.guard(token, request.keys, session);
+      if (err instanceof LockBackendError) throw err;
+      const message = err instanceof Error ? err.message : String(err);
+      throw new LockBackendError('etcd', 'acquire', message, { cause: err });
     } finally {
-      this.guard.exit(token);
+      const left = (this.running.get(token) ?? 1) - 1;
+      if (left > 0) this.running.set(token, left);
+      else this.running.delete(token);
     }
   }
 
   /** {@inheritDoc LockBackend.extend} */
   async extend(requests: readonly BackendExtendRequest[]): Promise<boolean[]> {
     this.assertOpen('extend');
-    const results = requests.map(() => false);
-    const checks: { index: number; lock: EtcdHeldLock; ttl: number }[] = [];
-    requests.forEach((request, index) => {
-      const lock = this.held.get(request.token);
-      if (!lock || !lock.session.alive || !(request.ttl > 0) || !Number.isFinite(request.ttl)) {
-        return;
-      }
-      checks.push({ index, lock, ttl: request.ttl });
+    const held = requests.map(({ token, ttl }) => {
+      const entry = this.entries.get(token);
+      const valid = entry?.held && entry.session.alive && ttl > 0 && Number.isFinite(ttl);
+      return valid ? entry : undefined;
     });
-    if (checks.length === 0) return results;
-
-    const intact = await readIntact(
-      this.client,
-      this.rpc,
-      checks.map((check) => check.lock),
-    );
-    const applied = performance.now();
-    const probed = new Set<EtcdSession>();
-    for (const { index, lock, ttl } of checks) {
-      // The lock must still be the live grant: an expiry or release that started meanwhile wins.
-      if (!this.held.isCurrent(lock) || !lock.session.alive) continue;
-      if (intact.get(lock)) {
-        lock.deadline = applied + ttl;
-        results[index] = true;
-      } else {
-        // Gone from etcd (deleted by someone else): forget it and remove any member left over.
-        this.held.take(lock.token);
-        this.cleaner.add(lock.token, lock.members, lock.session);
-        probed.add(lock.session);
+    const intact = await this.readIntact(held.filter((entry) => entry !== undefined));
+    const now = performance.now();
+    return held.map((entry, i) => {
+      // A release or loss that happened meanwhile wins.
+      if (!entry || this.entries.get(entry.token) !== entry || !entry.session.alive) return false;
+      if (intact.get(entry)) {
+        entry.deadline = now + requests[i].ttl;
+        return true;
       }
-    }
-    for (const session of probed) session.probe();
-    return results;
+      // Deleted by someone else: drop what is left of it, and ask whether the lease is gone.
+      this.take(entry.token);
+      entry.session.owe(entry.members);
+      entry.session.probe();
+      return false;
+    });
   }
 
   /** {@inheritDoc LockBackend.release} */
   async release(ref: BackendLockRef): Promise<boolean> {
     this.assertOpen('release');
-    const lock = this.held.take(ref.token);
-    if (!lock) return false;
-    if (!lock.session.alive) return false;
-    try {
-      const response = await this.rpc.run('release', (options) =>
-        this.client.kv.txn({ success: lock.members.map(deleteOp) }, options),
-      );
-      const deleted = response.responses.reduce(
-        (sum, r) => sum + Number(r.response_delete_range?.deleted ?? 0),
-        0,
-      );
-      return deleted === lock.members.length;
-    } catch (err) {
-      this.cleaner.add(ref.token, lock.members, lock.session);
-      throw err;
-    }
+    const entry = this.entries.get(ref.token);
+    if (!entry?.held) return false;
+    this.take(ref.token);
+    if (!entry.session.alive) return false;
+    const response = await entry.session.delete('release', entry.members);
+    const deleted = response.responses.map((op) => Number(op.response_delete_range?.deleted));
+    return deleted.every((count) => count === 1);
   }
 
   /**
    * {@inheritDoc LockBackend.cancel}
    *
-   * Deletes, in one transaction, the members of the token's queue entry and of any lock it holds
-   * (handed over by a release, or granted by an attempt whose answer was lost); keys that a failed
-   * attempt may still write are deleted in the background. Meant for a token with no attempt in
-   * flight, as the engine calls it.
+   * Member keys follow from key, lease and token: this deletes every member the token can have on
+   * the session, known here or not (an attempt whose answer was lost).
    */
   async cancel(ref: BackendLockRef): Promise<void> {
-    if (this.closed) return;
-    const token = ref.token;
-    const entries = [this.waiters.take(token), this.held.take(token)].filter(
-      (entry): entry is EtcdQueuedWaiter | EtcdHeldLock => entry !== undefined,
+    const entry = this.take(ref.token);
+    const session = this.session;
+    // Without a live session, the lease takes the members along.
+    if (this.closed || !session?.alive) return;
+    const all = new Set([...ref.keys, ...(entry?.keys ?? [])]);
+    await session.delete(
+      'cancel',
+      [...all].map((key) => keys.memberKey(key, session.leaseHex, ref.token)),
     );
-    const doomed = new Map<string, Buffer>();
-    for (const entry of entries) {
-      if (!entry.session.alive) continue;
-      for (const member of entry.members) doomed.set(member.toString('latin1'), member);
-    }
-    const guard = this.guard.get(token);
-    if (guard && guard.members.some((member) => !doomed.has(member.toString('latin1')))) {
-      this.cleaner.add(token, guard.members, guard.session);
-    }
-    if (doomed.size === 0) return;
-    try {
-      await this.rpc.run('cancel', (options) =>
-        this.client.kv.txn({ success: [...doomed.values()].map(deleteOp) }, options),
-      );
-    } catch (err) {
-      for (const entry of entries) this.cleaner.add(token, entry.members, entry.session);
-      throw err;
-    }
   }
 
   /** {@inheritDoc LockBackend.inspect} */
   async inspect(key: string): Promise<BackendLockInfo> {
     this.assertOpen('inspect');
-    this.validateKeys('inspect', [key]);
-    const range = lockRange(key);
-    const response = await this.rpc.run('inspect', (options) =>
-      this.client.kv.range(ownerRange(range), options),
-    );
-    const owner = response.kvs[0];
+    this.checkKeys('inspect', [key]);
+    const response = await this.rpc.txn('inspect', {
+      success: [keys.ownerOp(keys.lockRange(key))],
+    });
+    const owner = keys.kvsAt(response, 0)[0];
     if (!owner) return { held: false };
     const fencingToken = Number(owner.create_revision);
-    const own = this.held.remaining(range, owner);
+    const own = this.ownRemaining(owner.key);
     if (own !== undefined) return { held: true, ttl: own, fencingToken };
-    let ttl = decodeMember(owner.value)?.ttl;
+    let ttl = keys.decodeHint(owner.value)?.ttl;
     if (owner.lease !== '0') {
+      // Bounded by the holder's lease too: a dead holder's lock ends with it.
       const lease = await this.rpc.run('inspect', (options) =>
-        this.client.leaseClient.leaseTimeToLive({ ID: owner.lease }, options),
+        this.rpc.client.leaseClient.leaseTimeToLive({ ID: owner.lease }, options),
       );
       const leaseMs = Number(lease.TTL) * 1000;
-      if (leaseMs >= 0) ttl = ttl === undefined ? leaseMs : Math.min(ttl, leaseMs);
+      if (leaseMs >= 0) ttl = Math.min(ttl ?? leaseMs, leaseMs);
     }
     return ttl === undefined ? { held: true, fencingToken } : { held: true, ttl, fencingToken };
   }
@@ -334,30 +224,19 @@ export class EtcdLockBackend implements LockBackend {
   /**
    * {@inheritDoc LockBackend.onWake}
    *
-   * When every owner ahead of the waiter is deleted, the lock is already the waiter's: the wake-up
-   * carries it as a {@link BackendHandoff} (reserved for the waiter's `ttl`, claimed by `extend`).
+   * When every member ahead of the waiter is deleted, the lock is already its own: the wake-up
+   * carries it as a handoff, held until released like any grant.
    */
   onWake(token: string, listener: WakeListener): Unsubscribe {
     return this.wakes.add(token, listener);
   }
 
-  /**
-   * Until when the current session lease is known alive (monotonic ms): the send time of the last
-   * answered keep-alive plus the lease TTL, less a margin. See {@link LockBackend.leaseDeadline}.
-   * `Infinity` while there is no session: then no lock of this backend is held.
-   */
+  /** Until when the session lease is known alive (monotonic ms); `Infinity` without a session. */
   leaseDeadline(): number {
     return this.session ? this.session.deadline : Infinity;
   }
 
-  /**
-   * Calls `listener` once per session loss with every lock that was held on that session, as soon
-   * as the loss is known (etcd says the lease is gone, or keep-alives went unanswered until the
-   * local lease deadline), which is before etcd can hand those locks to anyone else. Without it,
-   * the loss shows up at the next `extend` of each lock (which returns false).
-   *
-   * @returns a function that removes the listener
-   */
+  /** Calls `listener` once per lost session with every lock held on it. */
   onLost(listener: (event: BackendLossEvent) => void): Unsubscribe {
     this.lostListeners.add(listener);
     return () => {
@@ -366,9 +245,8 @@ export class EtcdLockBackend implements LockBackend {
   }
 
   /**
-   * Revokes the session lease (which releases every lock and queue entry of this backend at
-   * once), stops every timer and watch, and closes the etcd client if the backend created it. A
-   * client passed as `client` is left open. Never rejects; idempotent.
+   * Revokes the session lease (every lock and queue entry of this backend goes with it), stops
+   * every timer and watch, and closes the client if the backend created it. Never rejects.
    */
   close(): Promise<void> {
     this.closing ??= this.shutdown();
@@ -377,73 +255,184 @@ export class EtcdLockBackend implements LockBackend {
 
   private async shutdown(): Promise<void> {
     this.closed = true;
-    this.cleaner.close();
-    this.waiters.clear();
-    this.held.clear();
-    this.guard.clear();
+    for (const timer of this.guards) clearTimeout(timer);
+    for (const token of [...this.entries.keys()]) this.take(token);
     this.wakes.clear();
     this.lostListeners.clear();
-    const sessions: EtcdSession[] = [];
-    if (this.session) sessions.push(this.session);
+    const session = this.session;
     this.session = undefined;
-    if (this.opening) {
-      try {
-        sessions.push(await this.opening);
-      } catch {
-        // No lease was granted.
-      }
-    }
-    await Promise.all([...sessions.map((session) => session.revoke()), this.watcher.close()]);
-    if (this.ownsClient) this.client.close();
+    // A session still opening revokes itself once it sees the backend closed.
+    await this.opening?.catch(() => undefined);
+    await Promise.all([session?.revoke(), this.watcher.close()]);
+    if (this.ownsClient) this.rpc.client.close();
   }
 
-  /**
-   * Every member ahead of `waiter` was deleted: its members are the lowest of their ranges, so
-   * the lock is its own. Hands it over in the wake-up when the waiter's caller listens and no attempt
-   * of it is running (which would answer for itself); otherwise just wakes it, and its next
-   * attempt finds the lock granted.
-   */
-  private handedOver(waiter: EtcdQueuedWaiter): void {
-    const { token, session, attempt } = waiter;
-    if (
-      attempt === undefined ||
-      !this.wakes.has(token) ||
-      this.guard.isRunning(token) ||
-      !session.alive
-    ) {
-      this.wakes.wake(token);
-      return;
+  /** One attempt on `session`; `undefined` when the session was lost under it. */
+  private async attempt(
+    session: EtcdSession,
+    request: BackendAcquireRequest,
+  ): Promise<BackendAcquireResult | undefined> {
+    const { token, ttl } = request;
+    const queue = (request.queueFor ?? 0) > 0;
+    const entry = this.entries.get(token);
+    const known = entry?.session === session && same(entry.keys, request.keys);
+    const members = request.keys.map((key) => keys.memberKey(key, session.leaseHex, token));
+    session.forgive(members);
+    const plan: EtcdAttempt = {
+      ranges: request.keys.map(keys.lockRange),
+      members,
+      queue,
+      known: known && queue ? entry.revisions : undefined,
+      value: keys.encodeHint({ ttl, session: session.ttl }),
+      leaseId: session.leaseId,
+    };
+    const response = await this.rpc.txn('acquire', attemptRequest(plan));
+    this.assertOpen('acquire');
+    if (!session.alive) return undefined;
+    const answer = readAttempt(plan, response);
+
+    const base = { token, keys: request.keys, members, session, ttl, revisions: answer.revisions };
+    if (answer.granted) {
+      this.track({ ...base, held: true, deadline: performance.now() + ttl });
+      return { acquired: true, fencingTokens: answer.revisions };
     }
-    this.waiters.take(token);
-    this.held.add({
-      token,
-      keys: waiter.keys,
-      members: waiter.members,
-      session,
-      revisions: waiter.revisions,
-      deadline: performance.now() + waiter.ttl,
-    });
+    if (queue) {
+      const waiter = this.track({ ...base, held: false, deadline: 0, attempt: request.attempt });
+      waiter.expiry = this.expireAfter(waiter, request.queueFor ?? 0);
+      waiter.stopFollow = followQueue(this.watcher, answer.aheads, answer.revision, (turn) =>
+        this.turn(waiter, turn),
+      );
+    }
+    // Keys we already own (a multi-key wait) do not bound it.
+    const bounds = answer.owners.map((owner, i) =>
+      owner && !owner.key.equals(members[i]) ? this.holderBound(owner) : 0,
+    );
+    return { acquired: false, retryAfter: Math.max(MIN_RETRY_AFTER, ...bounds) };
+  }
+
+  /** A queued waiter's turn came (`mine`), or it should read again (`retry`). */
+  private turn(waiter: Entry, turn: EtcdTurn): void {
+    const { token, session, attempt } = waiter;
+    if (this.entries.get(token) !== waiter) return;
+    // An attempt on the wire answers for itself; without a listener, the next attempt claims it.
+    const handOver =
+      turn === 'mine' &&
+      attempt !== undefined &&
+      this.wakes.has(token) &&
+      !this.running.has(token) &&
+      session.alive;
+    if (!handOver) return this.wakes.wake(token);
+    clearTimeout(waiter.expiry);
+    waiter.held = true;
+    waiter.deadline = performance.now() + waiter.ttl;
     this.wakes.wake(token, { attempt, fencingTokens: waiter.revisions, ttl: waiter.ttl });
   }
 
-  private async ensureSession(operation: string): Promise<EtcdSession> {
+  /** Deletes a queue entry no attempt refreshed within `queueFor` (the engine cancels first). */
+  private expireAfter(waiter: Entry, ms: number): NodeJS.Timeout {
+    const timer = setTimeout(
+      () => {
+        if (this.entries.get(waiter.token) !== waiter || waiter.held) return;
+        if (!this.running.has(waiter.token)) this.cancel(waiter).catch(() => undefined);
+        else waiter.expiry = this.expireAfter(waiter, this.rpc.timeout);
+      },
+      Math.min(ms, 2_147_483_647),
+    );
+    return timer.unref();
+  }
+
+  /**
+   * A failed attempt may still be applied by etcd (it sits in a leader's log, or a retry is on the
+   * wire), after the engine's `cancel` ran: delete its members once that can no longer happen,
+   * unless the token is using them again. A proposal stays pending only while etcd has no leader,
+   * when keep-alives fail too: past a session ttl without them the session is lost and its lease
+   * takes a late member along; before that, a leader commits or drops it.
+   */
+  private guard(token: string, lockKeys: readonly string[], session: EtcdSession): void {
+    const members = lockKeys.map((key) => keys.memberKey(key, session.leaseHex, token));
+    const timer = setTimeout(
+      () => {
+        this.guards.delete(timer);
+        if (!this.entries.has(token) && !this.running.has(token)) session.owe(members);
+      },
+      this.rpc.timeout + Math.max(DELAYED_APPLY_GRACE, session.ttl),
+    );
+    this.guards.add(timer.unref());
+  }
+
+  private track(entry: Entry): Entry {
+    this.take(entry.token);
+    this.entries.set(entry.token, entry);
+    return entry;
+  }
+
+  private take(token: string): Entry | undefined {
+    const entry = this.entries.get(token);
+    this.entries.delete(token);
+    entry?.stopFollow?.();
+    clearTimeout(entry?.expiry);
+    return entry;
+  }
+
+  /** Which entries still have every member at the revision it was granted at. */
+  private async readIntact(entries: readonly Entry[]): Promise<Map<Entry, boolean>> {
+    const chunks: Entry[][] = [];
+    let ops = Infinity;
+    for (const entry of entries) {
+      if (ops + entry.members.length > keys.MAX_TXN_OPS) {
+        chunks.push([]);
+        ops = 0;
+      }
+      chunks[chunks.length - 1].push(entry);
+      ops += entry.members.length;
+    }
+    const intact = new Map<Entry, boolean>();
+    await Promise.all(
+      chunks.map(async (chunk) => {
+        const reads = chunk.flatMap((entry) => entry.members.map(keys.readOp));
+        const response = await this.rpc.txn('extend', { success: reads });
+        let at = 0;
+        for (const entry of chunk) {
+          const found = entry.revisions.map((_, i) => keys.kvsAt(response, at + i)[0]);
+          at += entry.members.length;
+          intact.set(
+            entry,
+            found.every((kv, i) => Number(kv?.create_revision) === entry.revisions[i]),
+          );
+        }
+      }),
+    );
+    return intact;
+  }
+
+  /** Remaining ttl of a lock held here whose member is `member`, ms; else `undefined`. */
+  private ownRemaining(member: Buffer): number | undefined {
+    const entry = this.entries.get(keys.memberToken(member));
+    if (!entry?.held || !entry.members.some((own) => own.equals(member))) return undefined;
+    return Math.max(0, Math.min(entry.deadline - performance.now(), entry.session.remaining()));
+  }
+
+  /** Upper bound, ms, of when the holder `owner` may be gone without a wake-up. */
+  private holderBound(owner: { key: Buffer; value: Buffer }): number {
+    const hint = keys.decodeHint(owner.value);
+    const other = hint ? Math.min(hint.ttl, hint.session) : this.sessionTtlSeconds * 1000;
+    return Math.ceil(this.ownRemaining(owner.key) ?? other);
+  }
+
+  private async ensureSession(): Promise<EtcdSession> {
     if (this.session?.alive) return this.session;
-    this.opening ??= EtcdSession.open(
-      this.client,
-      this.rpc,
-      operation,
-      this.sessionTtlSeconds,
-      (session, loss) => this.sessionLost(session, loss),
+    this.opening ??= EtcdSession.open(this.rpc, this.sessionTtlSeconds, (session, loss) =>
+      this.sessionLost(session, loss),
     )
       .then(async (session) => {
         if (this.closed) {
           await session.revoke();
-          throw new LockBackendError('etcd', operation, 'the backend was closed');
+          throw new LockBackendError('etcd', 'acquire', 'the backend was closed');
         }
         const previous = this.session;
         this.session = session;
-        if (previous && previous !== session)
-          previous.lose({ reason: 'the session lease deadline passed' });
+        // Past its deadline, its timer just did not fire yet: report its locks lost now.
+        previous?.lose({ reason: 'the session lease deadline passed' });
         return session;
       })
       .finally(() => {
@@ -452,79 +441,42 @@ export class EtcdLockBackend implements LockBackend {
     return this.opening;
   }
 
+  /** Every lock on the session is lost; its waiters are woken to queue again on a new one. */
   private sessionLost(session: EtcdSession, loss: EtcdSessionLoss): void {
     if (this.session === session) this.session = undefined;
-    const locks: BackendLockRef[] = this.held
-      .takeSession(session)
-      .map((lock) => ({ keys: lock.keys, token: lock.token }));
-    const woken = this.waiters.takeSession(session);
-    this.guard.dropSession(session);
-    this.cleaner.dropSession(session);
-    // Make etcd drop the keys now, in case the lease outlives our conservative local deadline.
+    const lost = [...this.entries.values()].filter((entry) => entry.session === session);
+    lost.forEach((entry) => this.take(entry.token));
+    // In case etcd still has the lease (our local deadline is early): drop its keys now.
     void session.revoke();
+    const locks = lost.filter((e) => e.held).map((e) => ({ keys: e.keys, token: e.token }));
     if (locks.length > 0) {
       const event: BackendLossEvent = { locks, reason: loss.reason, cause: loss.cause };
       for (const listener of [...this.lostListeners]) {
         try {
           listener(event);
         } catch {
-          // A listener's failure must not stop the others.
+          // One listener's failure must not stop the others.
         }
       }
     }
-    for (const waiter of woken) this.wakes.wake(waiter.token);
-  }
-
-  /** Guards the members a failed attempt may still write (see etcd-acquire.guard.ts). */
-  private guardFailed(token: string, keys: readonly string[], session: EtcdSession): void {
-    const members = keys.map((key) => memberKey(key, session.leaseHex, token));
-    this.guard.add(token, members, session);
-    if (!this.held.get(token) && !this.waiters.get(token)) {
-      this.cleaner.add(token, members, session);
-    }
-  }
-
-  private guardDue(token: string, guard: EtcdGuard): void {
-    const tracked = this.held.get(token) ?? this.waiters.get(token);
-    if (tracked?.session === guard.session) return;
-    this.cleaner.add(token, guard.members, guard.session);
+    for (const entry of lost) if (!entry.held) this.wakes.wake(entry.token);
   }
 
   private assertOpen(operation: string): void {
     if (this.closed) throw new LockBackendError('etcd', operation, 'the backend is closed');
   }
 
-  private validateKeys(operation: string, keys: readonly string[]): void {
-    if (!Array.isArray(keys) || keys.length === 0) {
-      throw new LockBackendError('etcd', operation, 'at least one key is required');
-    }
-    if (keys.length > MAX_KEYS) {
-      throw new LockBackendError(
-        'etcd',
-        operation,
-        `at most ${MAX_KEYS} keys per lock (etcd --max-txn-ops=${MAX_TXN_OPS})`,
-      );
-    }
-    for (const key of keys) {
-      const problem = invalidLockKey(key);
-      if (problem) throw new LockBackendError('etcd', operation, problem);
-    }
+  private checkKeys(operation: string, lockKeys: readonly string[]): void {
+    const problem =
+      !Array.isArray(lockKeys) || lockKeys.length === 0
+        ? 'at least one key is required'
+        : lockKeys.length > MAX_KEYS
+          ? `at most ${MAX_KEYS} keys per lock (etcd --max-txn-ops=${keys.MAX_TXN_OPS})`
+          : lockKeys.map(keys.invalidLockKey).find((p) => p !== undefined);
+    if (problem) throw new LockBackendError('etcd', operation, problem);
   }
 }
 
-type WatchBackoff = { readonly duration: number; next(): WatchBackoff };
-
-/**
- * Watch reconnect delays for clients the backend creates: 100 ms doubling to 2 s (etcd3: 30 s).
- * etcd3 starts from `seed.next()`, so the seed itself is never used as a delay.
- */
-function watchBackoffSeed(): WatchBackoff {
-  return { duration: 100, next: () => cappedBackoff(0) };
-}
-
-function cappedBackoff(attempt: number): WatchBackoff {
-  return {
-    duration: Math.min(2_000, 100 * 2 ** attempt),
-    next: () => cappedBackoff(Math.min(attempt + 1, 5)),
-  };
+function same(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((key, i) => key === b[i]);
 }

@@ -1,74 +1,124 @@
+import type { ICompare, IKeyValue, IRequestOp, ITxnResponse } from 'etcd3';
+
 /**
- * etcd key layout. A lock key `K` owns the range `K + SEP ...`; each holder or waiter writes one
- * member key `K + SEP + <lease id, 16 hex> + '-' + <token>` in it. The separator is a NUL byte,
- * not `/`: with `/`, the members of a lock named `a/b` would fall inside the range of a lock named
- * `a` and block it. Lock keys must therefore not contain NUL.
+ * etcd key layout. Lock `K` owns the range `K\0...`; each holder or waiter writes one member key
+ * `K\0<lease id, 16 hex>-<token>` in it, on its session lease. The member with the lowest create
+ * revision holds the lock. NUL, not `/`, separates: with `/`, the members of lock `a/b` would fall
+ * in the range of lock `a` and block it. Lock keys therefore must not contain NUL.
  */
 const SEP = '\u0000';
 const SEP_NEXT = '\u0001';
-const LEASE_HEX_LENGTH = 16;
+
+/** etcd's default `--max-txn-ops`: the most operations one transaction may carry. */
+export const MAX_TXN_OPS = 128;
+/** Members ahead that one attempt reads, and a waiter follows, per key. */
+export const AHEAD_LIMIT = 16;
 
 /** The member range of one lock key. */
-export interface EtcdLockRange {
-  /** The lock key as the engine gave it. */
-  readonly key: string;
-  /** First key of the range: `key + SEP`. */
+export interface EtcdRange {
   readonly start: Buffer;
-  /** First key after the range. */
   readonly end: Buffer;
 }
 
-/** Range of the members of lock `key`. */
-export function lockRange(key: string): EtcdLockRange {
-  return { key, start: Buffer.from(key + SEP, 'utf8'), end: Buffer.from(key + SEP_NEXT, 'utf8') };
+export function lockRange(key: string): EtcdRange {
+  return { start: Buffer.from(key + SEP, 'utf8'), end: Buffer.from(key + SEP_NEXT, 'utf8') };
 }
 
-/** Member key of `token` in the range of `key`, for the session lease `leaseHex`. */
 export function memberKey(key: string, leaseHex: string, token: string): Buffer {
   return Buffer.from(`${key}${SEP}${leaseHex}-${token}`, 'utf8');
 }
 
-/** The token of a member key of `range`, or `undefined` when the key is not a member key. */
-export function memberToken(range: EtcdLockRange, member: Buffer): string | undefined {
-  if (
-    member.length < range.start.length + LEASE_HEX_LENGTH + 1 ||
-    !member.subarray(0, range.start.length).equals(range.start)
-  ) {
-    return undefined;
-  }
-  return member.subarray(range.start.length + LEASE_HEX_LENGTH + 1).toString('utf8');
+/** The token of a member key (after `K\0<16 hex>-`). */
+export function memberToken(member: Buffer): string {
+  const text = member.toString('utf8');
+  return text.slice(text.indexOf(SEP) + 18);
 }
 
-/** Why `key` cannot be used as a lock key, or `undefined` when it can. */
+/** Why `key` cannot be a lock key, or `undefined` when it can. */
 export function invalidLockKey(key: string): string | undefined {
   if (typeof key !== 'string' || key.length === 0) return 'lock keys must be non-empty strings';
   if (key.includes(SEP)) return 'lock keys must not contain a NUL character';
   return undefined;
 }
 
-/** Value stored in a member key: hints for other processes' `retryAfter`, both in ms. */
-export interface EtcdMemberValue {
-  /** The per-lock ttl the member asked for. */
+/**
+ * A member's value: its holder's ttl and session ttl in ms, so that other processes can bound
+ * their `retryAfter` (etcd itself only knows the lease).
+ */
+export interface EtcdMemberHint {
   readonly ttl: number;
-  /** TTL of the member's session lease. */
   readonly session: number;
 }
 
-/** Encodes a member value. */
-export function encodeMember(value: EtcdMemberValue): Buffer {
-  return Buffer.from(JSON.stringify(value), 'utf8');
+export function encodeHint(hint: EtcdMemberHint): Buffer {
+  return Buffer.from(JSON.stringify(hint), 'utf8');
 }
 
-/** Decodes a member value, `undefined` when it is not one. */
-export function decodeMember(value: Buffer | undefined): EtcdMemberValue | undefined {
+export function decodeHint(value: Buffer | undefined): EtcdMemberHint | undefined {
   if (!value || value.length === 0 || value.length > 256) return undefined;
   try {
-    const parsed = JSON.parse(value.toString('utf8')) as Partial<EtcdMemberValue>;
-    if (typeof parsed.ttl === 'number' && typeof parsed.session === 'number') {
-      return { ttl: parsed.ttl, session: parsed.session };
-    }
+    const { ttl, session } = JSON.parse(value.toString('utf8')) as Partial<EtcdMemberHint>;
+    if (typeof ttl === 'number' && typeof session === 'number') return { ttl, session };
   } catch {
     // Not written by this backend.
   }
   return undefined;
 }
+
+/** Reads the owner of a lock: the member with the lowest create revision. */
+export function ownerOp(range: EtcdRange): IRequestOp {
+  return {
+    request_range: {
+      key: range.start,
+      range_end: range.end,
+      sort_order: 'Ascend',
+      sort_target: 'Create',
+      limit: 1,
+    },
+  };
+}
+
+/**
+ * Reads the members ahead of ours, nearest first, at most {@link AHEAD_LIMIT}: below our create
+ * revision when known; else the newest `AHEAD_LIMIT + 1`, which start with ours when this
+ * transaction created it. etcd sets `more` when it left members out.
+ */
+export function aheadOp(range: EtcdRange, revision: number | undefined): IRequestOp {
+  return {
+    request_range: {
+      key: range.start,
+      range_end: range.end,
+      sort_order: 'Descend',
+      sort_target: 'Create',
+      keys_only: true,
+      ...(revision === undefined
+        ? { limit: AHEAD_LIMIT + 1 }
+        : { limit: AHEAD_LIMIT, max_create_revision: revision - 1 }),
+    },
+  };
+}
+
+export const readOp = (key: Buffer): IRequestOp => ({ request_range: { key, keys_only: true } });
+export const deleteOp = (key: Buffer): IRequestOp => ({ request_delete_range: { key } });
+export const putOp = (key: Buffer, value: Buffer, lease: string): IRequestOp => ({
+  request_put: { key, value, lease },
+});
+
+/** True when the range is empty (`create_revision == 0` holds only for a missing key). */
+export function emptyCompare(range: EtcdRange): ICompare {
+  return {
+    key: range.start,
+    range_end: range.end,
+    target: 'Create',
+    result: 'Equal',
+    create_revision: 0,
+  };
+}
+
+/** Every key-value read by operation `index` of a transaction. */
+export const kvsAt = (response: ITxnResponse, index: number): IKeyValue[] =>
+  response.responses[index]?.response_range?.kvs ?? [];
+
+/** Whether operation `index` left keys out (its `limit` was reached). */
+export const moreAt = (response: ITxnResponse, index: number): boolean =>
+  response.responses[index]?.response_range?.more === true;

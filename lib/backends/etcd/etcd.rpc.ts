@@ -1,4 +1,6 @@
+import type { Etcd3, ITxnRequest, ITxnResponse } from 'etcd3';
 import { LockBackendError } from '../../errors/lock-backend.error';
+import { sleep, withTimeout } from '../backend.timers';
 import type { Etcd3Exports } from './etcd-client.loader';
 
 /** Per-call gRPC options: an absolute deadline in epoch ms. */
@@ -6,11 +8,11 @@ export interface EtcdCallOptions {
   readonly deadline: number;
 }
 
-/** etcd server errors that say "not now" rather than "never": worth another try within budget. */
-const TRANSIENT_MESSAGES =
+/** etcd errors that say "not now" rather than "never": worth another try within the budget. */
+const TRANSIENT =
   /leader changed|no leader|request timed out|too many requests|not capable|unhealthy cluster|server is stopping|broken circuit|timeout/i;
 
-const MAX_ATTEMPTS = 50;
+const MAX_TRIES = 50;
 
 /** Whether the error says that the lease named in a request no longer exists. */
 export function isLeaseNotFound(err: unknown): boolean {
@@ -21,86 +23,60 @@ export function isLeaseNotFound(err: unknown): boolean {
   );
 }
 
-/** Sleeps `ms` without keeping the process alive. */
-export function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)).unref());
-}
-
 function describe(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
 /**
- * Runs etcd calls in a bounded time. The etcd3 client retries and fails over by itself (cockatiel
- * policies) but has no overall deadline, and a few etcd errors during a leader election are not
- * retried by it at all; here every operation gets one budget, a gRPC deadline inside that budget,
- * a local timer in case the client waits somewhere without one, and retries of transient errors
- * while the budget lasts. Every operation the backend sends is idempotent, which is what makes
- * retrying an ambiguous failure safe.
+ * Bounded etcd calls. The etcd3 client retries and fails over by itself but has no overall
+ * deadline, and does not retry a few errors of a leader election; here each call gets one budget
+ * (`commandTimeout`) with a gRPC deadline and a local timer (in case the client waits somewhere
+ * without one) inside it, and transient errors are retried while it lasts. Safe because every
+ * request the backend sends is idempotent.
  */
 export class EtcdRpc {
   constructor(
+    readonly client: Etcd3,
     private readonly etcd3: Etcd3Exports | undefined,
-    /** Budget per operation in ms. */
+    /** Budget per call, ms. */
     readonly timeout: number,
   ) {}
 
-  /**
-   * Runs `call` until it succeeds, fails for good, or the budget runs out.
-   *
-   * @throws LockBackendError with the last failure as `cause`
-   */
+  /** One transaction, bounded. */
+  txn(operation: string, request: ITxnRequest): Promise<ITxnResponse> {
+    return this.run(operation, (options) => this.client.kv.txn(request, options));
+  }
+
+  /** @throws LockBackendError with the last failure as `cause` */
   async run<T>(operation: string, call: (options: EtcdCallOptions) => Promise<T>): Promise<T> {
     const start = performance.now();
-    let lastError: unknown;
-    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-      const remaining = this.timeout - (performance.now() - start);
-      if (remaining <= 0) break;
+    let last: unknown;
+    for (let tries = 0; tries < MAX_TRIES; tries++) {
+      const left = this.timeout - (performance.now() - start);
+      if (left <= 0) break;
       try {
-        return await this.within(remaining, call({ deadline: Date.now() + remaining }));
+        const timeout = (): Error => new Error(`timeout after ${Math.round(left)} ms`);
+        return await withTimeout(call({ deadline: Date.now() + left }), left, timeout);
       } catch (err) {
-        lastError = err;
+        last = err;
         if (!this.isTransient(err)) {
           throw new LockBackendError('etcd', operation, describe(err), { cause: err });
         }
       }
-      const left = this.timeout - (performance.now() - start);
-      if (left <= 0) break;
-      await sleep(Math.min(left, 25 * 2 ** Math.min(attempt, 4)));
+      await sleep(
+        Math.min(this.timeout - (performance.now() - start), 25 * 2 ** Math.min(tries, 4)),
+      );
     }
-    throw new LockBackendError(
-      'etcd',
-      operation,
-      `no answer within ${this.timeout} ms${lastError === undefined ? '' : ` (last error: ${describe(lastError)})`}`,
-      { cause: lastError },
-    );
+    const detail = last === undefined ? '' : ` (last error: ${describe(last)})`;
+    throw new LockBackendError('etcd', operation, `no answer within ${this.timeout} ms${detail}`, {
+      cause: last,
+    });
   }
 
   private isTransient(err: unknown): boolean {
-    if (typeof err !== 'object' || err === null) return false;
-    if (this.etcd3?.isRecoverableError(err as Error)) return true;
-    const name = (err as { name?: unknown }).name;
-    if (name === 'BrokenCircuitError' || name === 'TaskCancelledError') return true;
-    return err instanceof Error && TRANSIENT_MESSAGES.test(err.message);
-  }
-
-  private within<T>(ms: number, promise: Promise<T>): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(
-        () => reject(new Error(`timeout: no answer within ${Math.round(ms)} ms`)),
-        ms,
-      );
-      timer.unref();
-      promise.then(
-        (value) => {
-          clearTimeout(timer);
-          resolve(value);
-        },
-        (err: unknown) => {
-          clearTimeout(timer);
-          reject(err);
-        },
-      );
-    });
+    if (!(err instanceof Error)) return false;
+    if (this.etcd3?.isRecoverableError(err)) return true;
+    if (err.name === 'BrokenCircuitError' || err.name === 'TaskCancelledError') return true;
+    return TRANSIENT.test(err.message);
   }
 }

@@ -1,5 +1,6 @@
-import type { Etcd3, ILeaseKeepAliveResponse } from 'etcd3';
-import { EtcdRpc } from './etcd.rpc';
+import type { ILeaseKeepAliveResponse, ITxnResponse } from 'etcd3';
+import { deleteOp, MAX_TXN_OPS } from './etcd.keys';
+import { EtcdCallOptions, EtcdRpc } from './etcd.rpc';
 
 /** Why a session ended without being closed. */
 export interface EtcdSessionLoss {
@@ -7,37 +8,37 @@ export interface EtcdSessionLoss {
   readonly cause?: unknown;
 }
 
-/** Retry delay of a failed keep-alive, in ms (bounded further by the lease deadline). */
+/** Retry delay of a failed keep-alive, ms (bounded further by the lease deadline). */
 const KEEPALIVE_RETRY = 250;
 
 /**
- * One etcd lease shared by every lock and queue entry of a backend, the `Session` of etcd's Go
- * `concurrency` package.
+ * One etcd lease shared by every member key of a backend (the `Session` of etcd's Go
+ * `concurrency` package). It owns the keys on its lease:
  *
- * Keep-alives run every TTL/3 on their own timer (unref'ed: a session never keeps the process
- * alive). The etcd3 client's own `Lease` is not used: it reports loss only after twice the TTL,
- * long after etcd has already deleted the keys and someone else may hold the lock.
- *
- * Loss is declared locally at `sent + TTL - margin`, where `sent` is the send time of the last
- * keep-alive etcd answered: etcd counts the TTL from when it received that keep-alive, later than
- * `sent`, so the local deadline always comes before etcd can expire the lease and hand its locks
- * to others. etcd answering TTL 0 (expired or revoked) is a loss at once.
+ * - Keep-alives every TTL/3 on an unref'ed timer (etcd3's own `Lease` reports loss only after
+ *   twice the TTL, long after etcd deleted the keys).
+ * - Loss is declared locally at `sent + TTL - margin`, `sent` being the send time of the last
+ *   answered keep-alive: etcd counts the TTL from when it received it, later, so the holder hears
+ *   of the loss before etcd can hand its locks to anyone. A TTL of 0 in the answer is a loss at
+ *   once, and so is an answer arriving after the local deadline (locks may already have been
+ *   judged lost by `leaseDeadline()`).
+ * - Nothing on a live lease expires, so a member the backend failed to delete must still go: it is
+ *   "owed", and deleted after each answered keep-alive until that succeeds or the lease ends.
  */
 export class EtcdSession {
-  /** Lease id as 16 hex digits, as used in key names. */
+  /** Lease id as 16 hex digits, as used in member keys. */
   readonly leaseHex: string;
   private expiresAt: number;
   private timer?: NodeJS.Timeout;
-  private loss?: EtcdSessionLoss;
-  private stopped = false;
+  private ended = false;
   private inFlight = false;
+  private readonly owed = new Map<string, Buffer>();
 
   private constructor(
-    private readonly client: Etcd3,
     private readonly rpc: EtcdRpc,
-    /** Lease id, decimal, as etcd3 returns int64 values. */
+    /** Lease id, decimal (etcd3's int64 form). */
     readonly leaseId: string,
-    /** TTL etcd granted, in ms. */
+    /** TTL etcd granted, ms. */
     readonly ttl: number,
     sentAt: number,
     private readonly onLost: (session: EtcdSession, loss: EtcdSessionLoss) => void,
@@ -47,177 +48,159 @@ export class EtcdSession {
     this.schedule(sentAt + ttl / 3);
   }
 
-  /**
-   * Grants a lease of `ttlSeconds` and starts keeping it alive.
-   *
-   * @throws LockBackendError when etcd does not grant it within the rpc budget
-   */
+  /** Grants a lease of `ttlSeconds` and keeps it alive. @throws LockBackendError */
   static async open(
-    client: Etcd3,
     rpc: EtcdRpc,
-    operation: string,
     ttlSeconds: number,
     onLost: (session: EtcdSession, loss: EtcdSessionLoss) => void,
   ): Promise<EtcdSession> {
     const sentAt = performance.now();
-    const granted = await rpc.run(operation, (options) =>
-      client.leaseClient.leaseGrant({ TTL: ttlSeconds }, options),
+    const granted = await rpc.run('acquire', (options) =>
+      rpc.client.leaseClient.leaseGrant({ TTL: ttlSeconds }, options),
     );
     const ttl = Number(granted.TTL) * 1000;
-    if (!(ttl > 0)) {
-      throw new Error(
-        `etcd granted a lease with TTL ${granted.TTL}${granted.error ? `: ${granted.error}` : ''}`,
-      );
-    }
-    return new EtcdSession(client, rpc, granted.ID, ttl, sentAt, onLost);
+    if (!(ttl > 0)) throw new Error(`etcd granted a lease with TTL ${granted.TTL}`);
+    return new EtcdSession(rpc, granted.ID, ttl, sentAt, onLost);
   }
 
-  /** True until the session is lost or stopped. */
+  /** True until lost or revoked. Pure: the timer declares the loss. */
   get alive(): boolean {
-    // Pure on purpose: callers iterate over their locks; the timer declares the loss itself.
-    return !this.loss && !this.stopped && performance.now() < this.lossAt;
+    return !this.ended && performance.now() < this.lossAt;
   }
 
-  /** Monotonic ms until which the lease is known alive; `-Infinity` once lost or stopped. */
+  /** Monotonic ms until which the lease is known alive; `-Infinity` once ended. */
   get deadline(): number {
-    return this.loss || this.stopped ? -Infinity : this.lossAt;
+    return this.ended ? -Infinity : this.lossAt;
   }
 
-  /** Remaining lease time as known locally, in ms (0 when lost). */
+  /** Remaining lease time as known locally, ms. */
   remaining(): number {
-    return this.alive ? Math.max(0, this.lossAt - performance.now()) : 0;
+    return this.alive ? this.lossAt - performance.now() : 0;
   }
 
-  /** Declares the session lost (idempotent) and tells the backend once. */
+  /** Declares the session lost, once, and tells the backend. */
   lose(loss: EtcdSessionLoss): void {
-    if (this.loss || this.stopped) return;
-    this.loss = loss;
-    this.halt();
+    if (this.ended) return;
+    this.end();
     this.onLost(this, loss);
   }
 
   /** Stops keep-alives and revokes the lease, deleting every key on it. Never rejects. */
   async revoke(): Promise<void> {
-    this.stopped = true;
-    this.halt();
-    try {
-      await this.rpc.run('close', (options) =>
-        this.client.leaseClient.leaseRevoke({ ID: this.leaseId }, options),
-      );
-    } catch {
-      // Already gone, or etcd is unreachable: then the lease expires by itself within its TTL,
-      // because nothing keeps it alive any more.
-    }
+    this.end();
+    await this.rpc
+      .run('close', (options) =>
+        this.rpc.client.leaseClient.leaseRevoke({ ID: this.leaseId }, options),
+      )
+      // Unreachable: nothing keeps the lease alive any more, so it expires within its TTL.
+      .catch(() => undefined);
   }
 
-  /**
-   * Sends a keep-alive now (unless one is on the way): a lock found missing may mean the lease was
-   * revoked, and the other locks of the session should hear about it without waiting for TTL/3.
-   */
+  /** Sends a keep-alive now: a lock found missing may mean that the lease was revoked. */
   probe(): void {
-    if (this.loss || this.stopped || this.inFlight) return;
-    this.halt();
+    if (this.ended || this.inFlight) return;
+    clearTimeout(this.timer);
     void this.keepAlive();
   }
 
-  /** Where the local lease deadline sits: early by a margin that absorbs timer and clock jitter. */
+  /** Deletes members of this lease now; on failure they are owed (see the class comment). */
+  async delete(operation: string, members: readonly Buffer[]): Promise<ITxnResponse> {
+    try {
+      return await this.rpc.txn(operation, { success: members.map(deleteOp) });
+    } catch (err) {
+      this.owe(members);
+      throw err;
+    }
+  }
+
+  /** Members to delete for sure, later (see the class comment). */
+  owe(members: readonly Buffer[]): void {
+    if (this.ended) return;
+    for (const member of members) this.owed.set(member.toString('latin1'), member);
+  }
+
+  /** Takes back members a new attempt writes again. */
+  forgive(members: readonly Buffer[]): void {
+    for (const member of members) this.owed.delete(member.toString('latin1'));
+  }
+
+  /** The local deadline: early by a margin for timer and clock jitter. */
   private get lossAt(): number {
     return this.expiresAt - Math.min(1_000, this.ttl / 10);
   }
 
-  private halt(): void {
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = undefined;
+  private end(): void {
+    this.ended = true;
+    this.owed.clear();
+    clearTimeout(this.timer);
   }
 
   private schedule(at: number): void {
-    this.halt();
-    if (this.loss || this.stopped) return;
-    const when = Math.min(at, this.lossAt);
-    this.timer = setTimeout(() => this.tick(), Math.max(0, when - performance.now()));
+    clearTimeout(this.timer);
+    if (this.ended) return;
+    const delay = Math.max(0, Math.min(at, this.lossAt) - performance.now());
+    this.timer = setTimeout(() => this.tick(), delay);
     this.timer.unref();
   }
 
   private tick(): void {
-    this.timer = undefined;
-    if (this.loss || this.stopped) return;
+    if (this.ended) return;
     if (performance.now() >= this.lossAt) {
       this.lose({ reason: 'no keep-alive answer before the session lease deadline' });
-      return;
-    }
-    if (this.inFlight) {
+    } else if (this.inFlight) {
       this.schedule(performance.now() + KEEPALIVE_RETRY);
-      return;
+    } else {
+      void this.keepAlive();
     }
-    void this.keepAlive();
   }
 
   private async keepAlive(): Promise<void> {
     this.inFlight = true;
     const sentAt = performance.now();
+    let granted: number;
     try {
-      const response = await this.sendKeepAlive();
-      if (this.loss || this.stopped) return;
-      // Past the local deadline, locks may already have been judged lost (`leaseDeadline()` read
-      // after a stall) and their release skipped: a late answer must not bring the session back.
-      if (performance.now() >= this.lossAt) {
-        this.lose({ reason: 'the keep-alive answered after the session lease deadline' });
-        return;
-      }
-      const granted = Number(response.TTL) * 1000;
-      if (!(granted > 0)) {
-        this.lose({ reason: 'etcd reports that the session lease expired or was revoked' });
-        return;
-      }
-      this.expiresAt = Math.max(this.expiresAt, sentAt + granted);
-      this.schedule(sentAt + this.ttl / 3);
+      const response = await this.rpc.run('keep-alive', (options) => this.keepAliveOnce(options));
+      granted = Number(response.TTL) * 1000;
     } catch {
-      if (this.loss || this.stopped) return;
       this.schedule(performance.now() + Math.min(KEEPALIVE_RETRY, this.ttl / 6));
+      return;
     } finally {
       this.inFlight = false;
     }
+    if (this.ended) return;
+    if (performance.now() >= this.lossAt) {
+      this.lose({ reason: 'the keep-alive answered after the session lease deadline' });
+    } else if (!(granted > 0)) {
+      this.lose({ reason: 'etcd reports that the session lease expired or was revoked' });
+    } else {
+      this.expiresAt = Math.max(this.expiresAt, sentAt + granted);
+      this.schedule(sentAt + this.ttl / 3);
+      void this.sweep();
+    }
   }
 
-  /** One keep-alive over a short-lived stream, bounded by the rpc budget. */
-  private sendKeepAlive(): Promise<ILeaseKeepAliveResponse> {
-    const budget = this.rpc.timeout;
-    return new Promise<ILeaseKeepAliveResponse>((resolve, reject) => {
-      let settled = false;
-      let stream: { end(): void; cancel(): void } | undefined;
-      const finish = (err: unknown, response?: ILeaseKeepAliveResponse): void => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        try {
-          if (err === undefined) stream?.end();
-          else stream?.cancel();
-        } catch {
-          // The stream is already closed.
-        }
-        if (err === undefined && response) resolve(response);
-        else reject(err instanceof Error ? err : new Error(String(err)));
-      };
-      const timer = setTimeout(
-        () => finish(new Error(`keep-alive got no answer within ${budget} ms`)),
-        budget,
-      );
-      timer.unref();
-      this.client.leaseClient.leaseKeepAlive({ deadline: Date.now() + budget }).then(
-        (opened) => {
-          stream = opened;
-          // Listeners stay attached after settling so a late error is never an unhandled 'error'.
-          opened.on('data', (response) => finish(undefined, response));
-          opened.on('error', (err) => finish(err));
-          opened.on('end', () => finish(new Error('keep-alive stream ended without an answer')));
-          if (settled) {
-            opened.cancel();
-            return;
-          }
-          opened.write({ ID: this.leaseId });
-        },
-        (err: unknown) => finish(err),
-      );
+  /** One keep-alive over a short-lived stream, which its gRPC deadline ends at the latest. */
+  private async keepAliveOnce(options: EtcdCallOptions): Promise<ILeaseKeepAliveResponse> {
+    const stream = await this.rpc.client.leaseClient.leaseKeepAlive(options);
+    return new Promise((resolve, reject) => {
+      stream.on('data', (response: ILeaseKeepAliveResponse) => {
+        stream.end();
+        resolve(response);
+      });
+      stream.on('error', reject);
+      stream.on('end', () => reject(new Error('keep-alive stream ended without an answer')));
+      stream.write({ ID: this.leaseId });
     });
+  }
+
+  private async sweep(): Promise<void> {
+    const batch = [...this.owed.entries()].slice(0, MAX_TXN_OPS);
+    if (batch.length === 0) return;
+    try {
+      await this.rpc.txn('release', { success: batch.map(([, member]) => deleteOp(member)) });
+      for (const [id, member] of batch) if (this.owed.get(id) === member) this.owed.delete(id);
+    } catch {
+      // Owed still: the next answered keep-alive tries again.
+    }
   }
 }
