@@ -1,5 +1,5 @@
 /*
- * etcd backend, after etcd's Go `concurrency` package (session + mutex); docs/etcd-backend.md has
+ * etcd backend, after etcd's Go `concurrency` package (session + mutex); docs/architecture.md ("etcd backend") has
  * the long form. One acquire, one wake-up, one loss:
  *
  * - Acquire (etcd-acquire.txn.ts): ONE transaction per attempt. Lock `K` is the range `K\0...`;
