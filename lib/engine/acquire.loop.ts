@@ -1,3 +1,4 @@
+import { errorMessage } from '../errors/error.message';
 import { randomUUID } from 'node:crypto';
 import type {
   BackendHandoff,
@@ -178,8 +179,6 @@ async function claim(host: AcquireHost, lock: GrantedLock, ttl: number): Promise
     await lock.extend(ttl);
   } catch (err) {
     if (lock.held)
-      host.logger.warn(
-        `could not claim handed-over lock "${lock.key}": ${(err as Error)?.message}`,
-      );
+      host.logger.warn(`could not claim handed-over lock "${lock.key}": ${errorMessage(err)}`);
   }
 }

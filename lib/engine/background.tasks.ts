@@ -1,3 +1,4 @@
+import { errorMessage } from '../errors/error.message';
 import { monotonicNow } from './clock';
 
 /** Where failures nobody awaits are reported. */
@@ -101,7 +102,7 @@ export class BackgroundTasks {
     delay: number,
     err: unknown,
   ): Promise<void> | undefined {
-    const message = (err as Error)?.message ?? String(err);
+    const message = errorMessage(err);
     if (this.draining || this.waiting.size >= MAX_WAITING || monotonicNow() + delay >= until) {
       this.logger.warn(`${label} failed (${message}); left to expire on the backend`);
       return undefined;

@@ -60,7 +60,7 @@ export class GrantedLock implements Lock {
    * server's.
    */
   private inFlightExtension: Promise<void> | undefined;
-  private answerInFlight: (() => void) | undefined;
+  private resolveInFlight: (() => void) | undefined;
   /** Lost while an extension was in flight: the orphan release waits for its answer. */
   private releaseAfterExtension = false;
   /** The orphan release started once that extension answered. */
@@ -173,7 +173,7 @@ export class GrantedLock implements Lock {
         throw this.lostError;
       },
       (err: unknown) => {
-        // Renewal stops and the lock expires after its ttl: nothing is leaked without a TTL.
+        // Renewal stops and the lock ends on its own (its ttl; etcd: the deletion the session owes).
         if (this.state === 'releasing') this.finish('released');
         throw err;
       },
@@ -191,7 +191,7 @@ export class GrantedLock implements Lock {
    */
   beginExtension(ttl: number): Extension | undefined {
     if (this.checkValidity() !== 'held' || this.inFlightExtension) return undefined;
-    this.inFlightExtension = new Promise<void>((resolve) => (this.answerInFlight = resolve));
+    this.inFlightExtension = new Promise<void>((resolve) => (this.resolveInFlight = resolve));
     return { sentAt: monotonicNow(), ttl };
   }
 
@@ -201,17 +201,16 @@ export class GrantedLock implements Lock {
    * validity deadline still ends it).
    */
   endExtension(extension: Extension, outcome: boolean | unknown): void {
-    const settle = this.answerInFlight;
+    const answered = this.resolveInFlight;
     this.inFlightExtension = undefined;
-    this.answerInFlight = undefined;
+    this.resolveInFlight = undefined;
     if (this.releaseAfterExtension) {
       // Lost meanwhile: unless the answer says the grant is gone, it may be held for nobody.
       this.releaseAfterExtension = false;
       if (outcome !== false) this.orphanRelease = this.owner.releaseOrphan(this);
     }
-    settle?.();
-    if (this.state === 'lost') return;
-    if (this.state !== 'held') return;
+    answered?.();
+    if (this.state !== 'held') return; // released or lost meanwhile: nothing to renew
     if (outcome === true) {
       this.ttl = extension.ttl;
       this.ownValidUntil = validityDeadline(extension.sentAt, extension.ttl);

@@ -33,6 +33,11 @@ export function toTtl(value: unknown, where: string): number {
   return toDuration(value, where, 1);
 }
 
+/** `fallback` when `value` is undefined, else `value` checked as a ttl-like duration. */
+export function optionalTtl(value: unknown, where: string, fallback: number): number {
+  return value === undefined ? fallback : toTtl(value, where);
+}
+
 /** Checks a wait-like duration (>= 0 ms); see {@link toDuration}. */
 export function toWait(value: unknown, where: string): number {
   return toDuration(value, where, 0);

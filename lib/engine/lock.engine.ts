@@ -1,3 +1,4 @@
+import { errorMessage } from '../errors/error.message';
 import { setMaxListeners } from 'node:events';
 import type { BackendLockRef, LockBackend } from '../backends/lock-backend.interface';
 import { LockBackendError } from '../errors/lock-backend.error';
@@ -139,9 +140,15 @@ export class LockEngine implements LockOwner, AcquireHost {
 
   /**
    * Runs `fn` holding `lock`, as `current()` of its async chain, then releases it. The work's own
-   * error wins; otherwise a loss during the work surfaces as `LockLostError`.
+   * error wins; otherwise a loss during the work surfaces as `LockLostError`. `handOver` may take
+   * over a result whose work goes on after it returns (an Observable): it returns what the caller
+   * gets instead and becomes responsible for the release.
    */
-  async runHolding<T>(lock: Lock, fn: () => T | Promise<T>): Promise<T> {
+  async runHolding<T>(
+    lock: Lock,
+    fn: () => T | Promise<T>,
+    handOver?: (result: T) => T | undefined,
+  ): Promise<T> {
     let result: T;
     try {
       result = await this.context.run(lock, fn);
@@ -149,6 +156,8 @@ export class LockEngine implements LockOwner, AcquireHost {
       await this.releaseQuietly(lock);
       throw err;
     }
+    const continued = handOver?.(result);
+    if (continued !== undefined) return continued;
     await this.releaseAfterWork(lock);
     return result;
   }
@@ -162,7 +171,7 @@ export class LockEngine implements LockOwner, AcquireHost {
       await lock.release();
     } catch (err) {
       if (err instanceof LockBackendError) {
-        this.logger.warn(`${err.message}; lock "${lock.key}" will expire after its ttl`);
+        this.logger.warn(`${err.message}; lock "${lock.key}" is left to end on the backend`);
         return;
       }
       throw err;
@@ -174,9 +183,7 @@ export class LockEngine implements LockOwner, AcquireHost {
     try {
       await lock.release();
     } catch (err) {
-      this.logger.warn(
-        `release of lock "${lock.key}" after a failed call: ${(err as Error)?.message}`,
-      );
+      this.logger.warn(`release of lock "${lock.key}" after a failed call: ${errorMessage(err)}`);
     }
   }
 
@@ -309,7 +316,7 @@ export class LockEngine implements LockOwner, AcquireHost {
 
   private backendError(operation: string, err: unknown): Error {
     if (err instanceof LockError) return err;
-    const message = (err as Error)?.message ?? String(err);
+    const message = errorMessage(err);
     return new LockBackendError(this.backend.name, operation, message, { cause: err });
   }
 }

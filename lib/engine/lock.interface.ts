@@ -33,13 +33,15 @@ export interface Lock extends AsyncDisposable {
   /**
    * Extends the lock to `ttl` ms from now (default: the lock's current ttl), owner-checked.
    * Throws `TypeError` for a ttl outside (0, 2147483647] ms before any backend call,
-   * `LockLostError` if the lock is no longer ours, `LockBackendError` if the backend failed.
+   * `LockLostError` if the lock was lost, `LockError` once it was released, `LockBackendError` if
+   * the backend failed.
    */
   extend(ttl?: number): Promise<void>;
   /**
    * Releases the lock, owner-checked. Once released, another call does nothing; once lost, every
    * call rejects with the `LockLostError` that ended it. Throws `LockBackendError` if the backend
-   * could not be reached (the lock then expires on its own after its ttl).
+   * could not be reached (the lock then ends on its own: after its ttl, or on etcd once the
+   * backend can delete it, at the latest with its session lease).
    */
   release(): Promise<void>;
 }

@@ -1,3 +1,4 @@
+import { errorMessage } from '../errors/error.message';
 import type { LockBackend } from '../backends/lock-backend.interface';
 import type { Extension, GrantedLock } from './granted.lock';
 import { monotonicNow } from './clock';
@@ -107,7 +108,7 @@ export class RenewalScheduler {
     } catch (err) {
       sent.forEach((lock, i) => lock.endExtension(extensions[i], err));
       this.logger.warn(
-        `could not renew ${sent.length} lock(s) (${this.backend.name}): ${(err as Error)?.message ?? String(err)}`,
+        `could not renew ${sent.length} lock(s) (${this.backend.name}): ${errorMessage(err)}`,
       );
       return;
     }

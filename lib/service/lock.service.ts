@@ -1,3 +1,4 @@
+import { holdUntilComplete } from './observable.holder';
 import {
   BeforeApplicationShutdown,
   Inject,
@@ -5,7 +6,7 @@ import {
   Logger,
   OnApplicationShutdown,
 } from '@nestjs/common';
-import { isObservable, Observable } from 'rxjs';
+import { isObservable } from 'rxjs';
 import { LockNotAcquiredError } from '../errors/lock-not-acquired.error';
 import type { AcquireOptions } from '../engine/acquire-options.interface';
 import { LockEngine } from '../engine/lock.engine';
@@ -95,16 +96,9 @@ export class LockService implements BeforeApplicationShutdown, OnApplicationShut
       }
       throw err;
     }
-    let result: T;
-    try {
-      result = await this.engine.context.run(lock, invoke);
-    } catch (err) {
-      await this.engine.releaseQuietly(lock);
-      throw err;
-    }
-    if (isObservable(result)) return this.holdUntilComplete(result, lock) as T;
-    await this.engine.releaseAfterWork(lock);
-    return result;
+    return this.engine.runHolding(lock, invoke, (result) =>
+      isObservable(result) ? (holdUntilComplete(this.engine, result, lock) as T) : undefined,
+    );
   }
 
   // The two shutdown hooks stay in the published types, unlike runLocked: the class declares that
@@ -118,38 +112,5 @@ export class LockService implements BeforeApplicationShutdown, OnApplicationShut
   /** Called by Nest: closes the backend if the module created it; one you passed in stays open. */
   async onApplicationShutdown(): Promise<void> {
     if (this.runtime.ownsBackend) await this.runtime.backend.close?.();
-  }
-
-  private holdUntilComplete<V>(source: Observable<V>, lock: Lock): Observable<V> {
-    const engine = this.engine;
-    return new Observable<V>((subscriber) => {
-      let settled = false;
-      const settle = (error?: { error: unknown }): void => {
-        if (settled) return;
-        settled = true;
-        if (error) {
-          void engine.releaseQuietly(lock).then(() => subscriber.error(error.error));
-        } else {
-          engine.releaseAfterWork(lock).then(
-            () => subscriber.complete(),
-            (err: unknown) => subscriber.error(err),
-          );
-        }
-      };
-      const subscription = engine.context.run(lock, () =>
-        source.subscribe({
-          next: (value) => subscriber.next(value),
-          error: (error: unknown) => settle({ error }),
-          complete: () => settle(),
-        }),
-      );
-      return () => {
-        subscription.unsubscribe();
-        if (!settled) {
-          settled = true;
-          void engine.releaseQuietly(lock);
-        }
-      };
-    });
   }
 }

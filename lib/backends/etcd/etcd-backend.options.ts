@@ -1,4 +1,4 @@
-import { toTtl } from '../../engine/lock-options.validator';
+import { assertKnownOptions, optionalTtl } from '../../engine/lock-options.validator';
 import type { Etcd3, IOptions } from 'etcd3';
 
 /** Default lease TTL of the backend's session, in ms. */
@@ -66,10 +66,6 @@ export interface ResolvedEtcdOptions {
   readonly commandTimeout: number;
 }
 
-function positiveMs(name: string, value: unknown, fallback: number): number {
-  return value === undefined ? fallback : toTtl(value, `EtcdLockBackend: ${name}`);
-}
-
 function looksLikeEtcd3(value: unknown): value is Etcd3 {
   if (typeof value !== 'object' || value === null) return false;
   const candidate = value as Partial<Record<'kv' | 'leaseClient' | 'watch', unknown>>;
@@ -90,10 +86,14 @@ export function resolveEtcdOptions(options: EtcdLockBackendOptions): ResolvedEtc
   if (typeof options !== 'object' || options === null) {
     throw new TypeError('EtcdLockBackend: options must be an object with `hosts` or `client`');
   }
-  const sessionTtl = positiveMs('sessionTtl', options.sessionTtl, DEFAULT_ETCD_SESSION_TTL);
-  const commandTimeout = positiveMs(
-    'commandTimeout',
+  const sessionTtl = optionalTtl(
+    options.sessionTtl,
+    'EtcdLockBackend: sessionTtl',
+    DEFAULT_ETCD_SESSION_TTL,
+  );
+  const commandTimeout = optionalTtl(
     options.commandTimeout,
+    'EtcdLockBackend: commandTimeout',
     DEFAULT_ETCD_COMMAND_TIMEOUT,
   );
   const sessionTtlSeconds = Math.max(1, Math.ceil(sessionTtl / 1000));
@@ -105,6 +105,12 @@ export function resolveEtcdOptions(options: EtcdLockBackendOptions): ResolvedEtc
     );
   }
   if (hasClient) {
+    // With `hosts`, other names are etcd3 client options; with a client of yours there are none.
+    assertKnownOptions(
+      options,
+      ['client', 'sessionTtl', 'commandTimeout'],
+      'EtcdLockBackend options',
+    );
     if (!looksLikeEtcd3(options.client)) {
       throw new TypeError(
         'EtcdLockBackend: `client` must be an Etcd3 instance from the etcd3 package',

@@ -20,6 +20,8 @@
  * was lost may be applied by etcd after `cancel` ran, so its members are deleted again later
  * (`guard`).
  */
+import { chunkByCost } from '../backend.batches';
+import { errorMessage } from '../../errors/error.message';
 import { LockBackendError } from '../../errors/lock-backend.error';
 import type {
   BackendAcquireRequest,
@@ -65,7 +67,7 @@ interface Entry extends BackendLockRef {
 }
 
 /**
- * A {@link LockBackend} on etcd v3. See the comment at the top of this file.
+ * A {@link LockBackend} on etcd v3; the README's "etcd" section says how it works.
  *
  * ```ts
  * const backend = new EtcdLockBackend({ hosts: 'http://127.0.0.1:2379' });
@@ -94,7 +96,7 @@ export class EtcdLockBackend implements LockBackend {
    * @param options `{ hosts, ...etcd3 options }` to let the backend create (and close) its client,
    *   or `{ client }` to use one the application owns; plus `sessionTtl` (default 10000 ms) and
    *   `commandTimeout` (default 2000 ms)
-   * @throws TypeError or RangeError for invalid options
+   * @throws TypeError for invalid options
    * @throws Error when the optional `etcd3` package is not installed (`npm i etcd3`)
    */
   constructor(options: EtcdLockBackendOptions) {
@@ -133,7 +135,7 @@ export class EtcdLockBackend implements LockBackend {
     } catch (err) {
       if (session?.alive) this.guard(token, request.keys, session);
       if (err instanceof LockBackendError) throw err;
-      const message = err instanceof Error ? err.message : String(err);
+      const message = errorMessage(err);
       throw new LockBackendError('etcd', 'acquire', message, { cause: err });
     } finally {
       const left = (this.running.get(token) ?? 1) - 1;
@@ -376,16 +378,7 @@ export class EtcdLockBackend implements LockBackend {
 
   /** Which entries still have every member at the revision it was granted at. */
   private async readIntact(entries: readonly Entry[]): Promise<Map<Entry, boolean>> {
-    const chunks: Entry[][] = [];
-    let ops = Infinity;
-    for (const entry of entries) {
-      if (ops + entry.members.length > keys.MAX_TXN_OPS) {
-        chunks.push([]);
-        ops = 0;
-      }
-      chunks[chunks.length - 1].push(entry);
-      ops += entry.members.length;
-    }
+    const chunks = chunkByCost(entries, (entry) => entry.members.length, keys.MAX_TXN_OPS);
     const intact = new Map<Entry, boolean>();
     await Promise.all(
       chunks.map(async (chunk) => {

@@ -1,3 +1,4 @@
+import { errorMessage } from '../../errors/error.message';
 import type { Etcd3, ITxnRequest, ITxnResponse } from 'etcd3';
 import { LockBackendError } from '../../errors/lock-backend.error';
 import { sleep, withTimeout } from '../backend.timers';
@@ -21,10 +22,6 @@ export function isLeaseNotFound(err: unknown): boolean {
     cause instanceof Error &&
     /requested lease not found|lease .* is expired or revoked/i.test(cause.message)
   );
-}
-
-function describe(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }
 
 /**
@@ -60,14 +57,14 @@ export class EtcdRpc {
       } catch (err) {
         last = err;
         if (!this.isTransient(err)) {
-          throw new LockBackendError('etcd', operation, describe(err), { cause: err });
+          throw new LockBackendError('etcd', operation, errorMessage(err), { cause: err });
         }
       }
       await sleep(
         Math.min(this.timeout - (performance.now() - start), 25 * 2 ** Math.min(tries, 4)),
       );
     }
-    const detail = last === undefined ? '' : ` (last error: ${describe(last)})`;
+    const detail = last === undefined ? '' : ` (last error: ${errorMessage(last)})`;
     throw new LockBackendError('etcd', operation, `no answer within ${this.timeout} ms${detail}`, {
       cause: last,
     });

@@ -1,5 +1,4 @@
 export { EtcdLockBackend } from './etcd.backend';
-export { DEFAULT_ETCD_COMMAND_TIMEOUT, DEFAULT_ETCD_SESSION_TTL } from './etcd-backend.options';
 export type {
   EtcdLockBackendClientOptions,
   EtcdLockBackendHostsOptions,

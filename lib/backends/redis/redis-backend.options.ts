@@ -1,4 +1,4 @@
-import { assertKnownOptions, toTtl } from '../../engine/lock-options.validator';
+import { assertKnownOptions, optionalTtl } from '../../engine/lock-options.validator';
 import type { Redis, RedisOptions } from 'ioredis';
 
 /** Tuning shared by every way of pointing {@link RedisLockBackendOptions} at a server. */
@@ -100,10 +100,6 @@ function positiveInteger(value: unknown, name: string, fallback: number): number
   return value;
 }
 
-function positiveMs(value: unknown, name: string, fallback: number): number {
-  return value === undefined ? fallback : toTtl(value, `RedisLockBackend: ${name}`);
-}
-
 function looksLikeClient(value: unknown): value is Redis {
   return (
     isRecord(value) &&
@@ -165,8 +161,16 @@ export function resolveRedisLockBackendOptions(options: unknown): ResolvedRedisL
   if (typeof channelPrefix !== 'string') fail('channelPrefix must be a string');
   return {
     connection,
-    commandTimeout: positiveMs(options.commandTimeout, 'commandTimeout', DEFAULT_COMMAND_TIMEOUT),
-    claimWindow: positiveMs(options.claimWindow, 'claimWindow', DEFAULT_CLAIM_WINDOW),
+    commandTimeout: optionalTtl(
+      options.commandTimeout,
+      'RedisLockBackend: commandTimeout',
+      DEFAULT_COMMAND_TIMEOUT,
+    ),
+    claimWindow: optionalTtl(
+      options.claimWindow,
+      'RedisLockBackend: claimWindow',
+      DEFAULT_CLAIM_WINDOW,
+    ),
     channelPrefix,
     maxBatchKeys: positiveInteger(options.maxBatchKeys, 'maxBatchKeys', DEFAULT_MAX_BATCH_KEYS),
   };

@@ -1,3 +1,4 @@
+import { chunkByCost } from '../backend.batches';
 import { randomBytes } from 'node:crypto';
 import type { Redis, RedisOptions } from 'ioredis';
 import type {
@@ -75,14 +76,13 @@ function isIntegerArray(value: unknown): value is number[] {
  * Every operation is one Lua script call (extend: one per batch of up to `maxBatchKeys` keys),
  * atomic and owner-checked on the server. Waiters queue in FIFO order per key; a release hands
  * the lock to the oldest live waiter for `claimWindow` ms and wakes it by pub/sub, with the grant
- * itself for a single-key waiter, so that the engine takes it without a claim round trip. See
- * redis.keys.ts for the key layout and redis.scripts.ts for fencing tokens and costs.
+ * itself for a single-key waiter, so that the engine takes it without a claim round trip. The
+ * README's "Redis" section has the key layout, fencing tokens and costs.
  *
  * Limits worth knowing: Redis replicates asynchronously, so a failover can lose a grant and hand
  * the lock to a second owner; fencing tokens rely on the server clock never going backwards.
  * Check fencing tokens in the resource you protect when that matters. Needs Redis 5 or later
- * (scripts read server TIME before writing); tested on Redis 7.0. Not for Redis Cluster (see
- * redis.keys.ts).
+ * (scripts read server TIME before writing); tested on Redis 7.0. Not for Redis Cluster yet.
  *
  * @example
  * new RedisLockBackend({ url: 'redis://127.0.0.1:6379' })
@@ -163,19 +163,7 @@ export class RedisLockBackend implements LockBackend {
   async extend(requests: readonly BackendExtendRequest[]): Promise<boolean[]> {
     // By keys, not by requests: a script's run time, during which Redis serves nobody else,
     // follows the keys it touches, and a lock may have many. A batch of locks does not bound it.
-    const chunks: BackendExtendRequest[][] = [];
-    let chunk: BackendExtendRequest[] = [];
-    let chunkKeys = 0;
-    for (const request of requests) {
-      if (chunk.length > 0 && chunkKeys + request.keys.length > this.settings.maxBatchKeys) {
-        chunks.push(chunk);
-        chunk = [];
-        chunkKeys = 0;
-      }
-      chunk.push(request);
-      chunkKeys += request.keys.length;
-    }
-    if (chunk.length > 0) chunks.push(chunk);
+    const chunks = chunkByCost(requests, (r) => r.keys.length, this.settings.maxBatchKeys);
     const results = await Promise.all(chunks.map((c) => this.extendChunk(c)));
     return results.flat();
   }

@@ -42,8 +42,8 @@ export interface RedisOperation {
  * ioredis's `commandTimeout` would arm): operations are kept in start order, which is deadline
  * order since they share one budget, and the watchdog wakes at the oldest pending deadline. A
  * steady stream of fast operations therefore re-arms it about once per `commandTimeout`. That
- * shared budget is why this is a linked list, O(1) per operation, and not the keyed heap etcd
- * uses for deadlines that move (etcd-deadline.queue.ts) nor the renewal scheduler's periodic scan.
+ * shared budget is why this is a linked list, O(1) per operation, and not a heap for deadlines
+ * that move nor the renewal scheduler's periodic scan.
  */
 export class RedisConnection {
   private head: PendingOperation | undefined;
