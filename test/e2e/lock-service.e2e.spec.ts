@@ -7,8 +7,9 @@ import {
 import { INestApplication } from '@nestjs/common';
 import { deferred, eventually, sleep, within } from '../support/async.helpers';
 import { ObservedBackend } from '../support/observed.backend';
-import { createLockApp, uniqueKey } from '../support/test-app';
+import { createLockApp } from '../support/test-app';
 import { closeTestBackends, TEST_BACKENDS } from '../support/test-backends';
+import { uniqueKey } from '../support/test-ids';
 
 describe.each(TEST_BACKENDS)('LockService on $name', (testBackend) => {
   const apps: INestApplication[] = [];

@@ -22,8 +22,9 @@ import {
 } from 'nestjs-distributed-lock';
 import { deferred, eventually, sleep, within } from '../support/async.helpers';
 import { ObservedBackend } from '../support/observed.backend';
-import { createLockApp, uniqueKey } from '../support/test-app';
+import { createLockApp } from '../support/test-app';
 import { closeTestBackends, TEST_BACKENDS } from '../support/test-backends';
+import { uniqueKey } from '../support/test-ids';
 
 const RUN = uniqueKey('run'); // keeps keys apart between backends and runs
 

@@ -10,9 +10,11 @@ import {
 } from 'nestjs-distributed-lock';
 import { DISTRIBUTED_LOCK_RUNTIME } from '../../lib/module/distributed-lock.constants';
 import type { LockRuntime } from '../../lib/module/lock-runtime.factory';
+import { sleep } from '../support/async.helpers';
 import { ObservedBackend } from '../support/observed.backend';
-import { createLockApp, uniqueKey } from '../support/test-app';
+import { createLockApp } from '../support/test-app';
 import { closeTestBackends, TEST_BACKENDS } from '../support/test-backends';
+import { uniqueKey } from '../support/test-ids';
 
 async function bootstrap(imports: Parameters<typeof Test.createTestingModule>[0]['imports']) {
   const moduleRef = await Test.createTestingModule({ imports }).compile();
@@ -139,7 +141,7 @@ describe.each(TEST_BACKENDS)('shutdown on $name', (testBackend) => {
     const key = uniqueKey('shutdown-wait');
     const holder = await observer.locks.acquire(key);
     const waiting = locks.acquire(key, { wait: 30_000 }).catch((e: unknown) => e);
-    await new Promise((r) => setTimeout(r, 30));
+    await sleep(30);
     await app.close();
     expect(await waiting).toBeInstanceOf(Error);
     await holder.release();

@@ -7,8 +7,9 @@ import {
 import { INestApplication } from '@nestjs/common';
 import { startRedis } from '../servers/redis.server';
 import { ServerProcess, removeDir } from '../servers/server.process';
-import { eventually, within } from '../support/async.helpers';
-import { createLockApp, uniqueKey } from '../support/test-app';
+import { eventually, sleep, within } from '../support/async.helpers';
+import { createLockApp } from '../support/test-app';
+import { uniqueKey } from '../support/test-ids';
 
 /**
  * What an application sees when its Redis goes away: a server of its own, stopped and restarted
@@ -48,7 +49,7 @@ describe('Redis outages, through the module', () => {
     const holder = await a.acquire(key, { ttl: 1000, renew: false });
     const started = Date.now();
     const waiting = b.acquire(key, { wait: 10_000 }).catch((e: unknown) => e);
-    await new Promise((r) => setTimeout(r, 50));
+    await sleep(50);
     await server.stop();
     // The waiter re-checks at the holder's ttl at the latest and then meets the outage.
     const error = await within(10_000 + 500 + 3000, waiting, 'waiter during outage');

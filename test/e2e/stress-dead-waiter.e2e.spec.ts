@@ -3,14 +3,10 @@ import Redis from 'ioredis';
 import { INestApplication } from '@nestjs/common';
 import type { Lock, LockBackendConfig, LockService } from 'nestjs-distributed-lock';
 import { eventually, within } from '../support/async.helpers';
-import { createLockApp, uniqueKey } from '../support/test-app';
+import { createLockApp } from '../support/test-app';
+import { etcdHosts, redisUrl } from '../support/test-env';
+import { uniqueKey } from '../support/test-ids';
 import { LockClientProcess } from './fixtures/lock-client.process';
-
-function env(name: string): string {
-  const value = process.env[name];
-  if (!value) throw new Error(`${name} is not set: run the suite with jest (globalSetup)`);
-  return value;
-}
 
 /** How long after `releasedAt` the acquisition ended, and how. */
 async function outcomeAfter(
@@ -85,7 +81,7 @@ describe('A waiter queued behind a SIGKILLed waiter', () => {
     'on Redis, is granted within the claim window of the release when the waiter ahead is %s',
     async (_label, fault) => {
       const claimWindow = 2000;
-      const url = env('REDIS_URL');
+      const url = redisUrl();
       const admin = new Redis(url);
       try {
         // Holder + queued waiters: the lock hash exists, and the queue holds one member per waiter.
@@ -108,7 +104,7 @@ describe('A waiter queued behind a SIGKILLed waiter', () => {
 
   it('on etcd, is granted within the session ttl of the release', async () => {
     const sessionTtl = 3000;
-    const hosts = env('ETCD_HOSTS').split(',');
+    const hosts = etcdHosts();
     const admin = new Etcd3({ hosts });
     try {
       // One member key per holder or waiter.

@@ -4,18 +4,18 @@ import { LockBackendError, LockService } from 'nestjs-distributed-lock';
 import { startEtcd } from '../servers/etcd.server';
 import { startRedis } from '../servers/redis.server';
 import { removeDir, ServerProcess } from '../servers/server.process';
-import { eventually, within } from '../support/async.helpers';
-import { createLockApp, uniqueKey } from '../support/test-app';
+import { eventually, timed, within } from '../support/async.helpers';
+import { createLockApp } from '../support/test-app';
+import { uniqueKey } from '../support/test-ids';
 
 /** How a call ended and how long it took, as one string a failure message shows. */
-async function timed(call: () => Promise<unknown>): Promise<{ summary: string; ms: number }> {
-  const started = Date.now();
-  const how = await call().then(
-    () => 'resolved',
-    (err: unknown) =>
-      err instanceof LockBackendError ? 'LockBackendError' : `other: ${String(err)}`,
-  );
-  const ms = Date.now() - started;
+async function outcome(call: () => Promise<unknown>): Promise<{ summary: string; ms: number }> {
+  const { ms, ...ended } = await timed(call());
+  const how = !('error' in ended)
+    ? 'resolved'
+    : ended.error instanceof LockBackendError
+      ? 'LockBackendError'
+      : `other: ${String(ended.error)}`;
   return { summary: `${how} after ${ms} ms`, ms };
 }
 
@@ -79,7 +79,7 @@ describe('Bounded errors while Redis is frozen (SIGSTOP)', () => {
   it('rejects tryAcquire within commandTimeout, and cleans up the grant once Redis is back', async () => {
     const key = uniqueKey('frozen-try');
     const { summary, ms } = await frozen(server, () =>
-      timed(() => within(15_000, a.tryAcquire(key), 'tryAcquire')),
+      outcome(() => within(15_000, a.tryAcquire(key), 'tryAcquire')),
     );
     expect(summary).toMatch(/^LockBackendError /);
     expect(ms).toBeLessThan(commandTimeout + MARGIN);
@@ -91,7 +91,7 @@ describe('Bounded errors while Redis is frozen (SIGSTOP)', () => {
     const key = uniqueKey('frozen-wait');
     const wait = 500;
     const { summary, ms } = await frozen(server, () =>
-      timed(() => within(15_000, a.acquire(key, { wait }), 'acquire')),
+      outcome(() => within(15_000, a.acquire(key, { wait }), 'acquire')),
     );
     expect(summary).toMatch(/^LockBackendError /);
     expect(ms).toBeLessThan(wait + commandTimeout + MARGIN);
@@ -103,7 +103,7 @@ describe('Bounded errors while Redis is frozen (SIGSTOP)', () => {
     const holder = await a.acquire(key, { ttl: 30_000 });
     const wait = 1000;
     const started = Date.now();
-    const waiting = timed(() => within(15_000, b.acquire(key, { wait }), 'waiter'));
+    const waiting = outcome(() => within(15_000, b.acquire(key, { wait }), 'waiter'));
     await eventually(async () => (await admin.zcard(`{lock:${key}}:q`)) === 1, 2000, 'queued');
     const { summary } = await frozen(server, () => waiting);
     const ms = Date.now() - started;
@@ -141,7 +141,7 @@ describe('Bounded errors while etcd is frozen (SIGSTOP)', () => {
 
   it('rejects tryAcquire within commandTimeout', async () => {
     const { summary, ms } = await frozen(server, () =>
-      timed(() => within(15_000, locks.tryAcquire(uniqueKey('frozen-etcd')), 'tryAcquire')),
+      outcome(() => within(15_000, locks.tryAcquire(uniqueKey('frozen-etcd')), 'tryAcquire')),
     );
     expect(summary).toMatch(/^LockBackendError /);
     expect(ms).toBeLessThan(commandTimeout + MARGIN);

@@ -1,79 +1,10 @@
-import type {
-  BackendAcquireRequest,
-  BackendAcquireResult,
-  BackendExtendRequest,
-  BackendLockInfo,
-  BackendLockRef,
-  LockBackend,
-  Unsubscribe,
-} from 'nestjs-distributed-lock/backend';
 import { LockLostError, LockService } from 'nestjs-distributed-lock';
 import { INestApplication } from '@nestjs/common';
 import { sleep, within } from '../support/async.helpers';
-import { createLockApp, uniqueKey } from '../support/test-app';
+import { ObservedBackend } from '../support/observed.backend';
+import { createLockApp } from '../support/test-app';
 import { closeTestBackends, TEST_BACKENDS } from '../support/test-backends';
-
-interface ReleaseCall {
-  readonly token: string;
-  readonly keys: readonly string[];
-  settled: boolean;
-}
-
-/**
- * A real backend whose releases are recorded and answer a little late, the way a remote server
- * does, so that a release still in flight when shutdown ends can be seen.
- */
-class ReleaseRecordingBackend implements LockBackend {
-  readonly releases: ReleaseCall[] = [];
-  // Optional members the engine may read (some are being added to LockBackend): forwarded when
-  // the real backend has them, so that the wrapper changes nothing but the release timing.
-  declare onLost?: LockBackend['onLost'];
-  declare leaseDeadline?: () => number;
-  declare maxKeys?: number;
-
-  constructor(private readonly inner: LockBackend) {
-    const optional = inner as LockBackend & { leaseDeadline?(): number; maxKeys?: number };
-    if (optional.onLost) this.onLost = (listener) => optional.onLost!(listener);
-    if (optional.leaseDeadline) this.leaseDeadline = () => optional.leaseDeadline!();
-    if (optional.maxKeys !== undefined) this.maxKeys = optional.maxKeys;
-  }
-
-  get name(): string {
-    return this.inner.name;
-  }
-
-  acquire(request: BackendAcquireRequest): Promise<BackendAcquireResult> {
-    return this.inner.acquire(request);
-  }
-
-  extend(requests: readonly BackendExtendRequest[]): Promise<boolean[]> {
-    return this.inner.extend(requests);
-  }
-
-  async release(ref: BackendLockRef): Promise<boolean> {
-    const call: ReleaseCall = { token: ref.token, keys: [...ref.keys], settled: false };
-    this.releases.push(call);
-    try {
-      const released = await this.inner.release(ref);
-      await sleep(25);
-      return released;
-    } finally {
-      call.settled = true;
-    }
-  }
-
-  cancel(ref: BackendLockRef): Promise<void> {
-    return this.inner.cancel(ref);
-  }
-
-  inspect(key: string): Promise<BackendLockInfo> {
-    return this.inner.inspect(key);
-  }
-
-  onWake(token: string, listener: Parameters<LockBackend['onWake']>[1]): Unsubscribe {
-    return this.inner.onWake(token, listener);
-  }
-}
+import { uniqueKey } from '../support/test-ids';
 
 /**
  * README "Shutdown": app.close() releases every held lock before the backend closes. Each grant
@@ -94,17 +25,19 @@ describe.each(TEST_BACKENDS)('Shutdown with held locks on $name', (testBackend) 
   });
 
   it('releases each held grant exactly once, all settled before app.close() resolves', async () => {
-    const backend = new ReleaseRecordingBackend(testBackend.connect());
+    // Releases answer a little late, the way a remote server does, so that one still in flight
+    // when app.close() resolves can be seen.
+    const backend = new ObservedBackend(testBackend.connect(), { releaseDelay: 25 });
     const { app, locks } = await createLockApp({ backend });
     const single = await locks.acquire(uniqueKey('shutdown-one'));
     const multi = await locks.acquire([uniqueKey('shutdown-a'), uniqueKey('shutdown-b')]);
 
     await within(10_000, app.close(), 'app.close()');
-    const atClose = backend.releases.map((c) => ({ token: c.token, settled: c.settled }));
+    const atClose = backend.releases().map((c) => ({ token: c.ref.token, settled: c.settled }));
 
     // Anything fired after close would show up here.
     await sleep(200);
-    const calls = backend.releases.map((c) => ({ token: c.token, settled: c.settled }));
+    const calls = backend.releases().map((c) => ({ token: c.ref.token, settled: c.settled }));
     const summary = (list: { token: string; settled: boolean }[]): string[] =>
       list.map(
         (c) =>

@@ -3,14 +3,10 @@ import Redis from 'ioredis';
 import { INestApplication } from '@nestjs/common';
 import type { Lock, LockBackendConfig } from 'nestjs-distributed-lock';
 import { eventually, within } from '../support/async.helpers';
-import { createLockApp, uniqueKey } from '../support/test-app';
+import { createLockApp } from '../support/test-app';
+import { etcdHosts, redisUrl } from '../support/test-env';
+import { uniqueKey } from '../support/test-ids';
 import { LockClientProcess } from './fixtures/lock-client.process';
-
-function env(name: string): string {
-  const value = process.env[name];
-  if (!value) throw new Error(`${name} is not set: run the suite with jest (globalSetup)`);
-  return value;
-}
 
 /** What the stalled holder saw in the first tick after its event loop came back. */
 interface StallReport {
@@ -99,7 +95,7 @@ describe('A holder whose event loop stalls past its lock', () => {
 
   it('on etcd, sees the lock lost as soon as it runs again after its session lease ran out', async () => {
     const sessionTtl = 2000;
-    const hosts = env('ETCD_HOSTS').split(',');
+    const hosts = etcdHosts();
     const backend: LockBackendConfig = { type: 'etcd', hosts, sessionTtl };
     const admin = new Etcd3({ hosts });
     try {
@@ -117,7 +113,7 @@ describe('A holder whose event loop stalls past its lock', () => {
   }, 25_000);
 
   it('on Redis, sees the lock lost as soon as it runs again after its ttl ran out', async () => {
-    const url = env('REDIS_URL');
+    const url = redisUrl();
     const backend: LockBackendConfig = { type: 'redis', url };
     const admin = new Redis(url);
     try {

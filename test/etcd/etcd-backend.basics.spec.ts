@@ -3,7 +3,9 @@ import { join } from 'node:path';
 import { EtcdLockBackend } from '../../lib/backends/etcd';
 import { LockBackendError } from '../../lib/errors/lock-backend.error';
 import { sleep } from '../support/async.helpers';
-import { Resources, etcdHosts, members, newToken, uniqueKey } from './etcd-test.helpers';
+import { etcdHosts } from '../support/test-env';
+import { newToken, uniqueKey } from '../support/test-ids';
+import { Resources, members } from './etcd-test.helpers';
 
 describe('EtcdLockBackend basics (real etcd)', () => {
   const resources = new Resources();
@@ -22,6 +24,9 @@ describe('EtcdLockBackend basics (real etcd)', () => {
       expect(() => new EtcdLockBackend({ hosts, sessionTtl: 0 })).toThrow(TypeError);
       expect(() => new EtcdLockBackend({ hosts, sessionTtl: Number.NaN })).toThrow(TypeError);
       expect(() => new EtcdLockBackend({ hosts, commandTimeout: -1 })).toThrow(TypeError);
+      expect(
+        () => new EtcdLockBackend({ client: resources.client(), sesionTtl: 3000 } as never),
+      ).toThrow(/unknown option "sesionTtl"; did you mean "sessionTtl"/);
     });
 
     it('does not load etcd3 when the backend module is imported', () => {

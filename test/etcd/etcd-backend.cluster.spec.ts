@@ -4,7 +4,8 @@ import type { EtcdLockBackend } from '../../lib/backends/etcd';
 import { EtcdMember, planEtcdCluster, startEtcdMember } from '../servers/etcd.server';
 import { ServerProcess, removeDir } from '../servers/server.process';
 import { eventually, sleep } from '../support/async.helpers';
-import { Resources, members, newToken, uniqueKey, waitForLock } from './etcd-test.helpers';
+import { newToken, uniqueKey } from '../support/test-ids';
+import { Resources, members, waitForLock } from './etcd-test.helpers';
 
 interface RunningMember {
   readonly member: EtcdMember;

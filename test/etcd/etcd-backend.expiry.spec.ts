@@ -1,14 +1,8 @@
 import type { BackendLossEvent } from '../../lib/backends/lock-backend.interface';
 import { eventually, sleep } from '../support/async.helpers';
-import {
-  Resources,
-  etcdHosts,
-  members,
-  newToken,
-  startProxy,
-  uniqueKey,
-  waitForLock,
-} from './etcd-test.helpers';
+import { etcdHosts } from '../support/test-env';
+import { newToken, uniqueKey } from '../support/test-ids';
+import { Resources, members, startProxy, waitForLock } from './etcd-test.helpers';
 
 describe('EtcdLockBackend per-lock ttl and session loss (real etcd)', () => {
   const resources = new Resources();

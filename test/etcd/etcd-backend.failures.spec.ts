@@ -1,13 +1,8 @@
 import { LockBackendError } from '../../lib/errors/lock-backend.error';
 import { eventually } from '../support/async.helpers';
-import {
-  Resources,
-  etcdHosts,
-  newToken,
-  startProxy,
-  uniqueKey,
-  waitForLock,
-} from './etcd-test.helpers';
+import { etcdHosts } from '../support/test-env';
+import { newToken, uniqueKey } from '../support/test-ids';
+import { Resources, startProxy, waitForLock } from './etcd-test.helpers';
 
 /** Runs `action` and returns its rejection and how long it took, in ms. */
 async function rejection(

@@ -1,3 +1,4 @@
+import type { Etcd3 } from 'etcd3';
 import type { EtcdLockBackend } from '../../lib/backends/etcd';
 import type {
   BackendAcquireRequest,
@@ -6,14 +7,9 @@ import type {
 import { LockEngine } from '../../lib/engine/lock.engine';
 import { LockBackendError } from '../../lib/errors/lock-backend.error';
 import { eventually, sleep } from '../support/async.helpers';
-import {
-  Resources,
-  etcdHosts,
-  members,
-  newToken,
-  startProxy,
-  uniqueKey,
-} from './etcd-test.helpers';
+import { etcdHosts } from '../support/test-env';
+import { newToken, uniqueKey } from '../support/test-ids';
+import { Resources, members, startProxy } from './etcd-test.helpers';
 
 const quiet = { warn: () => undefined, error: () => undefined };
 
@@ -26,6 +22,32 @@ function recordAttempts(backend: EtcdLockBackend): number[] {
     return acquire(request);
   };
   return attempts;
+}
+
+/**
+ * What the engine does after any failed attempt: cancel, retried while the client reconnects,
+ * until the waiter's queue entry is gone and only the holder is left.
+ */
+async function cancelUntilOnlyHolderLeft(
+  backend: EtcdLockBackend,
+  raw: Etcd3,
+  key: string,
+  token: string,
+): Promise<void> {
+  await eventually(
+    () =>
+      backend.cancel({ keys: [key], token }).then(
+        () => true,
+        () => false,
+      ),
+    20_000,
+    'cancel',
+  );
+  await eventually(
+    async () => (await members(raw, key)).length === 1,
+    20_000,
+    'queue entry deleted',
+  );
 }
 
 describe('EtcdLockBackend handoff and clean-up (real etcd)', () => {
@@ -131,21 +153,7 @@ describe('EtcdLockBackend handoff and clean-up (real etcd)', () => {
       // etcd applied the write: the member is in the queue although the caller got an error.
       expect((await members(raw, key)).some((m) => m.key.endsWith(token))).toBe(true);
       proxy.heal();
-      // What the engine does after any failed attempt; retried while the client reconnects.
-      await eventually(
-        () =>
-          flaky.cancel({ keys: [key], token }).then(
-            () => true,
-            () => false,
-          ),
-        20_000,
-        'cancel',
-      );
-      await eventually(
-        async () => (await members(raw, key)).length === 1,
-        20_000,
-        'queue entry deleted',
-      );
+      await cancelUntilOnlyHolderLeft(flaky, raw, key, token);
       expect(await direct.release({ keys: [key], token: holder })).toBe(true);
       expect((await direct.inspect(key)).held).toBe(false);
     } finally {
@@ -174,20 +182,7 @@ describe('EtcdLockBackend handoff and clean-up (real etcd)', () => {
         LockBackendError,
       );
       proxy.heal();
-      await eventually(
-        () =>
-          flaky.cancel({ keys: [key], token }).then(
-            () => true,
-            () => false,
-          ),
-        20_000,
-        'cancel',
-      );
-      await eventually(
-        async () => (await members(raw, key)).length === 1,
-        20_000,
-        'queue entry deleted',
-      );
+      await cancelUntilOnlyHolderLeft(flaky, raw, key, token);
       expect(await direct.release({ keys: [key], token: holder })).toBe(true);
     } finally {
       await proxy.close();

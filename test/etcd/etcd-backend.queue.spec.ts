@@ -1,5 +1,6 @@
 import { eventually, sleep } from '../support/async.helpers';
-import { Resources, members, newToken, uniqueKey, waitForLock } from './etcd-test.helpers';
+import { newToken, uniqueKey } from '../support/test-ids';
+import { Resources, members, waitForLock } from './etcd-test.helpers';
 
 describe('EtcdLockBackend wait queue (real etcd)', () => {
   const resources = new Resources();

@@ -1,29 +1,10 @@
-import { randomUUID } from 'node:crypto';
 import { Socket, connect, createServer } from 'node:net';
 import { Etcd3 } from 'etcd3';
 import { EtcdLockBackend, EtcdLockBackendOptions } from '../../lib/backends/etcd';
 import { sleep } from '../support/async.helpers';
 import { waitForGrant, WaitOptions, Waited } from '../support/backend.waiter';
-
-/** Hosts of the shared test etcd started by jest's globalSetup. */
-export function etcdHosts(): string[] {
-  const hosts = process.env.ETCD_HOSTS;
-  if (!hosts) throw new Error('ETCD_HOSTS is not set: run through jest (globalSetup starts etcd)');
-  return hosts.split(',');
-}
-
-let counter = 0;
-
-/** A lock key no other test uses. */
-export function uniqueKey(name: string): string {
-  counter += 1;
-  return `ndl-test:${name}:${process.pid}:${counter}:${randomUUID().slice(0, 8)}`;
-}
-
-/** A fresh owner token. */
-export function newToken(): string {
-  return randomUUID();
-}
+import { etcdHosts } from '../support/test-env';
+import { newToken } from '../support/test-ids';
 
 /** Creates backends and raw clients and closes them all at the end of a test file. */
 export class Resources {

@@ -2,10 +2,11 @@ import Redis from 'ioredis';
 import type { BackendAcquireResult } from '../../lib/backends/lock-backend.interface';
 import { LockBackendError } from '../../lib/errors/lock-backend.error';
 import { RedisLockBackend } from '../../lib/backends/redis';
-import { startRedis } from '../servers/redis.server';
-import { freePort, removeDir, type ServerProcess } from '../servers/server.process';
-import { eventually, sleep, within } from '../support/async.helpers';
-import { newToken, Resources, sharedRedisUrl, timed, uniqueId } from './redis-test.helpers';
+import { freePort } from '../servers/server.process';
+import { eventually, sleep, timed, within } from '../support/async.helpers';
+import { redisUrl } from '../support/test-env';
+import { newToken, uniqueId } from '../support/test-ids';
+import { OwnRedisServers, Resources } from './redis-test.helpers';
 
 const COMMAND_TIMEOUT = 500;
 /** "No hang": generous bound on how long a failing operation may take. */
@@ -13,30 +14,16 @@ const FAIL_BOUND = COMMAND_TIMEOUT + 3000;
 
 describe('RedisLockBackend: outages, errors and options', () => {
   const resources = new Resources();
-  const servers: ServerProcess[] = [];
+  const servers = new OwnRedisServers();
   let id: string;
   const key = (name: string): string => `lock:${id}:${name}`;
-
-  async function ownServer(extraArgs: string[] = []): Promise<ServerProcess> {
-    const server = await startRedis({ extraArgs });
-    servers.push(server);
-    return server;
-  }
 
   beforeEach(() => {
     id = uniqueId();
   });
   afterEach(async () => {
     await resources.closeAll();
-    for (const server of servers.splice(0)) {
-      try {
-        process.kill(server.pid, 'SIGCONT');
-      } catch {
-        // already gone
-      }
-      await server.stop();
-      removeDir(server.dir);
-    }
+    await servers.stopAll();
   });
 
   async function expectBackendError(promise: Promise<unknown>, pattern?: RegExp): Promise<void> {
@@ -47,7 +34,7 @@ describe('RedisLockBackend: outages, errors and options', () => {
   }
 
   it('fails with LockBackendError in bounded time while Redis is stopped, then recovers after a restart on the same port', async () => {
-    const server = await ownServer();
+    const server = await servers.start();
     const url = `redis://127.0.0.1:${server.port}`;
     const channelPrefix = `wake:${id}:`;
     const backend = resources.backend({ url, commandTimeout: COMMAND_TIMEOUT, channelPrefix });
@@ -71,8 +58,7 @@ describe('RedisLockBackend: outages, errors and options', () => {
     await expectBackendError(backend.cancel(held));
     await expectBackendError(backend.inspect(key('a')));
 
-    const restarted = await startRedis({ port: server.port, dir: server.dir });
-    servers.push(restarted);
+    await servers.start({ port: server.port, dir: server.dir });
     // No persistence: the lock is gone, and so are the cached scripts (NOSCRIPT -> EVAL).
     await eventually(
       async () => {
@@ -109,7 +95,7 @@ describe('RedisLockBackend: outages, errors and options', () => {
   }, 40_000);
 
   it('while the wake-up subscription is down, waiters retry within half the claim window, then wake-ups resume', async () => {
-    const server = await ownServer();
+    const server = await servers.start();
     const url = `redis://127.0.0.1:${server.port}`;
     const claimWindow = 600;
     // A client of ours whose reconnects wait 2 s; the backend's subscriber, its duplicate, too.
@@ -172,7 +158,7 @@ describe('RedisLockBackend: outages, errors and options', () => {
   }, 20_000);
 
   it('times out against a Redis that accepts connections but never answers', async () => {
-    const server = await ownServer();
+    const server = await servers.start();
     const backend = resources.backend({
       url: `redis://127.0.0.1:${server.port}`,
       commandTimeout: COMMAND_TIMEOUT,
@@ -195,7 +181,7 @@ describe('RedisLockBackend: outages, errors and options', () => {
   });
 
   it('bounds a user client whose offline queue is on, and never closes it', async () => {
-    const server = await ownServer();
+    const server = await servers.start();
     const client = new Redis(`redis://127.0.0.1:${server.port}`, { maxRetriesPerRequest: null });
     client.on('error', () => undefined);
     try {
@@ -233,11 +219,11 @@ describe('RedisLockBackend: outages, errors and options', () => {
   });
 
   it('{ options }: accepts ioredis options (db, credentials) and closes its connections', async () => {
-    const url = new URL(sharedRedisUrl());
+    const url = new URL(redisUrl());
     const backend = new RedisLockBackend({
       options: { host: url.hostname, port: Number(url.port), db: 3 },
     });
-    const raw = resources.client(sharedRedisUrl(), { db: 3 });
+    const raw = resources.client(redisUrl(), { db: 3 });
     const token = newToken();
     expect((await backend.acquire({ keys: [key('a')], token, ttl: 5000 })).acquired).toBe(true);
     expect(await raw.hget(`{${key('a')}}`, 'o')).toBe(token);
@@ -247,7 +233,7 @@ describe('RedisLockBackend: outages, errors and options', () => {
   });
 
   it('reports auth failures as LockBackendError', async () => {
-    const server = await ownServer(['--requirepass', 'right-password']);
+    const server = await servers.start({ extraArgs: ['--requirepass', 'right-password'] });
     const noPassword = resources.backend({
       url: `redis://127.0.0.1:${server.port}`,
       commandTimeout: COMMAND_TIMEOUT,
@@ -272,7 +258,9 @@ describe('RedisLockBackend: outages, errors and options', () => {
   });
 
   it('reports a read-only replica as LockBackendError, not as busy', async () => {
-    const server = await ownServer(['--replicaof', '127.0.0.1', String(await freePort())]);
+    const server = await servers.start({
+      extraArgs: ['--replicaof', '127.0.0.1', String(await freePort())],
+    });
     const backend = resources.backend({
       url: `redis://127.0.0.1:${server.port}`,
       commandTimeout: COMMAND_TIMEOUT,
@@ -284,7 +272,9 @@ describe('RedisLockBackend: outages, errors and options', () => {
   });
 
   it('reports an out-of-memory Redis as LockBackendError and writes nothing', async () => {
-    const server = await ownServer(['--maxmemory', '1', '--maxmemory-policy', 'noeviction']);
+    const server = await servers.start({
+      extraArgs: ['--maxmemory', '1', '--maxmemory-policy', 'noeviction'],
+    });
     const url = `redis://127.0.0.1:${server.port}`;
     const backend = resources.backend({ url, commandTimeout: COMMAND_TIMEOUT });
     await expectBackendError(
@@ -301,18 +291,16 @@ describe('RedisLockBackend: outages, errors and options', () => {
     expect(make(undefined)).toThrow(TypeError);
     expect(make(undefined)).toThrow(/url.*client.*options/);
     expect(make({})).toThrow(/pass one of/);
-    expect(make({ url: sharedRedisUrl(), options: {} })).toThrow(
-      /only one of url, client, options/,
-    );
+    expect(make({ url: redisUrl(), options: {} })).toThrow(/only one of url, client, options/);
     expect(make({ url: 'http://127.0.0.1:6379' })).toThrow(/redis:\/\/ or rediss:\/\//);
     expect(make({ url: 42 })).toThrow(/url must be a string/);
     expect(make({ client: {} })).toThrow(/client must be an ioredis Redis instance/);
     expect(make({ options: 'redis://x' })).toThrow(/options must be an object/);
-    expect(make({ url: sharedRedisUrl(), commandTimeout: 0 })).toThrow(/commandTimeout/);
-    expect(make({ url: sharedRedisUrl(), claimWindow: 2 ** 31 })).toThrow(/claimWindow/);
-    expect(make({ url: sharedRedisUrl(), claimWindw: 500 })).toThrow(/did you mean "claimWindow"/);
-    expect(make({ url: sharedRedisUrl(), maxBatchKeys: -1 })).toThrow(/maxBatchKeys/);
-    expect(make({ url: sharedRedisUrl(), channelPrefix: 7 })).toThrow(/channelPrefix/);
+    expect(make({ url: redisUrl(), commandTimeout: 0 })).toThrow(/commandTimeout/);
+    expect(make({ url: redisUrl(), claimWindow: 2 ** 31 })).toThrow(/claimWindow/);
+    expect(make({ url: redisUrl(), claimWindw: 500 })).toThrow(/did you mean "claimWindow"/);
+    expect(make({ url: redisUrl(), maxBatchKeys: -1 })).toThrow(/maxBatchKeys/);
+    expect(make({ url: redisUrl(), channelPrefix: 7 })).toThrow(/channelPrefix/);
   });
 });
 

@@ -4,8 +4,9 @@ import type {
   BackendHandoff,
 } from '../../lib/backends/lock-backend.interface';
 import type { RedisLockBackend } from '../../lib/backends/redis';
-import { eventually, sleep } from '../support/async.helpers';
-import { newToken, Resources, settlesWithin, uniqueId } from './redis-test.helpers';
+import { eventually, sleep, within } from '../support/async.helpers';
+import { newToken, uniqueId } from '../support/test-ids';
+import { Resources } from './redis-test.helpers';
 
 function fencing(result: BackendAcquireResult): readonly number[] {
   if (!result.acquired) throw new Error('expected the lock to be acquired');
@@ -84,7 +85,7 @@ describe('RedisLockBackend: FIFO queue, handoff and wake-ups', () => {
     await backend.acquire({ keys: [k], token: live, ttl: 10_000, queueFor: 30_000, attempt: 1 });
     await gone.close(); // its pub/sub connection closes, as a killed process's does
     await backend.release({ keys: [k], token: holder });
-    expect(await settlesWithin(wake.woken, 5000)).toBe(true);
+    await within(5000, wake.woken, 'wake-up');
     // Handed straight to the live waiter: a newcomer finds it reserved, the live one claims it.
     expect((await backend.acquire({ keys: [k], token: newToken('new'), ttl: 1000 })).acquired).toBe(
       false,
@@ -103,7 +104,7 @@ describe('RedisLockBackend: FIFO queue, handoff and wake-ups', () => {
     await sleep(200);
     const newcomer = await backend.acquire({ keys: [k], token: newToken('newcomer'), ttl: 5000 });
     expect(newcomer.acquired).toBe(false);
-    expect(await settlesWithin(wake.woken, 5000)).toBe(true);
+    await within(5000, wake.woken, 'wake-up');
     expect((await backend.acquire({ keys: [k], token: waiter, ttl: 5000 })).acquired).toBe(true);
     wake.stop();
   });
@@ -163,7 +164,7 @@ describe('RedisLockBackend: FIFO queue, handoff and wake-ups', () => {
     expect((await backend.acquire({ keys: [a], token: newToken(), ttl: 1000 })).acquired).toBe(
       false,
     );
-    expect(await settlesWithin(wake.woken, 5000)).toBe(true);
+    await within(5000, wake.woken, 'wake-up');
     await backend.release({ keys: [b], token: holderB });
     expect((await backend.acquire({ keys: [a, b], token: multi, ttl: 10_000 })).acquired).toBe(
       true,

@@ -3,7 +3,8 @@ import type {
   BackendHandoff,
 } from '../../lib/backends/lock-backend.interface';
 import { eventually, sleep } from '../support/async.helpers';
-import { clusterSlot, keysContaining, newToken, Resources, uniqueId } from './redis-test.helpers';
+import { newToken, uniqueId } from '../support/test-ids';
+import { clusterSlot, keysContaining, Resources } from './redis-test.helpers';
 
 function fencing(result: BackendAcquireResult): readonly number[] {
   if (!result.acquired) throw new Error('expected the lock to be acquired');

@@ -2,10 +2,11 @@ import Redis, { type RedisOptions } from 'ioredis';
 import { LockBackendError } from '../../lib/errors/lock-backend.error';
 import { RedisConnection } from '../../lib/backends/redis/redis.connection';
 import { RedisScript } from '../../lib/backends/redis/redis.scripts';
-import { startRedis } from '../servers/redis.server';
-import { freePort, removeDir, type ServerProcess } from '../servers/server.process';
-import { sleep } from '../support/async.helpers';
-import { sharedRedisUrl, timed, uniqueId } from './redis-test.helpers';
+import { freePort } from '../servers/server.process';
+import { sleep, timed } from '../support/async.helpers';
+import { redisUrl } from '../support/test-env';
+import { uniqueId } from '../support/test-ids';
+import { OwnRedisServers } from './redis-test.helpers';
 
 /**
  * A script body that keeps the server busy for ARGV[1] ms (Redis runs one script at a time and
@@ -37,7 +38,7 @@ async function cached(raw: Redis, script: RedisScript): Promise<boolean> {
 
 describe('RedisConnection: one monotonic deadline per operation, on a real server', () => {
   const clients: Redis[] = [];
-  const servers: ServerProcess[] = [];
+  const servers = new OwnRedisServers();
 
   function client(url: string, options: RedisOptions = {}): Redis {
     const c = new Redis(url, options);
@@ -46,28 +47,14 @@ describe('RedisConnection: one monotonic deadline per operation, on a real serve
     return c;
   }
 
-  async function ownServer(port?: number): Promise<ServerProcess> {
-    const server = await startRedis({ port });
-    servers.push(server);
-    return server;
-  }
-
   afterEach(async () => {
     for (const c of clients.splice(0)) c.disconnect();
-    for (const server of servers.splice(0)) {
-      try {
-        process.kill(server.pid, 'SIGCONT');
-      } catch {
-        // already gone
-      }
-      await server.stop();
-      removeDir(server.dir);
-    }
+    await servers.stopAll();
   });
 
   it('bounds EVALSHA, the late NOSCRIPT and the EVAL fallback together by one commandTimeout', async () => {
     const budget = 1000;
-    const server = await ownServer();
+    const server = await servers.start();
     const url = `redis://127.0.0.1:${server.port}`;
     const raw = client(url);
     const ours = client(url);
@@ -95,7 +82,7 @@ describe('RedisConnection: one monotonic deadline per operation, on a real serve
 
   it('does not send the EVAL fallback once the deadline has passed', async () => {
     const budget = 300;
-    const server = await ownServer();
+    const server = await servers.start();
     const url = `redis://127.0.0.1:${server.port}`;
     const raw = client(url);
     const ours = client(url);
@@ -114,8 +101,8 @@ describe('RedisConnection: one monotonic deadline per operation, on a real serve
   });
 
   it('answers with the EVAL reply after NOSCRIPT, and EVALSHA finds the script afterwards', async () => {
-    const raw = client(sharedRedisUrl());
-    const ours = client(sharedRedisUrl());
+    const raw = client(redisUrl());
+    const ours = client(redisUrl());
     const connection = new RedisConnection(ours, false, 5000);
     const script = unseenScript();
     expect(await cached(raw, script)).toBe(false);
@@ -125,7 +112,7 @@ describe('RedisConnection: one monotonic deadline per operation, on a real serve
   });
 
   it('arms one watchdog timer for any number of operations in flight, none per call', async () => {
-    const ours = client(sharedRedisUrl());
+    const ours = client(redisUrl());
     await ours.ping();
     const before = activeTimers();
     const connection = new RedisConnection(ours, false, 1000);
@@ -172,7 +159,7 @@ describe('RedisConnection: one monotonic deadline per operation, on a real serve
       .finally(() => (settled = true));
     await sleep(50);
     expect(settled).toBe(false);
-    await ownServer(port);
+    await servers.start({ port });
     expect(await waiting).toBe('OK');
     expect(user.listenerCount('end')).toBe(listeners);
 

@@ -1,54 +1,9 @@
-import { randomBytes } from 'node:crypto';
 import Redis, { type RedisOptions } from 'ioredis';
 import { RedisLockBackend } from '../../lib/backends/redis';
 import type { RedisLockBackendOptions } from '../../lib/backends/redis';
-
-/** URL of the shared test Redis started by jest's globalSetup. */
-export function sharedRedisUrl(): string {
-  const url = process.env.REDIS_URL;
-  if (!url) throw new Error('REDIS_URL is not set: run through jest so globalSetup starts Redis');
-  return url;
-}
-
-/** A random suffix, so each test owns its keys on the shared server. */
-export function uniqueId(): string {
-  return randomBytes(6).toString('hex');
-}
-
-/** Random owner token. */
-export function newToken(label = 't'): string {
-  return `${label}-${randomBytes(8).toString('hex')}`;
-}
-
-/** Resolves with the elapsed ms of `promise`, whether it resolves or rejects. */
-export async function timed<T>(
-  promise: Promise<T>,
-): Promise<{ ms: number; value?: T; error?: unknown }> {
-  const start = Date.now();
-  try {
-    const value = await promise;
-    return { ms: Date.now() - start, value };
-  } catch (error) {
-    return { ms: Date.now() - start, error };
-  }
-}
-
-/** Resolves true when `promise` settles within `ms`, false otherwise. */
-export function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => resolve(false), ms);
-    promise.then(
-      () => {
-        clearTimeout(timer);
-        resolve(true);
-      },
-      () => {
-        clearTimeout(timer);
-        resolve(true);
-      },
-    );
-  });
-}
+import { startRedis } from '../servers/redis.server';
+import { removeDir, type ServerProcess } from '../servers/server.process';
+import { redisUrl } from '../support/test-env';
 
 /**
  * Tracks the backends and raw clients a test opens, and closes them all in `closeAll()` so no
@@ -62,14 +17,14 @@ export class Resources {
     const backend = new RedisLockBackend(
       ('client' in options && options.client) || ('options' in options && options.options)
         ? (options as RedisLockBackendOptions)
-        : ({ url: sharedRedisUrl(), ...options } as RedisLockBackendOptions),
+        : ({ url: redisUrl(), ...options } as RedisLockBackendOptions),
     );
     this.backends.push(backend);
     return backend;
   }
 
   /** A plain ioredis client, for inspecting Redis directly. */
-  client(url = sharedRedisUrl(), options: RedisOptions = {}): Redis {
+  client(url = redisUrl(), options: RedisOptions = {}): Redis {
     const client = new Redis(url, { maxRetriesPerRequest: 1, ...options });
     client.on('error', () => undefined);
     this.clients.push(client);
@@ -111,4 +66,30 @@ export function clusterSlot(key: string): number {
     }
   }
   return crc % 16384;
+}
+
+/**
+ * Redis servers a test starts itself (to stop, freeze or misconfigure them); `stopAll()`, in
+ * afterEach, thaws a server a failed test left frozen, stops it and removes its dir.
+ */
+export class OwnRedisServers {
+  private readonly servers: ServerProcess[] = [];
+
+  async start(options: Parameters<typeof startRedis>[0] = {}): Promise<ServerProcess> {
+    const server = await startRedis(options);
+    this.servers.push(server);
+    return server;
+  }
+
+  async stopAll(): Promise<void> {
+    for (const server of this.servers.splice(0)) {
+      try {
+        process.kill(server.pid, 'SIGCONT');
+      } catch {
+        // already gone
+      }
+      await server.stop();
+      removeDir(server.dir);
+    }
+  }
 }

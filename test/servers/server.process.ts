@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync, openSync, closeSync } from 'node:fs';
 import { createServer, connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { sleep } from '../support/async.helpers';
 
 /** A server process started for tests, stopped by PID. */
 export interface ServerProcess {
@@ -79,7 +80,7 @@ export async function waitForPort(
       socket.once('error', () => resolve(false));
     });
     if (ok) return;
-    await new Promise((r) => setTimeout(r, 50));
+    await sleep(50);
   }
   throw new Error(`nothing listened on 127.0.0.1:${port} within ${timeoutMs} ms`);
 }
@@ -100,14 +101,14 @@ export async function stopPid(pid: number, signal: NodeJS.Signals = 'SIGTERM'): 
   } catch {
     return;
   }
-  for (let i = 0; i < 100 && alive(); i++) await new Promise((r) => setTimeout(r, 50));
+  for (let i = 0; i < 100 && alive(); i++) await sleep(50);
   if (alive()) {
     try {
       process.kill(pid, 'SIGKILL');
     } catch {
       /* already gone */
     }
-    for (let i = 0; i < 100 && alive(); i++) await new Promise((r) => setTimeout(r, 20));
+    for (let i = 0; i < 100 && alive(); i++) await sleep(20);
   }
 }
 

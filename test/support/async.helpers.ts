@@ -39,3 +39,16 @@ export async function eventually(
   }
   throw new Error(`${label}: not true within ${ms} ms`);
 }
+
+/** Resolves with the elapsed ms of `promise`, whether it resolves or rejects. */
+export async function timed<T>(
+  promise: Promise<T>,
+): Promise<{ ms: number; value?: T; error?: unknown }> {
+  const start = Date.now();
+  try {
+    const value = await promise;
+    return { ms: Date.now() - start, value };
+  } catch (error) {
+    return { ms: Date.now() - start, error };
+  }
+}

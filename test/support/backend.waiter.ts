@@ -4,6 +4,7 @@ import type {
   BackendLockRef,
   LockBackend,
 } from 'nestjs-distributed-lock/backend';
+import { sleep } from './async.helpers';
 
 /** How {@link waitForGrant} waits. */
 export interface WaitOptions {
@@ -96,7 +97,7 @@ export async function waitForGrant(
         resume = undefined;
       }
       const lag = options.lag?.() ?? 0;
-      if (lag > 0) await new Promise((r) => setTimeout(r, lag));
+      if (lag > 0) await sleep(lag);
     }
   } finally {
     stop();

@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import type {
   BackendAcquireRequest,
   BackendAcquireResult,
@@ -8,9 +7,10 @@ import type {
   LockBackend,
 } from 'nestjs-distributed-lock/backend';
 import { LockBackendError } from 'nestjs-distributed-lock';
-import { deferred, eventually, sleep, within } from './async.helpers';
+import { deferred, eventually, sleep, timed, within } from './async.helpers';
 import { waitForGrant } from './backend.waiter';
-import type { ContractBackend, OptionalBackendMembers } from './test-backends';
+import type { ContractBackend } from './test-backends';
+import { newToken, uniqueId } from './test-ids';
 
 /**
  * Slack, in ms, on top of every bound a backend declares: the machine is shared and has 2 cores.
@@ -55,17 +55,6 @@ class WakeLog {
   }
 }
 
-/** Settles `promise` and reports how, and after how many ms. */
-async function settled(promise: Promise<unknown>): Promise<{ ms: number; error?: unknown }> {
-  const started = Date.now();
-  try {
-    await promise;
-    return { ms: Date.now() - started };
-  } catch (error) {
-    return { ms: Date.now() - started, error };
-  }
-}
-
 /**
  * The {@link LockBackend} contract (lib/backends/lock-backend.interface.ts), written once and run
  * against real stores: every client comes from `backend.connect()`, and tests that need two
@@ -82,10 +71,9 @@ export function describeLockBackend(name: string, backend: ContractBackend): voi
     };
     let run: string;
     const key = (label: string): string => `lock:contract:${run}:${label}`;
-    const token = (label: string): string => `${label}-${randomUUID()}`;
     const ref = (keys: string | readonly string[], label: string): BackendLockRef => ({
       keys: typeof keys === 'string' ? [keys] : keys,
-      token: token(label),
+      token: newToken(label),
     });
     const acquire = (
       on: LockBackend,
@@ -95,7 +83,7 @@ export function describeLockBackend(name: string, backend: ContractBackend): voi
     ): Promise<BackendAcquireResult> => on.acquire({ ...lock, ttl, ...extra });
 
     beforeEach(() => {
-      run = randomUUID().slice(0, 12);
+      run = uniqueId();
     });
     afterEach(async () => {
       await Promise.all(open.splice(0).map((c) => c.close?.()));
@@ -134,7 +122,7 @@ export function describeLockBackend(name: string, backend: ContractBackend): voi
       const owner = ref(k, 'owner');
       const short = 800;
       const [fencing] = granted(await acquire(a, owner, short));
-      const stranger = { keys: [k], token: token('stranger') };
+      const stranger = { keys: [k], token: newToken('stranger') };
       for (const other of [a, b]) {
         expect(await other.release(stranger)).toBe(false);
         expect(await other.extend([{ ...stranger, ttl: 60_000 }])).toEqual([false]);
@@ -185,7 +173,7 @@ export function describeLockBackend(name: string, backend: ContractBackend): voi
         const k = key('no-expiry');
         const owner = ref(k, 'owner');
         granted(await acquire(a, owner, 300));
-        await new Promise((r) => setTimeout(r, 300 + 300));
+        await sleep(300 + 300);
         expect((await b.inspect(k)).held).toBe(true);
         expect(await a.release(owner)).toBe(true);
         expect((await b.inspect(k)).held).toBe(false);
@@ -501,7 +489,7 @@ export function describeLockBackend(name: string, backend: ContractBackend): voi
       for (let i = 0; i < 2; i++) {
         await b.cancel(waiter);
         await b.cancel(never);
-        await b.cancel({ keys: [k], token: token('stranger') });
+        await b.cancel({ keys: [k], token: newToken('stranger') });
       }
       expect((await b.inspect(k)).fencingToken).toBe(fencing);
       expect(await a.release(owner)).toBe(true);
@@ -559,7 +547,7 @@ export function describeLockBackend(name: string, backend: ContractBackend): voi
           () => down.inspect(k),
         ];
         for (const call of calls) {
-          const { ms, error } = await settled(within(bound + 5000, call(), 'call during outage'));
+          const { ms, error } = await timed(within(bound + 5000, call(), 'call during outage'));
           expect(error).toBeInstanceOf(LockBackendError);
           expect(ms).toBeLessThan(bound);
         }
@@ -570,7 +558,7 @@ export function describeLockBackend(name: string, backend: ContractBackend): voi
           () => down.cancel(lock),
         ];
         for (const call of local) {
-          const { ms, error } = await settled(within(bound + 5000, call(), 'call during outage'));
+          const { ms, error } = await timed(within(bound + 5000, call(), 'call during outage'));
           expect(error === undefined || error instanceof LockBackendError).toBe(true);
           expect(ms).toBeLessThan(bound);
         }
@@ -580,7 +568,7 @@ export function describeLockBackend(name: string, backend: ContractBackend): voi
     if (maxKeys !== undefined)
       it(`takes a lock of exactly maxKeys (${maxKeys ?? 'none'}) keys and rejects one more`, async () => {
         if (maxKeys === undefined) throw new Error('capability missing');
-        const a: LockBackend & OptionalBackendMembers = client();
+        const a = client();
         // The backend announces its limit, so the engine can reject a larger lock up front.
         expect(a.maxKeys).toBe(maxKeys);
         const keys = Array.from({ length: maxKeys + 1 }, (_, i) =>

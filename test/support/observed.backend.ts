@@ -7,9 +7,24 @@ import type {
   LockBackend,
   Unsubscribe,
 } from 'nestjs-distributed-lock/backend';
-import type { OptionalBackendMembers } from './test-backends';
+import { sleep } from './async.helpers';
 
-type Call = { op: 'acquire' | 'extend' | 'release' | 'cancel' | 'inspect'; detail: unknown };
+type CallRecord =
+  | { readonly op: 'acquire'; readonly detail: BackendAcquireRequest }
+  | { readonly op: 'extend'; readonly detail: number }
+  | { readonly op: 'release' | 'cancel'; readonly detail: BackendLockRef }
+  | { readonly op: 'inspect'; readonly detail: string };
+
+/** One call the engine made; `settled` turns true once its answer (or error) is back. */
+export type ObservedCall = CallRecord & { settled: boolean };
+
+export interface ObservedBackendOptions {
+  /**
+   * Extra ms each release() takes after the real backend answered, the way a remote server's
+   * reply arrives late, so that a release still in flight at some point can be seen.
+   */
+  readonly releaseDelay?: number;
+}
 
 /**
  * Wraps a real backend, records what the engine asks of it, and can inject faults (to play an
@@ -19,12 +34,12 @@ type Call = { op: 'acquire' | 'extend' | 'release' | 'cancel' | 'inspect'; detai
  * backend has them, so the engine sees the same capabilities (`'onLost' in backend`) through it.
  * `close` is always there, to count calls; it forwards when the inner backend has one.
  */
-export class ObservedBackend implements LockBackend, OptionalBackendMembers {
+export class ObservedBackend implements LockBackend {
   // `declare`: no class field is emitted, so an absent member is really absent.
   declare readonly onLost?: LockBackend['onLost'];
-  declare readonly leaseDeadline?: () => number;
-  declare readonly maxKeys?: number;
-  readonly calls: Call[] = [];
+  declare readonly leaseDeadline?: LockBackend['leaseDeadline'];
+  declare readonly maxKeys?: LockBackend['maxKeys'];
+  readonly calls: ObservedCall[] = [];
   /** When set, extend() rejects with this error instead of reaching the backend. */
   failExtend: Error | undefined;
   closed = 0;
@@ -32,19 +47,28 @@ export class ObservedBackend implements LockBackend, OptionalBackendMembers {
   /** Acquire attempts that came back busy so far. */
   busyCount = 0;
 
-  constructor(readonly inner: LockBackend) {
-    const source: LockBackend & OptionalBackendMembers = inner;
-    if (source.onLost) this.onLost = source.onLost.bind(source);
-    if (source.leaseDeadline) this.leaseDeadline = source.leaseDeadline.bind(source);
-    if (source.maxKeys !== undefined) this.maxKeys = source.maxKeys;
+  constructor(
+    readonly inner: LockBackend,
+    private readonly options: ObservedBackendOptions = {},
+  ) {
+    if (inner.onLost) this.onLost = inner.onLost.bind(inner);
+    if (inner.leaseDeadline) this.leaseDeadline = inner.leaseDeadline.bind(inner);
+    if (inner.maxKeys !== undefined) this.maxKeys = inner.maxKeys;
   }
 
   get name(): string {
     return this.inner.name;
   }
 
-  count(op: Call['op']): number {
+  count(op: ObservedCall['op']): number {
     return this.calls.filter((c) => c.op === op).length;
+  }
+
+  /** The release() calls so far, in order, each with its ref and whether it has settled. */
+  releases(): { readonly ref: BackendLockRef; readonly settled: boolean }[] {
+    return this.calls.flatMap((c) =>
+      c.op === 'release' ? [{ ref: c.detail, settled: c.settled }] : [],
+    );
   }
 
   /** Resolves once `count` acquire attempts in total have come back busy. */
@@ -53,37 +77,51 @@ export class ObservedBackend implements LockBackend, OptionalBackendMembers {
     return new Promise((resolve) => this.busyWaiters.push({ count, resolve }));
   }
 
-  async acquire(request: BackendAcquireRequest): Promise<BackendAcquireResult> {
-    this.calls.push({ op: 'acquire', detail: request });
-    const result = await this.inner.acquire(request);
-    if (!result.acquired) {
-      this.busyCount++;
-      this.busyWaiters = this.busyWaiters.filter((w) =>
-        w.count <= this.busyCount ? (w.resolve(), false) : true,
-      );
+  /** Records the call, runs it, and marks it settled however it ends. */
+  private async observe<T>(record: CallRecord, run: () => Promise<T>): Promise<T> {
+    const call: ObservedCall = { ...record, settled: false };
+    this.calls.push(call);
+    try {
+      return await run();
+    } finally {
+      call.settled = true;
     }
-    return result;
   }
 
-  async extend(requests: readonly BackendExtendRequest[]): Promise<boolean[]> {
-    this.calls.push({ op: 'extend', detail: requests.length });
-    if (this.failExtend) throw this.failExtend;
-    return this.inner.extend(requests);
+  acquire(request: BackendAcquireRequest): Promise<BackendAcquireResult> {
+    return this.observe({ op: 'acquire', detail: request }, async () => {
+      const result = await this.inner.acquire(request);
+      if (!result.acquired) {
+        this.busyCount++;
+        this.busyWaiters = this.busyWaiters.filter((w) =>
+          w.count <= this.busyCount ? (w.resolve(), false) : true,
+        );
+      }
+      return result;
+    });
+  }
+
+  extend(requests: readonly BackendExtendRequest[]): Promise<boolean[]> {
+    return this.observe({ op: 'extend', detail: requests.length }, async () => {
+      if (this.failExtend) throw this.failExtend;
+      return this.inner.extend(requests);
+    });
   }
 
   release(ref: BackendLockRef): Promise<boolean> {
-    this.calls.push({ op: 'release', detail: ref });
-    return this.inner.release(ref);
+    return this.observe({ op: 'release', detail: ref }, async () => {
+      const released = await this.inner.release(ref);
+      if (this.options.releaseDelay) await sleep(this.options.releaseDelay);
+      return released;
+    });
   }
 
   cancel(ref: BackendLockRef): Promise<void> {
-    this.calls.push({ op: 'cancel', detail: ref });
-    return this.inner.cancel(ref);
+    return this.observe({ op: 'cancel', detail: ref }, () => this.inner.cancel(ref));
   }
 
   inspect(key: string): Promise<BackendLockInfo> {
-    this.calls.push({ op: 'inspect', detail: key });
-    return this.inner.inspect(key);
+    return this.observe({ op: 'inspect', detail: key }, () => this.inner.inspect(key));
   }
 
   onWake(token: string, listener: Parameters<LockBackend['onWake']>[1]): Unsubscribe {

@@ -1,6 +1,5 @@
 import { INestApplication, ModuleMetadata, Type } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
-import { randomUUID } from 'node:crypto';
 import {
   DistributedLockModule,
   DistributedLockModuleOptions,
@@ -20,9 +19,4 @@ export async function createLockApp(
   const app = moduleRef.createNestApplication({ logger: false });
   await app.init();
   return { app, locks: app.get(LockService), get: (type) => app.get(type) };
-}
-
-/** A key no other test uses. */
-export function uniqueKey(label = 'k'): string {
-  return `${label}-${randomUUID().slice(0, 8)}`;
 }

@@ -6,6 +6,7 @@ import {
   RedisLockBackend,
 } from 'nestjs-distributed-lock';
 import { freePort } from '../servers/server.process';
+import { etcdHosts, redisUrl } from './test-env';
 
 /**
  * A backend the shared e2e suite runs against. `connect()` returns a new client of ONE shared
@@ -15,15 +16,6 @@ import { freePort } from '../servers/server.process';
 export interface TestBackend {
   readonly name: string;
   connect(): LockBackend;
-}
-
-/**
- * Optional members of {@link LockBackend} that are being added to the interface; spelled out here
- * so that the test clients forward them whether or not this checkout's interface has them yet.
- */
-export interface OptionalBackendMembers {
-  leaseDeadline?(): number;
-  readonly maxKeys?: number;
 }
 
 /** A client pointed at a server that cannot be reached. */
@@ -81,8 +73,8 @@ function memory(options: ConstructorParameters<typeof MemoryLockBackend>[0] = {}
  * A client view of the shared memory store whose close() leaves the store alone. Optional
  * members exist only when the store has them, so `'onLost' in client` tells the truth.
  */
-function sharedClient(store: MemoryLockBackend): LockBackend & OptionalBackendMembers {
-  const source: LockBackend & OptionalBackendMembers = store;
+function sharedClient(store: MemoryLockBackend): LockBackend {
+  const source: LockBackend = store;
   const onLost = source.onLost?.bind(source);
   const leaseDeadline = source.leaseDeadline?.bind(source);
   return {
@@ -98,15 +90,6 @@ function sharedClient(store: MemoryLockBackend): LockBackend & OptionalBackendMe
     ...(leaseDeadline ? { leaseDeadline } : {}),
     ...(source.maxKeys !== undefined ? { maxKeys: source.maxKeys } : {}),
   };
-}
-
-function env(name: string): string {
-  const value = process.env[name];
-  if (!value)
-    throw new Error(
-      `${name} is not set: run the suite with jest (its globalSetup starts the servers)`,
-    );
-  return value;
 }
 
 const connected: LockBackend[] = [];
@@ -126,10 +109,10 @@ export async function closeTestBackends(): Promise<void> {
 /** Every backend the shared e2e suite covers. Adding a backend is one line here. */
 export const TEST_BACKENDS: readonly TestBackend[] = [
   memory(),
-  { name: 'redis', connect: () => tracked(new RedisLockBackend({ url: env('REDIS_URL') })) },
+  { name: 'redis', connect: () => tracked(new RedisLockBackend({ url: redisUrl() })) },
   {
     name: 'etcd',
-    connect: () => tracked(new EtcdLockBackend({ hosts: env('ETCD_HOSTS').split(',') })),
+    connect: () => tracked(new EtcdLockBackend({ hosts: etcdHosts() })),
   },
 ];
 
@@ -140,7 +123,7 @@ const CONTRACT_ETCD_SESSION_TTL = 3000;
 
 /** Revokes the etcd lease of the member that holds `key` (the lowest create revision). */
 async function revokeEtcdLease(key: string): Promise<void> {
-  const raw = new Etcd3({ hosts: env('ETCD_HOSTS').split(',') });
+  const raw = new Etcd3({ hosts: etcdHosts() });
   try {
     const range = await raw.kv.range({
       key: Buffer.from(`${key}\u0000`),
@@ -172,8 +155,7 @@ export const CONTRACT_BACKENDS: readonly ContractBackend[] = [
   },
   {
     name: 'redis',
-    connect: () =>
-      new RedisLockBackend({ url: env('REDIS_URL'), claimWindow: CONTRACT_CLAIM_WINDOW }),
+    connect: () => new RedisLockBackend({ url: redisUrl(), claimWindow: CONTRACT_CLAIM_WINDOW }),
     deadWaiterBound: CONTRACT_CLAIM_WINDOW,
     ttlEndsGrant: true,
     unreachable: async () => {
@@ -186,7 +168,7 @@ export const CONTRACT_BACKENDS: readonly ContractBackend[] = [
     name: 'etcd',
     connect: () =>
       new EtcdLockBackend({
-        hosts: env('ETCD_HOSTS').split(','),
+        hosts: etcdHosts(),
         sessionTtl: CONTRACT_ETCD_SESSION_TTL,
       }),
     deadWaiterBound: CONTRACT_ETCD_SESSION_TTL,
