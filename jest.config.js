@@ -13,6 +13,7 @@ module.exports = {
   moduleNameMapper: {
     '^nestjs-distributed-lock$': '<rootDir>/lib/index.ts',
     '^nestjs-distributed-lock/backend$': '<rootDir>/lib/backend.ts',
+    '^nestjs-distributed-lock/testing$': '<rootDir>/lib/testing.ts',
   },
   globalSetup: '<rootDir>/test/servers/global-setup.ts',
   globalTeardown: '<rootDir>/test/servers/global-teardown.ts',

@@ -23,7 +23,7 @@ export type {
 // The default `keyPrefix`: how lock keys start in Redis or etcd unless configured otherwise.
 export { DEFAULT_KEY_PREFIX } from './module/distributed-lock.constants';
 export { Locked } from './decorators/locked.decorator';
-export type { LockedOptions } from './decorators/locked.decorator';
+export type { LockableMethod, LockedDecorator, LockedOptions } from './decorators/locked.decorator';
 export type { LockedKey } from './decorators/key-template.compiler';
 export { LockInterceptor } from './interceptors/lock.interceptor';
 export { LockService } from './service/lock.service';
@@ -34,6 +34,7 @@ export { LockError } from './errors/lock.error';
 export { LockNotAcquiredError } from './errors/lock-not-acquired.error';
 export { LockLostError } from './errors/lock-lost.error';
 export { LockBackendError } from './errors/lock-backend.error';
+export { LockShutdownError } from './errors/lock-shutdown.error';
 export type { LockBackend } from './backends/lock-backend.interface';
 export { MemoryLockBackend } from './backends/memory/memory.backend';
 export type { MemoryLockBackendOptions } from './backends/memory/memory.backend';

@@ -9,6 +9,7 @@
 import { Session } from 'node:inspector/promises';
 import { Redis } from 'ioredis';
 import { LockService, RedisLockBackend } from 'nestjs-distributed-lock';
+import { createLockRuntime } from '../../lib/module/lock-runtime.factory';
 import { startRedis } from '../../test/servers/redis.server';
 import { removeDir } from '../../test/servers/server.process';
 
@@ -51,11 +52,7 @@ async function main(): Promise<void> {
   const raw = new Redis(url);
   const backend = new RedisLockBackend({ url });
   // The service without Nest around it: the same call path as an injected LockService.
-  const locks = new LockService({
-    backend,
-    ownsBackend: false,
-    defaults: { keyPrefix: 'lock:', ttl: 10_000, wait: 10_000 },
-  });
+  const locks = new LockService(createLockRuntime({ backend, ttl: 10_000, wait: 10_000 }));
   const session = new Session();
   session.connect();
   try {

@@ -120,6 +120,20 @@ export interface LockBackend {
   readonly maxKeys?: number;
 
   /**
+   * Optional: where the backend connects, for messages (`127.0.0.1:6379`, or etcd's host list).
+   * The engine puts it in every `LockBackendError`, so an error names the server it failed on.
+   */
+  readonly endpoint?: string;
+
+  /**
+   * Optional: one bounded round trip that proves the backend answers (Redis `PING`, an etcd
+   * read). Run by the module at startup unless `checkBackend: false`. Rejects with the
+   * underlying cause (a connection refused, a DNS failure, an authentication error) within the
+   * backend's own operation bound. Absent: the engine reads one key with `inspect` instead.
+   */
+  ping?(): Promise<void>;
+
+  /**
    * Tries once to take every key of `request` for its token, all or none. Also succeeds when the
    * keys were already handed to this token by a release (fair handoff); the attempt then claims
    * them with the full `ttl`. Respects the wait queue: a newcomer does not jump ahead of live

@@ -1,5 +1,6 @@
-import { Inject, UseInterceptors } from '@nestjs/common';
+import { Inject, Optional, UseInterceptors } from '@nestjs/common';
 import 'reflect-metadata';
+import type { Observable } from 'rxjs';
 import { LockInterceptor } from '../interceptors/lock.interceptor';
 import { LockError } from '../errors/lock.error';
 import {
@@ -8,6 +9,7 @@ import {
   toTtl,
   toWait,
 } from '../engine/lock-options.validator';
+import { busyResponse } from '../interceptors/busy.response';
 import { LockService, RunLockedOptions } from '../service/lock.service';
 import { compileKeyResolver, LockedKey } from './key-template.compiler';
 
@@ -25,14 +27,41 @@ export interface LockedOptions {
   onBusy?: 'throw' | 'skip';
   /** Extend the lock in the background while the method runs. Default true. */
   renew?: boolean;
+  /**
+   * On a controller, the `Retry-After` of the 409 a busy lock answers, in ms (sent as whole
+   * seconds, rounded up): a hint, not the holder's remaining time. Default: module
+   * `busyRetryAfter` (1000).
+   */
+  busyRetryAfter?: number;
+  /** On a controller, the message of the 409 a busy lock answers. Default: module `busyMessage`. */
+  busyMessage?: string;
 }
+
+/**
+ * Accepts a method that returns a Promise or an Observable; for any other method it is a type
+ * with a property whose name is the compile error's explanation.
+ */
+export type LockableMethod<T> = T extends (
+  ...args: never[]
+) => PromiseLike<unknown> | Observable<unknown>
+  ? unknown
+  : {
+      readonly '@Locked applies only to methods that return a Promise or an Observable: make the method async': true;
+    };
+
+/** What `@Locked(...)` returns: a method decorator for async (or Observable) methods only. */
+export type LockedDecorator = <T>(
+  target: object,
+  propertyKey: string | symbol,
+  descriptor: TypedPropertyDescriptor<T> & LockableMethod<T>,
+) => void;
 
 /** Property through which Nest injects the LockService into a class with `@Locked` methods. */
 const LOCK_SERVICE = Symbol('distributedLock.lockService');
 
 type AnyMethod = (this: unknown, ...args: unknown[]) => unknown;
 
-const LOCKED_OPTIONS = ['ttl', 'wait', 'onBusy', 'renew'] as const;
+const LOCKED_OPTIONS = ['ttl', 'wait', 'onBusy', 'renew', 'busyRetryAfter', 'busyMessage'] as const;
 
 /**
  * Runs the decorated method under a distributed lock: acquire before, renew during, release after.
@@ -42,24 +71,41 @@ const LOCKED_OPTIONS = ['ttl', 'wait', 'onBusy', 'renew'] as const;
  * taken all-or-none), or a function of the method's arguments. Placeholders read the method's
  * own arguments, so on a controller they see the values after pipes.
  *
- * The method becomes async. Route, cron and other metadata on it survive, whichever order the
- * decorators are written in. The current lock is available inside as `LockService.current()`.
+ * Only methods that return a Promise or an Observable can be locked (a sync method is a compile
+ * error), so the method's type already says what callers get. Route, cron and other metadata on
+ * it survive, whichever order the decorators are written in. The current lock is available
+ * inside as `LockService.current()`.
  *
  * Throws a `TypeError` when the class is defined if the key names no parameter or the target is
  * not a method; at call time, if an argument cannot form a key (undefined, null, an object without
- * the path, an empty string), before any backend call.
+ * the path, an empty string), before any backend call. A call on an instance that Nest did not
+ * give a `LockService` (no `DistributedLockModule` in its application) rejects with a `LockError`
+ * that names the class, the method and the module to import.
  */
-export function Locked(key: LockedKey, options: LockedOptions = {}): MethodDecorator {
+export function Locked(key: LockedKey, options: LockedOptions = {}): LockedDecorator {
   assertKnownOptions(options, LOCKED_OPTIONS, '@Locked options');
-  const runOptions: RunLockedOptions = { ...options };
+  const { busyRetryAfter, busyMessage, ...lockOptions } = options;
+  const runOptions: RunLockedOptions = { ...lockOptions };
   if (options.ttl !== undefined) runOptions.ttl = toTtl(options.ttl, '@Locked ttl');
   if (options.wait !== undefined) runOptions.wait = toWait(options.wait, '@Locked wait');
+  if (busyRetryAfter !== undefined || busyMessage !== undefined) {
+    const busy = busyResponse(
+      { retryAfter: 0, message: '' },
+      busyRetryAfter,
+      busyMessage,
+      '@Locked',
+    );
+    runOptions.busy = {
+      ...(busyRetryAfter !== undefined && { retryAfter: busy.retryAfter }),
+      ...(busyMessage !== undefined && { message: busy.message }),
+    };
+  }
   if (options.onBusy !== undefined && options.onBusy !== 'throw' && options.onBusy !== 'skip') {
     throw new TypeError(`@Locked onBusy must be 'throw' or 'skip', got ${String(options.onBusy)}`);
   }
   assertOptionalBoolean(options.renew, '@Locked renew');
 
-  return (target: object, propertyKey: string | symbol, descriptor: PropertyDescriptor) => {
+  return (target: object, propertyKey: string | symbol, descriptor: PropertyDescriptor): void => {
     const className = typeof target === 'function' ? target.name : target.constructor.name;
     const where = `@Locked on ${className}.${String(propertyKey)}`;
     const original: unknown = descriptor.value;
@@ -72,15 +118,20 @@ export function Locked(key: LockedKey, options: LockedOptions = {}): MethodDecor
     const method = original as AnyMethod;
     const resolveKeys = compileKeyResolver(key, method, where);
     // Property injection: works for providers and controllers, and keeps each app's own service.
+    // Optional, so that a module without DistributedLockModule (a unit test) still compiles and
+    // the call says what to import, rather than Nest naming a hidden symbol.
     Inject(LockService)(target, LOCK_SERVICE);
+    Optional()(target, LOCK_SERVICE);
 
     const wrapped = function (this: Record<symbol, unknown>, ...args: unknown[]): Promise<unknown> {
       const service = this?.[LOCK_SERVICE];
       if (!(service instanceof LockService)) {
         return Promise.reject(
           new LockError(
-            `${where}: no LockService was injected; the class must be a Nest provider or controller ` +
-              'of an application that imports DistributedLockModule',
+            `${where}: no LockService was injected. Import DistributedLockModule.forRoot() in the ` +
+              "application, or in a unit test DistributedLockTestingModule.forRoot() from 'nestjs-distributed-lock/testing' " +
+              '(Test.createTestingModule({ imports: [DistributedLockTestingModule.forRoot()], ... })); ' +
+              'the class must be a provider or controller that Nest creates',
           ),
         );
       }
@@ -98,6 +149,5 @@ export function Locked(key: LockedKey, options: LockedOptions = {}): MethodDecor
     }
     descriptor.value = wrapped;
     UseInterceptors(LockInterceptor)(target, propertyKey, descriptor);
-    return descriptor;
   };
 }

@@ -3,6 +3,7 @@ import { setMaxListeners } from 'node:events';
 import type { BackendLockRef, LockBackend } from '../backends/lock-backend.interface';
 import { LockBackendError } from '../errors/lock-backend.error';
 import { LockError } from '../errors/lock.error';
+import { LockShutdownError } from '../errors/lock-shutdown.error';
 import { LockNotAcquiredError } from '../errors/lock-not-acquired.error';
 import type { AcquireOptions } from './acquire-options.interface';
 import { monotonicNow } from './clock';
@@ -47,9 +48,13 @@ export class LockEngine implements LockOwner, AcquireHost {
   private readonly held = new Map<string, GrantedLock>();
   private readonly stopLossReports: (() => void) | undefined;
   private readonly shutdown$ = new AbortController();
-  /** Aborted when shutdown starts: parked waiters give up. */
+  /** Aborted when shutdown starts: new acquisitions are refused and parked waiters give up. */
   readonly stopping: AbortSignal = this.shutdown$.signal;
   private shuttingDown: Promise<void> | undefined;
+  /** Resolves the shutdown's wait for the last held lock to be released. */
+  private onNoneHeld: (() => void) | undefined;
+  /** Told of every grant as it is made (the testing kit records them). */
+  private readonly grantListeners: ((lock: Lock, ttl: number) => void)[] = [];
   /** See {@link LockOwner.leaseDeadline}; bound once, read on every validity check. */
   readonly leaseDeadline: () => number;
 
@@ -111,7 +116,6 @@ export class LockEngine implements LockOwner, AcquireHost {
       throw new TypeError('signal must be an AbortSignal');
     }
     options.signal?.throwIfAborted();
-    this.shutdown$.signal.throwIfAborted();
 
     const chain = this.context.heldKeys();
     const inherited = new Map<string, Lock>();
@@ -119,8 +123,10 @@ export class LockEngine implements LockOwner, AcquireHost {
       const holder = chain.get(key);
       if (holder) inherited.set(key, holder);
     }
+    // Work running during the shutdown grace may still re-enter what it holds.
     if (inherited.size === userKeys.length)
       return new ReentrantLock(userKeys, inherited, undefined);
+    this.shutdown$.signal.throwIfAborted();
     const missing = userKeys.filter((key) => !inherited.has(key));
     let own: GrantedLock;
     try {
@@ -187,6 +193,15 @@ export class LockEngine implements LockOwner, AcquireHost {
     }
   }
 
+  /** Calls `listener` with every grant (and its ttl) this engine makes from now on, reentrant handles excluded. */
+  onGrant(listener: (lock: Lock, ttl: number) => void): () => void {
+    this.grantListeners.push(listener);
+    return () => {
+      const at = this.grantListeners.indexOf(listener);
+      if (at >= 0) this.grantListeners.splice(at, 1);
+    };
+  }
+
   /** Whether `key` is held by anyone, according to the backend. */
   async isLocked(key: string): Promise<boolean> {
     assertValidKey(key);
@@ -202,17 +217,37 @@ export class LockEngine implements LockOwner, AcquireHost {
   }
 
   /**
-   * Stops renewals, cancels waits and releases every held lock, once each; work still holding one
-   * sees it lost (`LockLostError`). Resolves when every release and background clean-up has
-   * settled, so the backend can be closed afterwards.
+   * From now on new acquisitions are refused with `LockShutdownError`, and callers waiting for a
+   * lock give up with it. Locks already held are untouched. Idempotent.
    */
-  shutdown(): Promise<void> {
-    this.shuttingDown ??= this.stop();
+  refuseNewLocks(): void {
+    if (!this.shutdown$.signal.aborted) this.shutdown$.abort(new LockShutdownError());
+  }
+
+  /**
+   * Shuts down gracefully: refuses new acquisitions, then lets held locks run, renewed as usual,
+   * until their work releases them or `grace` ms have passed. What is still held then is released,
+   * once each, and its work sees it lost (`LockLostError`). Resolves when every release and
+   * background clean-up has settled, so the backend can be closed afterwards. Idempotent: a
+   * second call returns the first one's promise.
+   */
+  shutdown(grace = 0): Promise<void> {
+    this.shuttingDown ??= this.stop(grace);
     return this.shuttingDown;
   }
 
-  private async stop(): Promise<void> {
-    this.shutdown$.abort(new LockError('the lock module is shutting down'));
+  private async stop(grace: number): Promise<void> {
+    this.refuseNewLocks();
+    if (grace > 0 && this.held.size > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await new Promise<void>((resolve) => {
+        this.onNoneHeld = resolve;
+        // Not unref'd: the process is shutting down and must not exit before this settles.
+        timer = setTimeout(resolve, grace);
+      });
+      clearTimeout(timer);
+      this.onNoneHeld = undefined;
+    }
     const held = [...this.held.values()];
     this.scheduler.stop();
     this.stopLossReports?.();
@@ -222,7 +257,14 @@ export class LockEngine implements LockOwner, AcquireHost {
     // withLock / @Locked report it, rather than a success that was not exclusive to the end. Each
     // lock releases itself exactly once (after an extension in flight, if any, answered).
     await Promise.allSettled(
-      held.map((lock) => lock.lose('the application is shutting down', { mayHold: true })),
+      held.map((lock) =>
+        lock.lose(
+          grace > 0
+            ? `the application is shutting down and its ${grace} ms grace period ran out`
+            : 'the application is shutting down',
+          { mayHold: true },
+        ),
+      ),
     );
     await this.tasks.drain();
   }
@@ -259,6 +301,7 @@ export class LockEngine implements LockOwner, AcquireHost {
   forget(lock: GrantedLock): void {
     this.held.delete(lock.token);
     this.scheduler.delete(lock);
+    if (this.held.size === 0) this.onNoneHeld?.();
   }
 
   /** {@inheritDoc LockOwner.rescheduled} */
@@ -281,6 +324,7 @@ export class LockEngine implements LockOwner, AcquireHost {
     const lock = new GrantedLock(this, keys, ref, fencingTokens, ttl, renew, sentAt, validFor);
     this.held.set(ref.token, lock);
     this.scheduler.add(lock);
+    for (const listener of this.grantListeners) listener(lock, ttl);
     return lock;
   }
 
@@ -314,9 +358,35 @@ export class LockEngine implements LockOwner, AcquireHost {
     });
   }
 
+  /** Every backend failure leaves the engine as a LockBackendError naming where it happened. */
   private backendError(operation: string, err: unknown): Error {
+    const endpoint = this.backend.endpoint;
+    if (err instanceof LockBackendError) {
+      if (err.endpoint !== undefined || endpoint === undefined) return err;
+      return new LockBackendError(err.backend, err.operation, err.detail, {
+        cause: err.cause ?? err,
+        endpoint,
+      });
+    }
     if (err instanceof LockError) return err;
-    const message = errorMessage(err);
-    return new LockBackendError(this.backend.name, operation, message, { cause: err });
+    return new LockBackendError(this.backend.name, operation, errorMessage(err), {
+      cause: err,
+      endpoint,
+    });
+  }
+
+  /**
+   * One bounded round trip to the backend (its `ping`, else a read of one key), so that a wrong
+   * or unreachable backend is found at startup rather than at the first lock.
+   *
+   * @throws LockBackendError naming the backend, where it connects and the cause
+   */
+  check(): Promise<void> {
+    const backend = this.backend;
+    return this.call('answer a startup check', () =>
+      backend.ping
+        ? backend.ping()
+        : backend.inspect(`${this.defaults.keyPrefix}startup-check`).then(() => undefined),
+    );
   }
 }

@@ -2,37 +2,66 @@ import {
   CallHandler,
   ConflictException,
   ExecutionContext,
+  Inject,
   Injectable,
   NestInterceptor,
+  Optional,
+  ServiceUnavailableException,
 } from '@nestjs/common';
 import { catchError, Observable, throwError } from 'rxjs';
 import { LockNotAcquiredError } from '../errors/lock-not-acquired.error';
+import { LockShutdownError } from '../errors/lock-shutdown.error';
+import {
+  DEFAULT_BUSY_MESSAGE,
+  DEFAULT_BUSY_RETRY_AFTER,
+} from '../module/distributed-lock.constants';
+import { LockService } from '../service/lock.service';
+import { BusyResponse, busyResponseOf } from './busy.response';
 
 interface HeaderSink {
   setHeader?(name: string, value: string): unknown;
   header?(name: string, value: string): unknown;
 }
 
+const BUILT_IN: BusyResponse = {
+  retryAfter: DEFAULT_BUSY_RETRY_AFTER,
+  message: DEFAULT_BUSY_MESSAGE,
+};
+
 /**
  * Turns a busy lock into HTTP 409 Conflict with the standard Nest error body and a `Retry-After`
- * header (whole seconds). Other errors, including the handler's own, pass through unchanged.
+ * header: the message and the hint (default `'The resource is busy; try again later.'` and 1 s)
+ * come from `@Locked`'s `busyMessage` / `busyRetryAfter`, else the module's. A lock refused
+ * because the app is shutting down answers 503 Service Unavailable. Other errors, including the
+ * handler's own `ConflictException`, pass through unchanged.
  *
  * `@Locked` applies it to its method automatically (it only acts on controller handlers). Register
- * it globally (`APP_INTERCEPTOR`) to also map busy locks taken inside services to 409.
+ * it globally (`APP_INTERCEPTOR`) to also map busy locks taken inside services.
  */
 @Injectable()
 export class LockInterceptor implements NestInterceptor {
+  constructor(@Optional() @Inject(LockService) private readonly locks?: LockService) {}
+
   intercept(context: ExecutionContext, next: CallHandler): Observable<unknown> {
     return next.handle().pipe(
       catchError((err: unknown) => {
-        if (!(err instanceof LockNotAcquiredError) || context.getType() !== 'http')
-          return throwError(() => err);
+        if (context.getType() !== 'http') return throwError(() => err);
+        if (err instanceof LockShutdownError) {
+          return throwError(
+            () =>
+              new ServiceUnavailableException('The service is shutting down; try again.', {
+                cause: err,
+              }),
+          );
+        }
+        if (!(err instanceof LockNotAcquiredError)) return throwError(() => err);
+        const busy = busyResponseOf(err, this.locks?.busyResponse ?? BUILT_IN);
         const response = context.switchToHttp().getResponse<HeaderSink>();
-        const seconds = String(Math.max(1, Math.ceil((err.retryAfter ?? 1000) / 1000)));
+        const seconds = String(Math.max(1, Math.ceil(busy.retryAfter / 1000)));
         if (typeof response?.setHeader === 'function') response.setHeader('Retry-After', seconds);
         else if (typeof response?.header === 'function') response.header('Retry-After', seconds);
         return throwError(
-          () => new ConflictException(err.message, { cause: err, description: 'Conflict' }),
+          () => new ConflictException(busy.message, { cause: err, description: 'Conflict' }),
         );
       }),
     );

@@ -13,3 +13,9 @@ export const DEFAULT_KEY_PREFIX = 'lock:';
 export const DEFAULT_TTL = 30_000;
 /** Default time a caller waits for a busy lock, in ms. */
 export const DEFAULT_WAIT = 10_000;
+/** Default shutdown grace in ms: how long locked work may finish once shutdown starts. */
+export const DEFAULT_SHUTDOWN_GRACE = 10_000;
+/** Default `Retry-After` of a busy 409, in ms. */
+export const DEFAULT_BUSY_RETRY_AFTER = 1_000;
+/** Default message of a busy 409: generic, so no lock key reaches the client. */
+export const DEFAULT_BUSY_MESSAGE = 'The resource is busy; try again later.';

@@ -45,6 +45,30 @@ export interface DistributedLockModuleOptions {
   wait?: number;
   /** Register the module globally so every module can inject `LockService`. Default true. */
   isGlobal?: boolean;
+  /**
+   * How long, in ms, locked work still running at shutdown may go on. During it new acquisitions
+   * are refused (`LockShutdownError`) and held locks keep being renewed; when the last one is
+   * released, or the time is up, what is still held is released (its work sees `LockLostError`)
+   * and the backend closes. `0` releases at once. Default 10000.
+   */
+  shutdownGrace?: number;
+  /**
+   * Check at startup that the backend answers (one bounded round trip), failing the application
+   * start with a `LockBackendError` that names the backend, its host and the cause. Turn it off
+   * for an app that must start while its backend is down. Default true.
+   */
+  checkBackend?: boolean;
+  /**
+   * `Retry-After` of the 409 a busy lock answers on a controller, in ms, sent as whole seconds
+   * rounded up. A hint of when to try again, not the holder's remaining time. `@Locked` may set
+   * its own. Default 1000.
+   */
+  busyRetryAfter?: number;
+  /**
+   * Message of the 409 a busy lock answers on a controller. The default says nothing of the lock
+   * key: `'The resource is busy; try again later.'`. `@Locked` may set its own.
+   */
+  busyMessage?: string;
 }
 
 /** A class that produces the module options, for `forRootAsync({ useClass | useExisting })`. */

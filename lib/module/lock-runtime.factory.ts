@@ -4,8 +4,21 @@ import { MemoryLockBackend } from '../backends/memory/memory.backend';
 import { RedisLockBackend, RedisLockBackendOptions } from '../backends/redis';
 import type { EngineDefaults } from '../engine/lock.engine';
 import { describeValue, hasControlCharacter, hasLoneSurrogate } from '../engine/lock-key.validator';
-import { assertKnownOptions, toTtl, toWait } from '../engine/lock-options.validator';
-import { DEFAULT_KEY_PREFIX, DEFAULT_TTL, DEFAULT_WAIT } from './distributed-lock.constants';
+import {
+  assertKnownOptions,
+  assertOptionalBoolean,
+  toTtl,
+  toWait,
+} from '../engine/lock-options.validator';
+import { BusyResponse, busyResponse } from '../interceptors/busy.response';
+import {
+  DEFAULT_BUSY_MESSAGE,
+  DEFAULT_BUSY_RETRY_AFTER,
+  DEFAULT_KEY_PREFIX,
+  DEFAULT_SHUTDOWN_GRACE,
+  DEFAULT_TTL,
+  DEFAULT_WAIT,
+} from './distributed-lock.constants';
 import type { DistributedLockModuleOptions, LockBackendConfig } from './distributed-lock.options';
 
 /** What the module runs with once its options are resolved. */
@@ -14,9 +27,25 @@ export interface LockRuntime {
   /** The module created the backend, so the module closes it at shutdown. */
   readonly ownsBackend: boolean;
   readonly defaults: EngineDefaults;
+  /** ms that held locks may run on at shutdown. */
+  readonly shutdownGrace: number;
+  /** Whether to ping the backend at startup. */
+  readonly checkBackend: boolean;
+  /** What a busy lock answers on a controller unless `@Locked` says otherwise. */
+  readonly busy: BusyResponse;
 }
 
-const KNOWN_OPTIONS = ['backend', 'keyPrefix', 'ttl', 'wait', 'isGlobal'] as const;
+const KNOWN_OPTIONS = [
+  'backend',
+  'keyPrefix',
+  'ttl',
+  'wait',
+  'isGlobal',
+  'shutdownGrace',
+  'checkBackend',
+  'busyRetryAfter',
+  'busyMessage',
+] as const;
 
 /**
  * Validates the module options and creates the backend. Runs at bootstrap, so a bad option stops
@@ -40,8 +69,27 @@ export function createLockRuntime(options: DistributedLockModuleOptions | undefi
   ) {
     throw new TypeError(`${prefix} keyPrefix must be a printable string of at most 128 characters`);
   }
+  const shutdownGrace = toWait(
+    opts.shutdownGrace ?? DEFAULT_SHUTDOWN_GRACE,
+    `${prefix} shutdownGrace`,
+  );
+  assertOptionalBoolean(opts.checkBackend, `${prefix} checkBackend`);
+  assertOptionalBoolean(opts.isGlobal, `${prefix} isGlobal`);
+  const busy = busyResponse(
+    { retryAfter: DEFAULT_BUSY_RETRY_AFTER, message: DEFAULT_BUSY_MESSAGE },
+    opts.busyRetryAfter,
+    opts.busyMessage,
+    prefix,
+  );
   const { backend, ownsBackend } = createBackend(opts.backend ?? { type: 'memory' }, prefix);
-  return { backend, ownsBackend, defaults: { keyPrefix, ttl, wait } };
+  return {
+    backend,
+    ownsBackend,
+    defaults: { keyPrefix, ttl, wait },
+    shutdownGrace,
+    checkBackend: opts.checkBackend ?? true,
+    busy,
+  };
 }
 
 function isBackendInstance(value: object): value is LockBackend {

@@ -5,9 +5,13 @@ import {
   Injectable,
   Logger,
   OnApplicationShutdown,
+  OnModuleInit,
 } from '@nestjs/common';
 import { isObservable } from 'rxjs';
+import { LockBackendError } from '../errors/lock-backend.error';
 import { LockNotAcquiredError } from '../errors/lock-not-acquired.error';
+import { LockShutdownError } from '../errors/lock-shutdown.error';
+import { attachBusyResponse, BusyResponse } from '../interceptors/busy.response';
 import type { AcquireOptions } from '../engine/acquire-options.interface';
 import { LockEngine } from '../engine/lock.engine';
 import type { Lock } from '../engine/lock.interface';
@@ -17,8 +21,13 @@ import type { LockRuntime } from '../module/lock-runtime.factory';
 
 /** @internal What `@Locked` passes to {@link LockService.runLocked}. */
 export interface RunLockedOptions extends AcquireOptions {
-  /** `'skip'`: a busy lock resolves `undefined` without running the method. Default `'throw'`. */
+  /**
+   * `'skip'`: a busy lock, or one refused because the app is shutting down, resolves `undefined`
+   * without running the method. Default `'throw'`.
+   */
   onBusy?: 'throw' | 'skip';
+  /** The method's own 409 answer, over the module's. */
+  busy?: Partial<BusyResponse>;
 }
 
 /**
@@ -29,7 +38,7 @@ export interface RunLockedOptions extends AcquireOptions {
  * held surfaces as `LockLostError`.
  */
 @Injectable()
-export class LockService implements BeforeApplicationShutdown, OnApplicationShutdown {
+export class LockService implements OnModuleInit, BeforeApplicationShutdown, OnApplicationShutdown {
   private readonly logger = new Logger('DistributedLock');
   private readonly engine: LockEngine;
 
@@ -85,15 +94,17 @@ export class LockService implements BeforeApplicationShutdown, OnApplicationShut
     options: RunLockedOptions,
     invoke: () => T,
   ): Promise<T | undefined> {
-    const { onBusy, ...acquireOptions } = options;
+    const { onBusy, busy, ...acquireOptions } = options;
     let lock: Lock;
     try {
       lock = await this.engine.acquire(keys, acquireOptions, 'wait');
     } catch (err) {
-      if (onBusy === 'skip' && err instanceof LockNotAcquiredError) {
-        this.logger.debug?.(`skipped: ${err.message}`);
+      const refused = err instanceof LockNotAcquiredError || err instanceof LockShutdownError;
+      if (onBusy === 'skip' && refused) {
+        this.logger.debug?.(`skipped: ${(err as Error).message}`);
         return undefined;
       }
+      if (busy && err instanceof LockNotAcquiredError) attachBusyResponse(err, busy);
       throw err;
     }
     return this.engine.runHolding(lock, invoke, (result) =>
@@ -101,12 +112,61 @@ export class LockService implements BeforeApplicationShutdown, OnApplicationShut
     );
   }
 
-  // The two shutdown hooks stay in the published types, unlike runLocked: the class declares that
+  /**
+   * Calls `listener` with every lock this service grants from now on (the testing kit).
+   * @internal
+   */
+  onGrant(listener: (lock: Lock, ttl: number) => void): () => void {
+    return this.engine.onGrant(listener);
+  }
+
+  /**
+   * What the module runs with: the testing kit takes a second "instance" on the same backend.
+   * @internal
+   */
+  get lockRuntime(): LockRuntime {
+    return this.runtime;
+  }
+
+  /**
+   * The module's busy 409 answer, for the interceptor.
+   * @internal
+   */
+  get busyResponse(): BusyResponse {
+    return this.runtime.busy;
+  }
+
+  // The lifecycle hooks stay in the published types, unlike runLocked: the class declares that
   // it implements Nest's lifecycle interfaces, and a declaration without them would not compile.
 
-  /** Called by Nest: stops renewals and releases held locks before the app's connections close. */
+  /**
+   * Called by Nest at startup: unless `checkBackend: false`, checks that the backend answers.
+   * @throws LockBackendError naming the backend, its host and the cause, which fails the start
+   */
+  async onModuleInit(): Promise<void> {
+    if (!this.runtime.checkBackend) return;
+    try {
+      await this.engine.check();
+    } catch (err) {
+      // Nest runs no shutdown hook after a failed start: close what the module opened, or its
+      // reconnecting client would keep the process alive.
+      await this.engine.shutdown(0);
+      if (this.runtime.ownsBackend) await this.runtime.backend.close?.();
+      if (!(err instanceof LockBackendError)) throw err;
+      const hint = ' (DistributedLockModule option checkBackend: false starts the app without it)';
+      throw new LockBackendError(err.backend, err.operation, err.detail + hint, {
+        cause: err.cause ?? err,
+        endpoint: err.endpoint,
+      });
+    }
+  }
+
+  /**
+   * Called by Nest: refuses new locks, lets held ones run (renewed) for up to `shutdownGrace` ms
+   * until released, then releases what is left, before the app's connections close.
+   */
   async beforeApplicationShutdown(): Promise<void> {
-    await this.engine.shutdown();
+    await this.engine.shutdown(this.runtime.shutdownGrace);
   }
 
   /** Called by Nest: closes the backend if the module created it; one you passed in stays open. */

@@ -28,7 +28,8 @@ describe.each(TEST_BACKENDS)('Shutdown with held locks on $name', (testBackend) 
     // Releases answer a little late, the way a remote server does, so that one still in flight
     // when app.close() resolves can be seen.
     const backend = new ObservedBackend(testBackend.connect(), { releaseDelay: 25 });
-    const { app, locks } = await createLockApp({ backend });
+    // No grace: this is about the releases themselves (the grace has its own tests).
+    const { app, locks } = await createLockApp({ backend, shutdownGrace: 0 });
     const single = await locks.acquire(uniqueKey('shutdown-one'));
     const multi = await locks.acquire([uniqueKey('shutdown-a'), uniqueKey('shutdown-b')]);
 
