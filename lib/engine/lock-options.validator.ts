@@ -52,7 +52,8 @@ export function assertOptionalBoolean(value: unknown, where: string): void {
 
 /**
  * Rejects option names that are not in `known`, suggesting the closest known one, so a typo such
- * as `tll` fails loudly instead of being ignored.
+ * as `tll` fails loudly instead of being ignored. With `nearMissesOnly`, for another library's
+ * options whose set grows with its versions, only a name close to a known one is rejected.
  *
  * @throws TypeError naming the unknown option, when `options` is not an object or has one
  */
@@ -60,6 +61,7 @@ export function assertKnownOptions(
   options: unknown,
   known: readonly string[],
   where: string,
+  nearMissesOnly = false,
 ): void {
   if (options === undefined) return;
   if (options === null || typeof options !== 'object' || Array.isArray(options)) {
@@ -69,6 +71,7 @@ export function assertKnownOptions(
   for (const name in options) {
     if (!Object.prototype.hasOwnProperty.call(options, name) || known.includes(name)) continue;
     const hint = closest(name, known);
+    if (nearMissesOnly && hint === undefined) continue;
     throw new TypeError(
       `${where}: unknown option "${name}"${hint ? `; did you mean "${hint}"?` : ''} (known: ${known.join(', ')})`,
     );

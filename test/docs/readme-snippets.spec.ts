@@ -85,8 +85,8 @@ function compileSnippets(snippets: readonly Snippet[]): {
     strict: true,
     experimentalDecorators: true,
     emitDecoratorMetadata: true,
-    // What an application has: Node's globals, not jest's.
-    types: ['node'],
+    // What an application's sources and specs see: Node's globals and jest's.
+    types: ['node', 'jest'],
     noEmit: true,
     moduleDetection: ts.ModuleDetectionKind.Force,
   };

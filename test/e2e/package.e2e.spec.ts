@@ -93,6 +93,7 @@ describe('the built package', () => {
         'LockLostError',
         'LockNotAcquiredError',
         'LockService',
+        'LockShutdownError',
         'Locked',
         'MemoryLockBackend',
         'RedisLockBackend',
@@ -105,61 +106,117 @@ describe('the built package', () => {
 
   describe('published types, as an application compiles them', () => {
     let dir: string;
-    let link: string;
+    const links: string[] = [];
     beforeAll(() => {
-      // An application folder with the package installed (a link to this checkout).
+      // An application folder with the package installed (a link to this checkout), and the
+      // optional peers, which each compile below shows or hides.
       dir = realpathSync(mkdtempSync(join(tmpdir(), 'ndl-consumer-')));
       mkdirSync(join(dir, 'node_modules'));
-      link = join(dir, 'node_modules', 'nestjs-distributed-lock');
-      symlinkSync(root, link, 'dir');
+      for (const [name, target] of [
+        ['nestjs-distributed-lock', root],
+        ['ioredis', join(root, 'node_modules', 'ioredis')],
+        ['etcd3', join(root, 'node_modules', 'etcd3')],
+      ]) {
+        links.push(join(dir, 'node_modules', name));
+        symlinkSync(target, join(dir, 'node_modules', name), 'dir');
+      }
       writeFileSync(join(dir, 'consumer.ts'), CONSUMER);
+      writeFileSync(join(dir, 'consumer-with-peers.ts'), CONSUMER_WITH_PEERS);
     });
     afterAll(() => {
-      // The link first, so nothing can reach into the checkout.
-      unlinkSync(link);
+      // The links first, so nothing can reach into the checkout.
+      for (const link of links.splice(0)) unlinkSync(link);
       rmSync(dir, { recursive: true, force: true });
     });
+
+    /** A strict compile of `file` with our .d.ts checked like sources; its diagnostics and files. */
+    function compile(
+      file: string,
+      moduleResolution: ts.ModuleResolutionKind,
+      module: ts.ModuleKind,
+      peers: 'installed' | 'missing',
+    ): { messages: string[]; ours: readonly ts.SourceFile[]; all: readonly ts.SourceFile[] } {
+      const options: ts.CompilerOptions = {
+        strict: true,
+        noEmit: true,
+        module,
+        moduleResolution,
+        target: ts.ScriptTarget.ES2022,
+        lib: ['lib.es2022.d.ts', 'lib.esnext.disposable.d.ts'],
+        types: ['node'],
+        typeRoots: [join(root, 'node_modules', '@types')],
+        // Our .d.ts files are checked like sources: a dangling reference to a stripped
+        // @internal symbol, or an import of a peer that is not installed, is an error there.
+        skipLibCheck: false,
+      };
+      const host = ts.createCompilerHost(options);
+      if (peers === 'missing') {
+        // As in an application that installed neither: no file of theirs can be found.
+        const hidden = /[\\/]node_modules[\\/](ioredis|etcd3)([\\/]|$)/;
+        const { fileExists, readFile, directoryExists } = host;
+        host.fileExists = (name) => !hidden.test(name) && fileExists(name);
+        host.readFile = (name) => (hidden.test(name) ? undefined : readFile(name));
+        host.directoryExists = (name) => !hidden.test(name) && (directoryExists?.(name) ?? true);
+      }
+      const program = ts.createProgram([join(dir, file)], options, host);
+      const dist = realpathSync(join(root, 'dist'));
+      const ours = program
+        .getSourceFiles()
+        .filter((f) => f.fileName === join(dir, file) || f.fileName.startsWith(dist));
+      const messages = ours
+        .flatMap((f) => [
+          ...program.getSyntacticDiagnostics(f),
+          ...program.getSemanticDiagnostics(f),
+        ])
+        .map(
+          (d) =>
+            `${d.file?.fileName ?? ''}: ${ts.flattenDiagnosticMessageText(d.messageText, '\n')}`,
+        );
+      return { messages, ours, all: program.getSourceFiles() };
+    }
 
     it.each([
       ['node (node10)', ts.ModuleResolutionKind.Node10, ts.ModuleKind.CommonJS],
       ['node16', ts.ModuleResolutionKind.Node16, ts.ModuleKind.Node16],
     ])(
-      'resolve with moduleResolution %s, hide test-only members, reference nothing stripped',
+      'resolve with moduleResolution %s without ioredis or etcd3 installed, hide test-only members, reference nothing stripped',
       (_name, moduleResolution, module) => {
-        const program = ts.createProgram([join(dir, 'consumer.ts')], {
-          strict: true,
-          noEmit: true,
-          module,
-          moduleResolution,
-          target: ts.ScriptTarget.ES2022,
-          lib: ['lib.es2022.d.ts', 'lib.esnext.disposable.d.ts'],
-          types: ['node'],
-          typeRoots: [join(root, 'node_modules', '@types')],
-          // Our .d.ts files are checked like sources: a dangling reference to a stripped
-          // @internal symbol would be an error there.
-          skipLibCheck: false,
-        });
+        const { messages, ours, all } = compile('consumer.ts', moduleResolution, module, 'missing');
         const dist = realpathSync(join(root, 'dist'));
-        const ours = program
-          .getSourceFiles()
-          .filter((f) => f.fileName === join(dir, 'consumer.ts') || f.fileName.startsWith(dist));
-        // Both entry points came from the built package, not from lib/.
-        const names = ours.map((f) => f.fileName);
-        expect(names).toEqual(
-          expect.arrayContaining([join(dist, 'index.d.ts'), join(dist, 'backend.d.ts')]),
+        // Both entry points, and the backends' option types, came from the built package.
+        expect(ours.map((f) => f.fileName)).toEqual(
+          expect.arrayContaining(
+            ['index.d.ts', 'backend.d.ts', 'backends/redis/redis-backend.options.d.ts']
+              .concat('backends/etcd/etcd-backend.options.d.ts')
+              .map((name) => join(dist, name)),
+          ),
         );
-        const diagnostics = ours.flatMap((f) => [
-          ...program.getSyntacticDiagnostics(f),
-          ...program.getSemanticDiagnostics(f),
-        ]);
-        const messages = diagnostics.map(
-          (d) =>
-            `${d.file?.fileName ?? ''}: ${ts.flattenDiagnosticMessageText(d.messageText, '\n')}`,
-        );
+        // The peers really were out of reach.
+        expect(
+          all.filter((f) => /[\\/]node_modules[\\/](ioredis|etcd3)[\\/]/.test(f.fileName)),
+        ).toEqual([]);
+        // No published declaration an application reaches imports them.
+        const peerImports = ours.flatMap((f) => {
+          const info = ts.preProcessFile(f.text, true, true);
+          return [...info.importedFiles, ...info.typeReferenceDirectives]
+            .filter((ref) => /^(ioredis|etcd3)(\/|$)/.test(ref.fileName))
+            .map((ref) => `${f.fileName}: ${ref.fileName}`);
+        });
+        expect(peerImports).toEqual([]);
         expect(messages).toEqual([]);
       },
       30_000,
     );
+
+    it('take a real ioredis Redis and etcd3 Etcd3, and their options, without casts', () => {
+      const { messages } = compile(
+        'consumer-with-peers.ts',
+        ts.ModuleResolutionKind.Node10,
+        ts.ModuleKind.CommonJS,
+        'installed',
+      );
+      expect(messages).toEqual([]);
+    }, 30_000);
   });
 });
 
@@ -224,4 +281,34 @@ export async function use(locks: LockService, redis: RedisLockBackend): Promise<
   void locks.runLocked;
   return lock.fencingToken;
 }
+`;
+
+/**
+ * An application with both optional peers installed, passing their clients and options as
+ * applications do. `@ts-expect-error` lines fail the compile if a typo in their options passes.
+ */
+const CONSUMER_WITH_PEERS = `
+import Redis, { type RedisOptions } from 'ioredis';
+import { Etcd3, type IOptions } from 'etcd3';
+import { DistributedLockModule, EtcdLockBackend, RedisLockBackend } from 'nestjs-distributed-lock';
+
+const redisOptions: RedisOptions = { host: '127.0.0.1', port: 6379, db: 1 };
+const etcdOptions: Omit<IOptions, 'hosts'> = { dialTimeout: 1000 };
+export const backends = [
+  new RedisLockBackend({ client: new Redis({ lazyConnect: true }) }),
+  new RedisLockBackend({ options: redisOptions, commandTimeout: 1000 }),
+  new RedisLockBackend({
+    options: { host: 'h', tls: {}, enableAutoPipelining: true, retryStrategy: (n: number) => n * 10 },
+  }),
+  new EtcdLockBackend({ client: new Etcd3({ hosts: 'http://127.0.0.1:2379' }) }),
+  new EtcdLockBackend({ hosts: ['http://127.0.0.1:2379'], ...etcdOptions, sessionTtl: 5000 }),
+];
+export const modules = [
+  DistributedLockModule.forRoot({ backend: { type: 'redis', client: new Redis() } }),
+  DistributedLockModule.forRoot({ backend: { type: 'etcd', client: new Etcd3(), commandTimeout: 500 } }),
+];
+// @ts-expect-error a typo inside ioredis options
+export const typo = new RedisLockBackend({ options: { hots: 'h' } });
+// @ts-expect-error a typo among etcd3 options
+export const typo2 = new EtcdLockBackend({ hosts: 'http://h:1', dialTimout: 1 });
 `;

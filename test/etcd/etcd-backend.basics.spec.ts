@@ -29,6 +29,44 @@ describe('EtcdLockBackend basics (real etcd)', () => {
       ).toThrow(/unknown option "sesionTtl"; did you mean "sessionTtl"/);
     });
 
+    it('rejects a host that is not [http[s]://]host:port, naming it, and unknown etcd3 option names', () => {
+      for (const bad of [
+        'not a url',
+        'http://127.0.0.1',
+        'ftp://h:2379',
+        'h:99999',
+        'http://h:1/x',
+      ]) {
+        expect(() => new EtcdLockBackend({ hosts: ['http://ok:2379', bad] })).toThrow(
+          `hosts: "${bad}" is not an etcd endpoint`,
+        );
+      }
+      for (const good of [
+        'http://h:2379',
+        'https://h.example:2379',
+        'h:2379',
+        'http://[::1]:2379',
+      ]) {
+        expect(resources.backend({ hosts: [good] }).endpoint).toBe(good);
+      }
+      expect(resources.backend({ hosts: ['http://a:1', 'http://b:2'] }).endpoint).toBe(
+        'http://a:1, http://b:2',
+      );
+      const hosts = etcdHosts();
+      expect(() => new EtcdLockBackend({ hosts, dialTimout: 1000 } as never)).toThrow(
+        /unknown option "dialTimout"; did you mean "dialTimeout"/,
+      );
+      expect(() => new EtcdLockBackend({ hosts, comandTimeout: 1000 } as never)).toThrow(
+        /did you mean "commandTimeout"/,
+      );
+      // etcd3's own options pass through.
+      resources.backend({ hosts, dialTimeout: 1000, grpcOptions: {}, defaultCallOptions: {} });
+      // A client of the user's is named by the hosts it was created with.
+      expect(resources.backend({ client: resources.client(hosts) }).endpoint).toBe(
+        hosts.join(', '),
+      );
+    });
+
     it('does not load etcd3 when the backend module is imported', () => {
       const root = join(__dirname, '..', '..');
       const script = `

@@ -1,4 +1,5 @@
 import { LockBackendError } from '../../lib/errors/lock-backend.error';
+import { freePort } from '../servers/server.process';
 import { eventually } from '../support/async.helpers';
 import { etcdHosts } from '../support/test-env';
 import { newToken, uniqueKey } from '../support/test-ids';
@@ -78,6 +79,31 @@ describe('EtcdLockBackend when etcd is unreachable (real etcd)', () => {
     },
     60_000,
   );
+
+  it("names the host and etcd's error once etcd3's circuit breaker is open, also for a client of the user's", async () => {
+    const address = `127.0.0.1:${await freePort()}`;
+    const backend = resources.backend({
+      client: resources.client([`http://${address}`]),
+      commandTimeout: 1_000,
+    });
+    const messages: string[] = [];
+    // etcd3 opens a host's breaker after 3 failures in a row, for 5 s: the later calls meet it.
+    for (const action of [
+      () => backend.ping(),
+      () => backend.acquire({ keys: [uniqueKey('breaker')], token: newToken(), ttl: 1_000 }),
+      () => backend.inspect(uniqueKey('breaker')),
+      () => backend.ping(),
+    ]) {
+      const { error } = await rejection(action);
+      expect(error).toBeInstanceOf(LockBackendError);
+      messages.push((error as Error).message);
+    }
+    expect(messages.some((m) => m.includes('etcd3 pauses calls to'))).toBe(true);
+    for (const message of messages) {
+      expect(message).toContain(address);
+      expect(message).toMatch(/UNAVAILABLE.*ECONNREFUSED/);
+    }
+  });
 
   it('hears of a release made while its watch was disconnected (the watch resumes where it was)', async () => {
     const proxy = await startProxy(etcdHosts()[0]);

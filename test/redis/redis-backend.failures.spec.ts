@@ -192,6 +192,43 @@ describe('RedisLockBackend: outages, errors and options', () => {
     }
   });
 
+  it("names the cause of a user client's failed connection, and the server but not the password", async () => {
+    const address = `127.0.0.1:${await freePort()}`;
+    const client = new Redis(`redis://:secret@${address}`);
+    client.on('error', () => undefined);
+    try {
+      const backend = new RedisLockBackend({ client, commandTimeout: COMMAND_TIMEOUT });
+      expect(backend.endpoint).toBe(address);
+      await expectBackendError(backend.ping(), new RegExp(`ECONNREFUSED ${address}`));
+      await expectBackendError(
+        backend.acquire({ keys: [key('a')], token: newToken(), ttl: 5000 }),
+        new RegExp(`ECONNREFUSED ${address}`),
+      );
+      await backend.close();
+    } finally {
+      client.disconnect();
+    }
+  });
+
+  it('names where it connects for every form of options, never credentials', async () => {
+    const port = await freePort();
+    const lazy = { lazyConnect: true };
+    expect(resources.backend({ url: `redis://u:secret@127.0.0.1:${port}/2` }).endpoint).toBe(
+      `127.0.0.1:${port}`,
+    );
+    const options = { host: '127.0.0.1', port, password: 'secret', ...lazy };
+    expect(resources.backend({ options }).endpoint).toBe(`127.0.0.1:${port}`);
+    expect(resources.backend({ options: { path: '/tmp/none.sock', ...lazy } }).endpoint).toBe(
+      '/tmp/none.sock',
+    );
+    const sentinels = [{ host: '127.0.0.1', port }];
+    expect(resources.backend({ options: { sentinels, name: 'm', ...lazy } }).endpoint).toBe(
+      `sentinels 127.0.0.1:${port} (master m)`,
+    );
+    const client = resources.client(`redis://127.0.0.1:${port}`, lazy);
+    expect(resources.backend({ client }).endpoint).toBe(`127.0.0.1:${port}`);
+  });
+
   it('{ client }: close() keeps the user client and closes only its own subscriber', async () => {
     const client = resources.client();
     const raw = resources.client();
@@ -294,6 +331,15 @@ describe('RedisLockBackend: outages, errors and options', () => {
     expect(make({ url: redisUrl(), commandTimeout: 0 })).toThrow(/commandTimeout/);
     expect(make({ url: redisUrl(), claimWindow: 2 ** 31 })).toThrow(/claimWindow/);
     expect(make({ url: redisUrl(), claimWindw: 500 })).toThrow(/did you mean "claimWindow"/);
+    expect(make({ url: redisUrl(), comandTimeout: 500 })).toThrow(/did you mean "commandTimeout"/);
+    expect(make({ options: { hots: '127.0.0.1' } })).toThrow(
+      /`options` \(ioredis options\): unknown option "hots"; did you mean "host"/,
+    );
+    // A name far from every known one may belong to a newer ioredis: passed through.
+    resources.backend({ options: { lazyConnect: true, someFutureIoredisOption: 1 } });
+    // Every option the installed ioredis has a default for is known.
+    // (private in ioredis's types, public at run time: where the backend reads the names)
+    resources.backend({ options: { ...Redis['defaultOptions'], lazyConnect: true } });
     expect(make({ url: redisUrl(), maxBatchKeys: -1 })).toThrow(/maxBatchKeys/);
     expect(make({ url: redisUrl(), channelPrefix: 7 })).toThrow(/channelPrefix/);
   });

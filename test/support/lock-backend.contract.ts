@@ -92,6 +92,13 @@ export function describeLockBackend(name: string, backend: ContractBackend): voi
       if (backend.closeGrace) await sleep(backend.closeGrace);
     });
 
+    it('names where it connects, and ping resolves while the store answers', async () => {
+      const a = client();
+      expect(a.endpoint).toEqual(expect.stringMatching(/\S/));
+      if (!a.ping) throw new Error(`${name} has no ping`);
+      await expect(a.ping()).resolves.toBeUndefined();
+    });
+
     it('grants a free key with one safe-integer fencing token, and answers busy with a positive retryAfter bounded by the holder ttl', async () => {
       const [a, b] = [client(), client()];
       const k = key('grant');
@@ -534,21 +541,29 @@ export function describeLockBackend(name: string, backend: ContractBackend): voi
 
     const unreachable = backend.unreachable;
     if (unreachable)
-      it('an unreachable server: every call rejects with LockBackendError (or answers from local state) within commandTimeout plus margin, never busy, never a hang', async () => {
+      it('an unreachable server: every call rejects with LockBackendError naming the cause (or answers from local state) within commandTimeout plus margin, never busy, never a hang', async () => {
         if (!unreachable) throw new Error('capability missing');
-        const { backend: down, commandTimeout } = await unreachable();
+        const { backend: down, commandTimeout, address, cause } = await unreachable();
         open.push(down);
+        expect(down.endpoint).toContain(address);
         const bound = commandTimeout + MARGIN;
         const k = key('unreachable');
         const lock = ref(k, 'outage');
+        const ping = down.ping?.bind(down);
+        if (!ping) throw new Error(`${name} has no ping`);
+        // Repeated calls too: a client library's state after the first failures (etcd3's open
+        // circuit breaker) must not replace the cause.
         const calls: (() => Promise<unknown>)[] = [
+          ping,
           () => acquire(down, lock, 1000),
           () => acquire(down, lock, 1000, { queueFor: 5000, attempt: 1 }),
           () => down.inspect(k),
+          ping,
         ];
         for (const call of calls) {
           const { ms, error } = await timed(within(bound + 5000, call(), 'call during outage'));
           expect(error).toBeInstanceOf(LockBackendError);
+          expect((error as Error).message).toMatch(cause);
           expect(ms).toBeLessThan(bound);
         }
         // These may answer from what the client knows (it holds nothing), else they must fail.
@@ -559,7 +574,8 @@ export function describeLockBackend(name: string, backend: ContractBackend): voi
         ];
         for (const call of local) {
           const { ms, error } = await timed(within(bound + 5000, call(), 'call during outage'));
-          expect(error === undefined || error instanceof LockBackendError).toBe(true);
+          const named = error instanceof LockBackendError && cause.test(error.message);
+          expect(error === undefined || named).toBe(true);
           expect(ms).toBeLessThan(bound);
         }
       }, 30_000);

@@ -23,6 +23,10 @@ export interface UnreachableBackend {
   readonly backend: LockBackend;
   /** The client's per-operation budget, in ms. */
   readonly commandTimeout: number;
+  /** The address it points at (`127.0.0.1:<port>`), which `endpoint` must name. */
+  readonly address: string;
+  /** What every failure's message must name: the underlying cause, such as the refused connection. */
+  readonly cause: RegExp;
 }
 
 /**
@@ -79,6 +83,8 @@ function sharedClient(store: MemoryLockBackend): LockBackend {
   const leaseDeadline = source.leaseDeadline?.bind(source);
   return {
     name: store.name,
+    endpoint: store.endpoint,
+    ping: () => store.ping(),
     acquire: (r) => store.acquire(r),
     extend: (r) => store.extend(r),
     release: (r) => store.release(r),
@@ -121,6 +127,11 @@ const CONTRACT_CLAIM_WINDOW = 1000;
 /** Session lease of the contract's etcd clients (etcd's minimum is 2 s by default). */
 const CONTRACT_ETCD_SESSION_TTL = 3000;
 
+/** The message of a connection refused at `address`, as Node words it. */
+function refused(address: string): RegExp {
+  return new RegExp(`ECONNREFUSED ${address.replace(/\./g, '\\.')}`);
+}
+
 /** Revokes the etcd lease of the member that holds `key` (the lowest create revision). */
 async function revokeEtcdLease(key: string): Promise<void> {
   const raw = new Etcd3({ hosts: etcdHosts() });
@@ -160,8 +171,9 @@ export const CONTRACT_BACKENDS: readonly ContractBackend[] = [
     ttlEndsGrant: true,
     unreachable: async () => {
       const commandTimeout = 500;
-      const url = `redis://127.0.0.1:${await freePort()}`;
-      return { backend: new RedisLockBackend({ url, commandTimeout }), commandTimeout };
+      const address = `127.0.0.1:${await freePort()}`;
+      const backend = new RedisLockBackend({ url: `redis://${address}`, commandTimeout });
+      return { backend, commandTimeout, address, cause: refused(address) };
     },
   },
   {
@@ -177,8 +189,9 @@ export const CONTRACT_BACKENDS: readonly ContractBackend[] = [
     maxKeys: 32,
     unreachable: async () => {
       const commandTimeout = 1000;
-      const hosts = [`http://127.0.0.1:${await freePort()}`];
-      return { backend: new EtcdLockBackend({ hosts, commandTimeout }), commandTimeout };
+      const address = `127.0.0.1:${await freePort()}`;
+      const backend = new EtcdLockBackend({ hosts: [`http://${address}`], commandTimeout });
+      return { backend, commandTimeout, address, cause: refused(address) };
     },
     revokeLease: revokeEtcdLease,
     // etcd3 and grpc-js keep reconnect timers for up to ~1-2 s after close.

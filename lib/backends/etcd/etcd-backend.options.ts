@@ -1,3 +1,4 @@
+import { describeValue } from '../../engine/lock-key.validator';
 import { assertKnownOptions, optionalTtl } from '../../engine/lock-options.validator';
 import type { Etcd3, IOptions } from 'etcd3';
 
@@ -6,6 +7,57 @@ export const DEFAULT_ETCD_SESSION_TTL = 10_000;
 
 /** Default time budget of one backend operation against etcd, in ms. */
 export const DEFAULT_ETCD_COMMAND_TIMEOUT = 2_000;
+
+/**
+ * The client options of etcd3 1.x (its `IOptions`) other than `hosts`, mirrored here so that the
+ * published types compile without etcd3 installed. The values go to etcd3 unchanged, so the
+ * loosely typed ones (`object`) take what etcd3 documents.
+ */
+export interface EtcdClientOptions {
+  /** TLS client credentials, passed to grpc-js `credentials.createSsl`. */
+  readonly credentials?: {
+    readonly rootCertificate: Buffer;
+    readonly privateKey?: Buffer;
+    readonly certChain?: Buffer;
+  };
+  /** grpc-js channel options, such as `{ 'grpc.keepalive_time_ms': 10_000 }`. */
+  readonly grpcOptions?: object;
+  /** Password authentication; `callOptions` are grpc-js call options of the token exchange. */
+  readonly auth?: {
+    readonly username: string;
+    readonly password: string;
+    readonly callOptions?: object;
+  };
+  /** grpc-js call options of every call, or a function of the call context returning them. */
+  readonly defaultCallOptions?: object;
+  readonly dialTimeout?: number;
+  /** cockatiel policies: `host(hostname)` and `global`, and the watch reconnect backoff. */
+  readonly faultHandling?: {
+    readonly host?: (hostname: string) => object;
+    readonly global?: object;
+    readonly watchBackoff?: object;
+  };
+}
+
+/** The names of {@link EtcdClientOptions}, checked at run time too (etcd3 ignores unknown ones). */
+const ETCD3_OPTION_NAMES: readonly (keyof EtcdClientOptions)[] = [
+  'credentials',
+  'grpcOptions',
+  'auth',
+  'defaultCallOptions',
+  'dialTimeout',
+  'faultHandling',
+];
+
+/**
+ * What the backend needs of an etcd3 client: an `Etcd3` instance (root namespace, not
+ * `client.namespace(...)`) fits as it is.
+ */
+export interface EtcdClientLike {
+  readonly kv: object;
+  readonly leaseClient: object;
+  watch(): unknown;
+}
 
 /** Tuning shared by both ways of connecting. */
 export interface EtcdLockBackendTuning {
@@ -36,37 +88,53 @@ export interface EtcdLockBackendTuning {
 }
 
 /**
- * Connect through a client the backend creates (and closes in `close()`). Every other
- * {@link IOptions} field of etcd3 (`auth`, `credentials`, `grpcOptions`, `defaultCallOptions`,
- * `faultHandling`, ...) is passed through to it.
+ * Connect through a client the backend creates (and closes in `close()`). The etcd3 client
+ * options (`auth`, `credentials`, `grpcOptions`, `defaultCallOptions`, `faultHandling`, ...) are
+ * passed through to it; any other name is rejected at construction.
  */
-export interface EtcdLockBackendHostsOptions
-  extends Omit<IOptions, 'hosts'>, EtcdLockBackendTuning {
-  /** etcd endpoints with their scheme, such as `http://127.0.0.1:2379`; at least one. */
+export interface EtcdLockBackendHostsOptions extends EtcdClientOptions, EtcdLockBackendTuning {
+  /**
+   * etcd endpoints `http://host:port` or `https://host:port` (all of one scheme), at least one;
+   * `host:port` means `http://`.
+   *
+   * @throws TypeError at construction for anything else, naming it
+   */
   readonly hosts: string | readonly string[];
   readonly client?: never;
 }
 
 /** Use a client the application owns. `close()` never closes it. */
 export interface EtcdLockBackendClientOptions extends EtcdLockBackendTuning {
-  /** An etcd3 client (root namespace). */
-  readonly client: Etcd3;
+  /** An etcd3 `Etcd3` client (root namespace). */
+  readonly client: EtcdClientLike;
   readonly hosts?: never;
 }
 
 /** Options of {@link EtcdLockBackend}: `{ hosts, ...etcd3 options }` or `{ client }`, plus tuning. */
 export type EtcdLockBackendOptions = EtcdLockBackendHostsOptions | EtcdLockBackendClientOptions;
 
-/** Options after validation, times in ms. */
+/**
+ * Options after validation, times in ms.
+ * @internal
+ */
 export interface ResolvedEtcdOptions {
   readonly client?: Etcd3;
   readonly clientOptions?: IOptions;
   /** Lease TTL asked of etcd, whole seconds. */
   readonly sessionTtlSeconds: number;
   readonly commandTimeout: number;
+  /** Where the backend connects, for messages. */
+  readonly endpoint: string;
 }
 
-function looksLikeEtcd3(value: unknown): value is Etcd3 {
+/**
+ * What etcd3 accepts as a host once it strips `http://` or `https://`: a grpc-js target. A bare
+ * `host:port` is kept because etcd3 takes it too (its own default is `127.0.0.1:2379`), as plain
+ * text; a missing port is refused because grpc-js would silently dial 443.
+ */
+const ETCD_HOST = /^(?:https?:\/\/)?(?:\[[0-9a-f:.]+\]|[a-z0-9_.-]+):(\d{1,5})$/i;
+
+function looksLikeEtcd3(value: EtcdClientLike): value is Etcd3 {
   if (typeof value !== 'object' || value === null) return false;
   const candidate = value as Partial<Record<'kv' | 'leaseClient' | 'watch', unknown>>;
   return (
@@ -80,7 +148,8 @@ function looksLikeEtcd3(value: unknown): value is Etcd3 {
  * Validates the user's options.
  *
  * @throws TypeError when neither or both of `hosts` and `client` are given, or either is malformed
- * @throws TypeError when a time is not a number of ms in (0, 2147483647]
+ * @throws TypeError when a time is not a number of ms in (0, 2147483647], or an option is unknown
+ * @internal
  */
 export function resolveEtcdOptions(options: EtcdLockBackendOptions): ResolvedEtcdOptions {
   if (typeof options !== 'object' || options === null) {
@@ -104,19 +173,22 @@ export function resolveEtcdOptions(options: EtcdLockBackendOptions): ResolvedEtc
       'EtcdLockBackend: pass exactly one of `hosts` (the backend creates a client) or `client`',
     );
   }
+  // With `hosts`, other names are etcd3 client options; with a client of yours there are none.
+  assertKnownOptions(
+    options,
+    hasClient
+      ? ['client', 'sessionTtl', 'commandTimeout']
+      : ['hosts', 'client', 'sessionTtl', 'commandTimeout', ...ETCD3_OPTION_NAMES],
+    'EtcdLockBackend options',
+  );
   if (hasClient) {
-    // With `hosts`, other names are etcd3 client options; with a client of yours there are none.
-    assertKnownOptions(
-      options,
-      ['client', 'sessionTtl', 'commandTimeout'],
-      'EtcdLockBackend options',
-    );
     if (!looksLikeEtcd3(options.client)) {
       throw new TypeError(
         'EtcdLockBackend: `client` must be an Etcd3 instance from the etcd3 package',
       );
     }
-    return { client: options.client, sessionTtlSeconds, commandTimeout };
+    const endpoint = clientEndpoint(options.client);
+    return { client: options.client, sessionTtlSeconds, commandTimeout, endpoint };
   }
   const {
     hosts,
@@ -125,16 +197,35 @@ export function resolveEtcdOptions(options: EtcdLockBackendOptions): ResolvedEtc
     client: _client,
     ...rest
   } = options as EtcdLockBackendHostsOptions;
-  const list =
-    typeof hosts === 'string'
-      ? [hosts]
-      : Array.isArray(hosts)
-        ? [...(hosts as readonly unknown[])]
-        : [];
-  if (list.length === 0 || list.some((host) => typeof host !== 'string' || host.trim() === '')) {
+  const list: unknown[] =
+    typeof hosts === 'string' ? [hosts] : Array.isArray(hosts) ? [...(hosts as unknown[])] : [];
+  if (list.length === 0) {
+    throw new TypeError('EtcdLockBackend: `hosts` must be a non-empty string or array of strings');
+  }
+  const bad = list.findIndex((h) => typeof h !== 'string' || !validPort(ETCD_HOST.exec(h)?.[1]));
+  if (bad >= 0) {
     throw new TypeError(
-      'EtcdLockBackend: `hosts` must be a non-empty string or array of non-empty strings',
+      `EtcdLockBackend: hosts: ${describeValue(list[bad])} is not an etcd endpoint; expected http://host:port or https://host:port`,
     );
   }
-  return { clientOptions: { ...rest, hosts: list as string[] }, sessionTtlSeconds, commandTimeout };
+  return {
+    // The same fields as etcd3's IOptions, typed loosely in ours (see EtcdClientOptions).
+    clientOptions: { ...rest, hosts: list as string[] } as IOptions,
+    sessionTtlSeconds,
+    commandTimeout,
+    endpoint: list.join(', '),
+  };
+}
+
+function validPort(port: string | undefined): boolean {
+  return port !== undefined && Number(port) >= 1 && Number(port) <= 65_535;
+}
+
+/** The hosts a user's client was created with, as far as the client shows them. */
+function clientEndpoint(client: EtcdClientLike): string {
+  const hosts = (client as { options?: { hosts?: unknown } }).options?.hosts;
+  const list: unknown[] = typeof hosts === 'string' ? [hosts] : Array.isArray(hosts) ? hosts : [];
+  return list.length > 0 && list.every((h) => typeof h === 'string')
+    ? list.join(', ')
+    : 'etcd client';
 }

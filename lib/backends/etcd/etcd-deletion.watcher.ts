@@ -1,6 +1,6 @@
 import type { IKeyValue, IWatchResponse, Watcher } from 'etcd3';
 import { EtcdRange, kvsAt, readOp } from './etcd.keys';
-import { sleep } from '../backend.timers';
+import { withTimeout } from '../backend.timers';
 import type { EtcdRpc } from './etcd.rpc';
 
 /** How long a key's watch outlives its last follower, ms: busy keys come back soon. */
@@ -104,7 +104,12 @@ export class EtcdDeletionWatcher {
     this.closed = true;
     for (const watch of this.watches.values()) this.stop(watch);
     this.watches.clear();
-    await Promise.race([Promise.all(this.cancelling), sleep(this.rpc.timeout)]);
+    // Bounded by a timer cleared once they are confirmed, so closing never delays the exit.
+    await withTimeout(
+      Promise.all(this.cancelling),
+      this.rpc.timeout,
+      () => new Error('late'),
+    ).catch(() => undefined);
   }
 
   private open(rangeId: string, range: EtcdRange): KeyWatch {

@@ -76,6 +76,8 @@ interface Entry extends BackendLockRef {
 export class EtcdLockBackend implements LockBackend {
   readonly name = 'etcd';
   readonly maxKeys = MAX_KEYS;
+  /** The hosts, as given (`http://10.0.0.1:2379, http://10.0.0.2:2379`), or a user client's. */
+  readonly endpoint: string;
 
   private readonly ownsClient: boolean;
   private readonly rpc: EtcdRpc;
@@ -100,14 +102,21 @@ export class EtcdLockBackend implements LockBackend {
    * @throws Error when the optional `etcd3` package is not installed (`npm i etcd3`)
    */
   constructor(options: EtcdLockBackendOptions) {
-    const { client, clientOptions, sessionTtlSeconds, commandTimeout } =
+    const { client, clientOptions, sessionTtlSeconds, commandTimeout, endpoint } =
       resolveEtcdOptions(options);
     this.ownsClient = !client;
+    this.endpoint = endpoint;
     const etcd3 = client ? tryLoadEtcd3() : loadEtcd3();
     const etcdClient = client ?? createEtcdClient(loadEtcd3(), clientOptions ?? { hosts: [] });
-    this.rpc = new EtcdRpc(etcdClient, etcd3, commandTimeout);
+    this.rpc = new EtcdRpc(etcdClient, etcd3, commandTimeout, endpoint);
     this.sessionTtlSeconds = sessionTtlSeconds;
     this.watcher = new EtcdDeletionWatcher(this.rpc);
+  }
+
+  /** One linearizable read within `commandTimeout` (see {@link LockBackend.ping}). */
+  async ping(): Promise<void> {
+    this.assertOpen('ping');
+    await this.rpc.ping();
   }
 
   /** {@inheritDoc LockBackend.acquire} */

@@ -1,5 +1,7 @@
 export { EtcdLockBackend } from './etcd.backend';
 export type {
+  EtcdClientLike,
+  EtcdClientOptions,
   EtcdLockBackendClientOptions,
   EtcdLockBackendHostsOptions,
   EtcdLockBackendOptions,

@@ -1,3 +1,4 @@
+import { LockBackendError } from '../../errors/lock-backend.error';
 import { MemoryLockBackend } from './memory.backend';
 
 const ref = (key: string, token: string) => ({ keys: [key], token });
@@ -20,5 +21,19 @@ describe('MemoryLockBackend', () => {
     await backend.cancel(ref('busy', 'b'));
     await backend.release(ref('busy', 'a'));
     expect(backend.trackedKeys).toBe(0);
+  });
+
+  it('answers ping while open and rejects it once closed; names no server', async () => {
+    expect(backend.endpoint).toBe('in-process');
+    await expect(backend.ping()).resolves.toBeUndefined();
+    await backend.close();
+    await expect(backend.ping()).rejects.toThrow(LockBackendError);
+    await expect(backend.ping()).rejects.toThrow(/closed/);
+  });
+
+  it('rejects an unknown option, suggesting the known one', () => {
+    expect(() => new MemoryLockBackend({ claimWindw: 10 } as never)).toThrow(
+      /unknown option "claimWindw"; did you mean "claimWindow"/,
+    );
   });
 });

@@ -11,6 +11,7 @@ import type {
 } from '../lock-backend.interface';
 import { monotonicNow } from '../../engine/clock';
 import { assertKnownOptions, toTtl } from '../../engine/lock-options.validator';
+import { LockBackendError } from '../../errors/lock-backend.error';
 import { WakeRegistry } from '../wake.registry';
 
 /** Tuning of {@link MemoryLockBackend}. */
@@ -55,10 +56,13 @@ interface KeyState {
  */
 export class MemoryLockBackend implements LockBackend {
   readonly name = 'memory';
+  /** Locks live in this process. */
+  readonly endpoint = 'in-process';
   private readonly keys = new Map<string, KeyState>();
   private readonly listeners = new WakeRegistry();
   private readonly claimWindow: number;
   private fence = 0;
+  private closed = false;
 
   constructor(options: MemoryLockBackendOptions = {}) {
     assertKnownOptions(options, ['claimWindow'], 'MemoryLockBackend options');
@@ -72,6 +76,11 @@ export class MemoryLockBackend implements LockBackend {
    */
   get trackedKeys(): number {
     return this.keys.size;
+  }
+
+  /** Resolves while the backend is open (see {@link LockBackend.ping}). */
+  async ping(): Promise<void> {
+    if (this.closed) throw new LockBackendError(this.name, 'ping', 'the backend is closed');
   }
 
   async acquire(request: BackendAcquireRequest): Promise<BackendAcquireResult> {
@@ -169,6 +178,7 @@ export class MemoryLockBackend implements LockBackend {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
     for (const state of this.keys.values()) if (state.holder) clearTimeout(state.holder.timer);
     this.keys.clear();
     this.listeners.clear();

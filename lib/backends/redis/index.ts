@@ -1,5 +1,7 @@
 export { RedisLockBackend } from './redis.backend';
 export type {
+  RedisClientLike,
+  RedisConnectionOptions,
   RedisLockBackendClientOptions,
   RedisLockBackendConnectionOptions,
   RedisLockBackendOptions,

@@ -1,5 +1,58 @@
+import type { ConnectionOptions } from 'node:tls';
 import { assertKnownOptions, optionalTtl } from '../../engine/lock-options.validator';
 import type { Redis, RedisOptions } from 'ioredis';
+
+/**
+ * What the backend needs of an ioredis client, declared here so that the published types compile
+ * without ioredis installed: a standalone `Redis` instance of ioredis 5 or 6 fits as it is.
+ */
+export interface RedisClientLike {
+  readonly status: string;
+  call(command: string, args: (string | number)[]): Promise<unknown>;
+  duplicate(override?: object): RedisClientLike;
+}
+
+/**
+ * The option names of ioredis 5's `RedisOptions`. At run time the names of the installed
+ * ioredis's `Redis.defaultOptions` count too, so a newer ioredis's options with a default pass.
+ */
+const IOREDIS_OPTION_NAMES = [
+  ...['host', 'port', 'path', 'family', 'tls', 'Connector', 'connectTimeout', 'socketTimeout'],
+  ...['disconnectTimeout', 'keepAlive', 'noDelay', 'username', 'password', 'db'],
+  ...['connectionName', 'disableClientInfo', 'clientInfoTag', 'sentinels', 'name', 'role'],
+  ...['sentinelUsername', 'sentinelPassword', 'sentinelRetryStrategy', 'sentinelTLS'],
+  ...['sentinelReconnectStrategy', 'preferredSlaves', 'sentinelCommandTimeout', 'natMap'],
+  ...['enableTLSForSentinelMode', 'updateSentinels', 'sentinelMaxConnections'],
+  ...['failoverDetector', 'retryStrategy', 'reconnectOnError', 'commandTimeout'],
+  ...['blockingTimeout', 'blockingTimeoutGrace', 'maxRetriesPerRequest', 'maxLoadingRetryTime'],
+  ...['enableOfflineQueue', 'offlineQueue', 'commandQueue', 'enableReadyCheck', 'lazyConnect'],
+  ...['autoResubscribe', 'autoResendUnfulfilledCommands', 'keyPrefix', 'readOnly', 'monitor'],
+  ...['stringNumbers', 'enableAutoPipelining', 'autoPipeliningIgnoredCommands', 'scripts'],
+  'showFriendlyErrorStack',
+] as const;
+
+/**
+ * ioredis's connection options (its `RedisOptions`), declared here so that the published types
+ * compile without ioredis installed; the values go to ioredis unchanged. The common ones are
+ * typed, the others (`retryStrategy`, `sentinelTLS`, ...) take what ioredis documents.
+ */
+export interface RedisConnectionOptions extends Partial<
+  Readonly<Record<(typeof IOREDIS_OPTION_NAMES)[number], unknown>>
+> {
+  readonly host?: string;
+  readonly port?: number;
+  /** A Unix socket, instead of host and port. */
+  readonly path?: string;
+  readonly username?: string;
+  readonly password?: string;
+  readonly db?: number;
+  readonly tls?: ConnectionOptions;
+  /** Sentinel: the master group name. */
+  readonly name?: string;
+  readonly sentinels?: readonly { readonly host?: string; readonly port?: number }[];
+  readonly connectTimeout?: number;
+  readonly connectionName?: string;
+}
 
 /** Tuning shared by every way of pointing {@link RedisLockBackendOptions} at a server. */
 export interface RedisLockBackendTuning {
@@ -41,7 +94,7 @@ export interface RedisLockBackendUrlOptions extends RedisLockBackendTuning {
  */
 export interface RedisLockBackendClientOptions extends RedisLockBackendTuning {
   /** A standalone ioredis client, 5 or 6 (Redis Cluster clients are not supported yet). */
-  readonly client: Redis;
+  readonly client: RedisClientLike;
   readonly url?: never;
   readonly options?: never;
 }
@@ -55,7 +108,7 @@ export interface RedisLockBackendConnectionOptions extends RedisLockBackendTunin
    * off (the backend bounds every operation by its `commandTimeout` itself, without a timer per
    * command). Auto-reconnect stays on.
    */
-  readonly options: RedisOptions;
+  readonly options: RedisConnectionOptions;
   readonly url?: never;
   readonly client?: never;
 }
@@ -67,7 +120,10 @@ export interface RedisLockBackendConnectionOptions extends RedisLockBackendTunin
 export type RedisLockBackendOptions =
   RedisLockBackendUrlOptions | RedisLockBackendClientOptions | RedisLockBackendConnectionOptions;
 
-/** Options after validation, with every default applied. */
+/**
+ * Options after validation, with every default applied.
+ * @internal
+ */
 export interface ResolvedRedisLockBackendOptions {
   readonly connection:
     | { readonly kind: 'url'; readonly url: string }
@@ -113,6 +169,7 @@ function looksLikeClient(value: unknown): value is Redis {
  * Validates user options and applies defaults.
  *
  * @throws TypeError naming the offending option when the options are missing, ambiguous or invalid
+ * @internal
  */
 export function resolveRedisLockBackendOptions(options: unknown): ResolvedRedisLockBackendOptions {
   if (!isRecord(options)) {
@@ -155,6 +212,7 @@ export function resolveRedisLockBackendOptions(options: unknown): ResolvedRedisL
     if (!isRecord(options.options) || Array.isArray(options.options)) {
       fail('options must be an object of ioredis options (host, port, tls, password, db...)');
     }
+    // The names are checked once ioredis is loaded (assertIoredisOptions); ioredis checks values.
     connection = { kind: 'options', options: options.options as RedisOptions };
   }
   const channelPrefix = options.channelPrefix ?? DEFAULT_CHANNEL_PREFIX;
@@ -174,4 +232,42 @@ export function resolveRedisLockBackendOptions(options: unknown): ResolvedRedisL
     channelPrefix,
     maxBatchKeys: positiveInteger(options.maxBatchKeys, 'maxBatchKeys', DEFAULT_MAX_BATCH_KEYS),
   };
+}
+
+/**
+ * Rejects a misspelled ioredis option name (ioredis would ignore it), suggesting the known one.
+ * Only near misses: a name far from every known one may be an option of a newer ioredis (the
+ * peer range includes 6), and refusing it would block a valid configuration.
+ * @internal
+ */
+export function assertIoredisOptions(options: RedisOptions, ioredis: unknown): void {
+  const defaults = (ioredis as { defaultOptions?: unknown }).defaultOptions;
+  const known = typeof defaults === 'object' && defaults !== null ? Object.keys(defaults) : [];
+  assertKnownOptions(
+    options,
+    [...new Set([...IOREDIS_OPTION_NAMES, ...known])],
+    'RedisLockBackend `options` (ioredis options)',
+    true,
+  );
+}
+
+/**
+ * Where a connection goes, for messages: `host:port`, a socket path or the sentinels; never
+ * credentials.
+ * @internal
+ */
+export function redisEndpoint(connection: ResolvedRedisLockBackendOptions['connection']): string {
+  if (connection.kind === 'url') {
+    const url = new URL(connection.url);
+    return `${url.hostname || 'localhost'}:${url.port || 6379}`;
+  }
+  const options: RedisOptions | undefined =
+    connection.kind === 'client' ? connection.client.options : connection.options;
+  if (!options) return 'redis client';
+  const sentinels = options.sentinels ?? [];
+  if (sentinels.length > 0) {
+    const list = sentinels.map((s) => `${s.host ?? 'localhost'}:${s.port ?? 26379}`).join(', ');
+    return `sentinels ${list} (master ${options.name ?? 'mymaster'})`;
+  }
+  return options.path ?? `${options.host ?? 'localhost'}:${options.port ?? 6379}`;
 }

@@ -13,6 +13,8 @@ import type {
 } from '../lock-backend.interface';
 import { LockBackendError } from '../../errors/lock-backend.error';
 import {
+  assertIoredisOptions,
+  redisEndpoint,
   resolveRedisLockBackendOptions,
   type RedisLockBackendOptions,
   type ResolvedRedisLockBackendOptions,
@@ -91,6 +93,8 @@ function isIntegerArray(value: unknown): value is number[] {
 export class RedisLockBackend implements LockBackend {
   /** `redis`. */
   readonly name = 'redis';
+  /** `host:port` of the server (or the socket path, or the sentinels), never credentials. */
+  readonly endpoint: string;
   private readonly settings: ResolvedRedisLockBackendOptions;
   private readonly connection: RedisConnection;
   private readonly wake: RedisWakeSubscriber;
@@ -106,11 +110,13 @@ export class RedisLockBackend implements LockBackend {
   constructor(options: RedisLockBackendOptions) {
     this.settings = resolveRedisLockBackendOptions(options);
     const { connection, commandTimeout, channelPrefix, claimWindow } = this.settings;
+    this.endpoint = redisEndpoint(connection);
     let client: Redis;
     if (connection.kind === 'client') {
       client = connection.client;
     } else {
       const Redis = loadIoredis();
+      if (connection.kind === 'options') assertIoredisOptions(connection.options, Redis);
       client =
         connection.kind === 'url'
           ? new Redis(connection.url, { ...OWN_CONNECTION_OVERRIDES })
@@ -138,6 +144,16 @@ export class RedisLockBackend implements LockBackend {
    */
   get wakeListenerCount(): number {
     return this.wake.listenerCount;
+  }
+
+  /**
+   * One `PING` within `commandTimeout`, waiting for the connection as any operation does (see
+   * {@link LockBackend.ping}).
+   *
+   * @throws LockBackendError naming the last connection error, when there was one
+   */
+  async ping(): Promise<void> {
+    await this.connection.run('ping', (client) => client.call('ping'));
   }
 
   /**

@@ -67,8 +67,9 @@ export class RedisConnection {
     if (owned) {
       // Connection errors also surface as rejected operations; without a listener ioredis would
       // print every reconnect failure as an unhandled error event.
-      client.on('error', (error: Error) => {
-        this.lastError = error;
+      client.on('error', this.recordError);
+      client.on('ready', () => {
+        this.lastError = undefined;
       });
     }
   }
@@ -176,10 +177,12 @@ export class RedisConnection {
         else resolve();
       };
       if (this.readyWaiters.size === 0) {
-        // One listener pair per outage, shared by every waiting operation, so thousands of them
-        // do not pile listeners onto the client.
+        // One set of listeners per outage, shared by every waiting operation, so thousands of
+        // them do not pile listeners onto the client. A user's client is listened to for errors
+        // only meanwhile: the reason it is not ready goes into the operations' errors.
         client.on('ready', this.wakeReadyWaiters);
         client.on('end', this.wakeReadyWaiters);
+        if (!this.owned) client.on('error', this.recordError);
       }
       this.readyWaiters.add(waiter);
       op.stopWaiting = () => this.dropReadyWaiter(waiter);
@@ -189,16 +192,24 @@ export class RedisConnection {
   private readonly wakeReadyWaiters = (): void => {
     const waiters = [...this.readyWaiters];
     this.readyWaiters.clear();
-    this.client.off('ready', this.wakeReadyWaiters);
-    this.client.off('end', this.wakeReadyWaiters);
+    this.stopListening();
+    if (this.client.status === 'ready') this.lastError = undefined;
     for (const waiter of waiters) waiter();
   };
 
   private dropReadyWaiter(waiter: () => void): void {
-    if (!this.readyWaiters.delete(waiter) || this.readyWaiters.size > 0) return;
+    if (this.readyWaiters.delete(waiter) && this.readyWaiters.size === 0) this.stopListening();
+  }
+
+  private stopListening(): void {
     this.client.off('ready', this.wakeReadyWaiters);
     this.client.off('end', this.wakeReadyWaiters);
+    if (!this.owned) this.client.off('error', this.recordError);
   }
+
+  private readonly recordError = (error: Error): void => {
+    this.lastError = error;
+  };
 
   private track(operation: string, reject: (error: Error) => void): PendingOperation {
     const op = new PendingOperation(operation, performance.now() + this.commandTimeout, reject);
@@ -206,6 +217,7 @@ export class RedisConnection {
     else this.head = op;
     this.tail = op;
     if (!this.watchdog) this.arm(this.commandTimeout);
+    else if (op === this.head) this.watchdog.ref();
     return op;
   }
 
@@ -216,15 +228,18 @@ export class RedisConnection {
     let head = this.head;
     while (head?.done) head = head.next;
     this.head = head;
-    if (!head) this.tail = undefined;
+    if (!head) {
+      this.tail = undefined;
+      this.watchdog?.unref();
+    }
     return true;
   }
 
   private arm(ms: number): void {
+    // Ref'd while an operation is pending, like the I/O it bounds: an operation someone awaits
+    // settles before the process may exit, even when nothing else is pending (no socket while
+    // reconnecting). Once none is, finish() unrefs it and it lapses without re-arming.
     this.watchdog = setTimeout(this.expire, Math.max(1, Math.ceil(ms)));
-    // Pending operations hold their own references (socket, caller); the watchdog never keeps
-    // the process alive by itself.
-    this.watchdog.unref();
   }
 
   /** Fails every operation past its deadline, then sleeps until the next one's. */
@@ -266,6 +281,11 @@ export class RedisConnection {
     let message = error instanceof Error ? error.message : String(error);
     // A user client's own ioredis commandTimeout may fire first.
     if (message === 'Command timed out') message = `no reply within ${this.commandTimeout} ms`;
+    // A dropped connection fails its commands with "Connection is closed.": say why it dropped.
+    const reply = error instanceof Error && error.name === 'ReplyError';
+    if (this.lastError && this.lastError !== error && !reply) {
+      message += ` (last connection error: ${this.lastError.message})`;
+    }
     return new LockBackendError(BACKEND_NAME, operation, message, { cause: error });
   }
 }
