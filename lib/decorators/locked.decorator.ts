@@ -1,6 +1,6 @@
 import { Inject, Optional, UseInterceptors } from '@nestjs/common';
 import 'reflect-metadata';
-import type { Observable } from 'rxjs';
+import { defer, EMPTY, isObservable, mergeMap, Observable, of } from 'rxjs';
 import { LockInterceptor } from '../interceptors/lock.interceptor';
 import { LockError } from '../errors/lock.error';
 import {
@@ -123,7 +123,7 @@ export function Locked(key: LockedKey, options: LockedOptions = {}): LockedDecor
     Inject(LockService)(target, LOCK_SERVICE);
     Optional()(target, LOCK_SERVICE);
 
-    const wrapped = function (this: Record<symbol, unknown>, ...args: unknown[]): Promise<unknown> {
+    const run = function (this: Record<symbol, unknown>, ...args: unknown[]): Promise<unknown> {
       const service = this?.[LOCK_SERVICE];
       if (!(service instanceof LockService)) {
         return Promise.reject(
@@ -131,7 +131,8 @@ export function Locked(key: LockedKey, options: LockedOptions = {}): LockedDecor
             `${where}: no LockService was injected. Import DistributedLockModule.forRoot() in the ` +
               "application, or in a unit test DistributedLockTestingModule.forRoot() from 'nestjs-distributed-lock/testing' " +
               '(Test.createTestingModule({ imports: [DistributedLockTestingModule.forRoot()], ... })); ' +
-              'the class must be a provider or controller that Nest creates',
+              'with isGlobal: false, import it in the module of this class too. The class must be a ' +
+              'provider or controller that Nest creates',
           ),
         );
       }
@@ -143,6 +144,19 @@ export function Locked(key: LockedKey, options: LockedOptions = {}): LockedDecor
       }
       return service.runLocked(keys, runOptions, () => method.apply(this, args));
     };
+    // A method declared to return an Observable keeps returning one (cold: the lock is taken on
+    // subscription, held until it ends); Nest emits the declared type as design:returntype.
+    const declared: unknown = Reflect.getMetadata('design:returntype', target, propertyKey);
+    const wrapped =
+      declared === Observable
+        ? function (this: Record<symbol, unknown>, ...args: unknown[]): Observable<unknown> {
+            return defer(() => run.apply(this, args)).pipe(
+              mergeMap((result) =>
+                isObservable(result) ? result : result === undefined ? EMPTY : of(result),
+              ),
+            );
+          }
+        : run;
     Object.defineProperty(wrapped, 'name', { value: method.name, configurable: true });
     for (const metadataKey of Reflect.getMetadataKeys(method)) {
       Reflect.defineMetadata(metadataKey, Reflect.getMetadata(metadataKey, method), wrapped);

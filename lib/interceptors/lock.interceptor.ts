@@ -47,6 +47,8 @@ export class LockInterceptor implements NestInterceptor {
       catchError((err: unknown) => {
         if (context.getType() !== 'http') return throwError(() => err);
         if (err instanceof LockShutdownError) {
+          // Another instance can serve it: the same short hint as a busy lock.
+          setRetryAfter(context, (this.locks?.busyResponse ?? BUILT_IN).retryAfter);
           return throwError(
             () =>
               new ServiceUnavailableException('The service is shutting down; try again.', {
@@ -56,14 +58,19 @@ export class LockInterceptor implements NestInterceptor {
         }
         if (!(err instanceof LockNotAcquiredError)) return throwError(() => err);
         const busy = busyResponseOf(err, this.locks?.busyResponse ?? BUILT_IN);
-        const response = context.switchToHttp().getResponse<HeaderSink>();
-        const seconds = String(Math.max(1, Math.ceil(busy.retryAfter / 1000)));
-        if (typeof response?.setHeader === 'function') response.setHeader('Retry-After', seconds);
-        else if (typeof response?.header === 'function') response.header('Retry-After', seconds);
+        setRetryAfter(context, busy.retryAfter);
         return throwError(
           () => new ConflictException(busy.message, { cause: err, description: 'Conflict' }),
         );
       }),
     );
   }
+}
+
+/** Sets `Retry-After` in whole seconds (at least 1), on Express or Fastify. */
+function setRetryAfter(context: ExecutionContext, ms: number): void {
+  const response = context.switchToHttp().getResponse<HeaderSink>();
+  const seconds = String(Math.max(1, Math.ceil(ms / 1000)));
+  if (typeof response?.setHeader === 'function') response.setHeader('Retry-After', seconds);
+  else if (typeof response?.header === 'function') response.header('Retry-After', seconds);
 }

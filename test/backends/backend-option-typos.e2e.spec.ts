@@ -51,4 +51,10 @@ describe('backend options are checked by DistributedLockModule.forRoot like modu
     expect(error).toBeInstanceOf(TypeError);
     expect(error.message).toContain('hosts: "not a url" is not an etcd endpoint');
   });
+
+  it('never repeats a password of a host in its message', async () => {
+    const error = await bootFailure({ type: 'etcd', hosts: 'http://root:s3cret@nowhere' });
+    expect(error.message).toContain('hosts: "http://***@nowhere" is not an etcd endpoint');
+    expect(error.message).not.toContain('s3cret');
+  });
 });

@@ -9,7 +9,7 @@ import {
 import { APP_INTERCEPTOR } from '@nestjs/core';
 import { Test } from '@nestjs/testing';
 import request from 'supertest';
-import { Locked, LockInterceptor } from 'nestjs-distributed-lock';
+import { Locked, LockInterceptor, LockService } from 'nestjs-distributed-lock';
 import { DistributedLockTestingModule, LockTesting } from 'nestjs-distributed-lock/testing';
 import type { DistributedLockTestingOptions } from 'nestjs-distributed-lock/testing';
 
@@ -115,6 +115,21 @@ describe('the answer to a busy lock over HTTP', () => {
     expect(res.body.message).toBe('This report is being rebuilt.');
     await holder.release();
     await request(app.getHttpServer()).get('/reports/2025').expect(200, 'rebuilt 2025');
+  });
+
+  it('answers 503 with the Retry-After hint while the app is shutting down', async () => {
+    ({ app, testing } = await start({ shutdownGrace: 10_000 }));
+    const locks = app.get(LockService);
+    const running = await locks.acquire('work-in-flight');
+    const closing = app.close();
+    // Shutdown waits for the lock in flight; meanwhile the server answers, and refuses new locks.
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const res = await request(app.getHttpServer()).get('/plain/3').expect(503);
+    expect(res.body.message).toBe('The service is shutting down; try again.');
+    expect(res.headers['retry-after']).toBe('1');
+    expect(running.held).toBe(true);
+    await running.release();
+    await closing;
   });
 
   it("passes the handler's own ConflictException through unchanged", async () => {

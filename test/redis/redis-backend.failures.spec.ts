@@ -336,7 +336,8 @@ describe('RedisLockBackend: outages, errors and options', () => {
       /`options` \(ioredis options\): unknown option "hots"; did you mean "host"/,
     );
     // A name far from every known one may belong to a newer ioredis: passed through.
-    resources.backend({ options: { lazyConnect: true, someFutureIoredisOption: 1 } });
+    const newer = { lazyConnect: true, someFutureIoredisOption: 1 };
+    resources.backend({ options: newer });
     // Every option the installed ioredis has a default for is known.
     // (private in ioredis's types, public at run time: where the backend reads the names)
     resources.backend({ options: { ...Redis['defaultOptions'], lazyConnect: true } });

@@ -1,8 +1,15 @@
-import { Injectable } from '@nestjs/common';
+import { Injectable, Module } from '@nestjs/common';
+import { isObservable, lastValueFrom, Observable, timer, map } from 'rxjs';
 import { Test, TestingModule } from '@nestjs/testing';
 import { join } from 'node:path';
 import ts from 'typescript';
-import { Locked, LockError, LockNotAcquiredError, LockService } from 'nestjs-distributed-lock';
+import {
+  DistributedLockModule,
+  Locked,
+  LockError,
+  LockNotAcquiredError,
+  LockService,
+} from 'nestjs-distributed-lock';
 import { DistributedLockTestingModule, LockTesting } from 'nestjs-distributed-lock/testing';
 
 @Injectable()
@@ -13,6 +20,11 @@ class GreetingService {
   async greet(name: string): Promise<string> {
     this.runs++;
     return `Hello ${name}!`;
+  }
+
+  @Locked('feed:<id>', { wait: 0 })
+  feed(id: string): Observable<string> {
+    return timer(20).pipe(map(() => `feed ${id}`));
   }
 
   @Locked('job:nightly', { onBusy: 'skip', wait: 0 })
@@ -91,6 +103,47 @@ describe('the testing kit (nestjs-distributed-lock/testing)', () => {
     expect(lock.held).toBe(false);
     const taken = await testing.hold('report');
     expect(taken.fencingToken).toBeGreaterThan(lock.fencingToken);
+  });
+
+  it('keeps an Observable method an Observable: locked from subscription until it completes', async () => {
+    const feed = service.feed('1');
+    expect(isObservable(feed)).toBe(true);
+    // Cold: nothing is locked before someone subscribes.
+    expect(testing.wasLocked('feed:1')).toBe(false);
+    const value = lastValueFrom(feed);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    expect(testing.isHeld('feed:1')).toBe(true);
+    await expect(value).resolves.toBe('feed 1');
+    expect(testing.isHeld('feed:1')).toBe(false);
+    const busy = await testing.hold('feed:1');
+    await expect(lastValueFrom(service.feed('1'))).rejects.toBeInstanceOf(LockNotAcquiredError);
+    await busy.release();
+  });
+
+  it('gives each test module its own backend even from one shared forRoot() result', async () => {
+    const shared = DistributedLockTestingModule.forRoot();
+    const [a, b] = await Promise.all(
+      [0, 1].map(() => Test.createTestingModule({ imports: [shared] }).compile()),
+    );
+    try {
+      const held = await a.get(LockTesting).hold('k');
+      const other = await b.get(LockTesting).hold('k');
+      await a.close();
+      expect(held.held).toBe(false);
+      expect(other.held).toBe(true);
+    } finally {
+      await b.close();
+    }
+  });
+
+  it('refuses to stand beside the real module, which would leave the kit watching nothing', async () => {
+    @Module({ imports: [DistributedLockModule.forRoot()], providers: [GreetingService] })
+    class AppModule {}
+    await expect(
+      Test.createTestingModule({
+        imports: [AppModule, DistributedLockTestingModule.forRoot()],
+      }).compile(),
+    ).rejects.toThrow(/also imports DistributedLockModule/);
   });
 
   it('rejects unknown options by name', () => {

@@ -205,7 +205,7 @@ export function resolveEtcdOptions(options: EtcdLockBackendOptions): ResolvedEtc
   const bad = list.findIndex((h) => typeof h !== 'string' || !validPort(ETCD_HOST.exec(h)?.[1]));
   if (bad >= 0) {
     throw new TypeError(
-      `EtcdLockBackend: hosts: ${describeValue(list[bad])} is not an etcd endpoint; expected http://host:port or https://host:port`,
+      `EtcdLockBackend: hosts: ${describeValue(withoutCredentials(list[bad]))} is not an etcd endpoint; expected http://host:port or https://host:port`,
     );
   }
   return {
@@ -213,8 +213,13 @@ export function resolveEtcdOptions(options: EtcdLockBackendOptions): ResolvedEtc
     clientOptions: { ...rest, hosts: list as string[] } as IOptions,
     sessionTtlSeconds,
     commandTimeout,
-    endpoint: list.join(', '),
+    endpoint: list.map(withoutCredentials).join(', '),
   };
+}
+
+/** `http://user:secret@host:2379` as `http://***@host:2379`: messages never show a password. */
+function withoutCredentials<T>(host: T): T | string {
+  return typeof host === 'string' ? host.replace(/^([a-z]+:\/\/)?[^/@]*@/i, '$1***@') : host;
 }
 
 function validPort(port: string | undefined): boolean {
@@ -226,6 +231,6 @@ function clientEndpoint(client: EtcdClientLike): string {
   const hosts = (client as { options?: { hosts?: unknown } }).options?.hosts;
   const list: unknown[] = typeof hosts === 'string' ? [hosts] : Array.isArray(hosts) ? hosts : [];
   return list.length > 0 && list.every((h) => typeof h === 'string')
-    ? list.join(', ')
+    ? list.map(withoutCredentials).join(', ')
     : 'etcd client';
 }
