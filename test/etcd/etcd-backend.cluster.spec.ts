@@ -4,6 +4,7 @@ import type { EtcdLockBackend } from '../../lib/backends/etcd';
 import { EtcdMember, planEtcdCluster, startEtcdMember } from '../servers/etcd.server';
 import { ServerProcess, removeDir } from '../servers/server.process';
 import { eventually, sleep } from '../support/async.helpers';
+import { createLockApp } from '../support/test-app';
 import { newToken, uniqueKey } from '../support/test-ids';
 import { Resources, members, waitForLock } from './etcd-test.helpers';
 
@@ -162,4 +163,25 @@ describe('EtcdLockBackend on a 3-member etcd cluster (real etcd)', () => {
     );
     expect(after.acquired).toBe(true);
   }, 120_000);
+
+  it('keeps serving LockService through the module when a member it was given is dead', async () => {
+    // Runs after the leader was killed above: the dead member comes first in the host list.
+    const dead = running.filter((m) => !m.alive);
+    expect(dead).toHaveLength(1);
+    const hosts = [...dead, ...running.filter((m) => m.alive)].map((m) => m.url);
+    const { app, locks } = await createLockApp({
+      backend: { type: 'etcd', hosts, commandTimeout: 3_000 },
+    });
+    try {
+      const key = uniqueKey('cluster-module');
+      const tokens: number[] = [];
+      for (let i = 0; i < 20; i++) {
+        tokens.push(await locks.withLock(key, (lock) => lock.fencingToken, { wait: 5_000 }));
+      }
+      expect(tokens).toHaveLength(20);
+      for (let i = 1; i < tokens.length; i++) expect(tokens[i]).toBeGreaterThan(tokens[i - 1]);
+    } finally {
+      await app.close();
+    }
+  }, 60_000);
 });
