@@ -19,6 +19,7 @@ export type {
   MemoryBackendConfig,
   RedisBackendConfig,
   EtcdBackendConfig,
+  RedlockBackendConfig,
 } from './module/distributed-lock.options';
 // The default `keyPrefix`: how lock keys start in Redis or etcd unless configured otherwise.
 export { DEFAULT_KEY_PREFIX } from './module/distributed-lock.constants';
@@ -40,16 +41,30 @@ export { MemoryLockBackend } from './backends/memory/memory.backend';
 export type { MemoryLockBackendOptions } from './backends/memory/memory.backend';
 export { RedisLockBackend } from './backends/redis';
 export type {
+  RedisClientLike,
+  RedisConnectionOptions,
   RedisLockBackendClientOptions,
   RedisLockBackendConnectionOptions,
   RedisLockBackendOptions,
+  RedisLockBackendSentinelOptions,
   RedisLockBackendTuning,
   RedisLockBackendUrlOptions,
+  RedisReplicaAcks,
+  RedisSentinelAddress,
 } from './backends/redis';
 export { EtcdLockBackend } from './backends/etcd';
 export type {
+  EtcdClientLike,
+  EtcdClientOptions,
   EtcdLockBackendClientOptions,
   EtcdLockBackendHostsOptions,
   EtcdLockBackendOptions,
   EtcdLockBackendTuning,
 } from './backends/etcd';
+export { RedlockLockBackend } from './backends/redlock';
+export type {
+  RedlockLockBackendClientOptions,
+  RedlockLockBackendOptions,
+  RedlockLockBackendTuning,
+  RedlockLockBackendUrlOptions,
+} from './backends/redlock';

@@ -54,7 +54,10 @@ export interface BackendHandoff {
 export type BackendAcquireResult =
   | {
       readonly acquired: true;
-      /** One fencing token per key, in the order of `keys`; strictly increasing per key. */
+      /**
+       * One fencing token per key, in the order of `keys`; strictly increasing per key. Empty on
+       * a backend that declares `fencing: false` (see {@link LockBackend.fencing}).
+       */
       readonly fencingTokens: readonly number[];
     }
   | {
@@ -118,6 +121,14 @@ export interface LockBackend {
    * larger lock with a `TypeError` before any call. Absent: no limit of the backend's own.
    */
   readonly maxKeys?: number;
+
+  /**
+   * Optional: `false` when the backend issues no fencing tokens (Redlock: independent masters
+   * share no counter, so no number it could hand out is known to increase). Its grants then carry
+   * empty `fencingTokens`, it offers no {@link BackendHandoff}, and `lock.fencingToken` throws a
+   * `LockError` instead of returning a number that could go backwards. Absent: fencing tokens.
+   */
+  readonly fencing?: false;
 
   /**
    * Optional: where the backend connects, for messages (`127.0.0.1:6379`, or etcd's host list).

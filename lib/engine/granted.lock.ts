@@ -24,6 +24,8 @@ export interface LockOwner {
   rescheduled(lock: GrantedLock): void;
   /** Monotonic ms until which the backend's shared lease is alive (`Infinity`: no lease). */
   leaseDeadline(): number;
+  /** The backend, named in the error of a fencing token asked of a backend that issues none. */
+  readonly backend?: { readonly name: string };
 }
 
 /** One extension of one lock, from send to answer. */
@@ -47,7 +49,6 @@ const abortedGetter = Object.getOwnPropertyDescriptor(AbortSignal.prototype, 'ab
  */
 export class GrantedLock implements Lock {
   readonly key: string;
-  readonly fencingToken: number;
   /** Monotonic ms at which the next background renewal is due. */
   nextRenewAt: number;
   /** Monotonic ms from which this lock may join an earlier renewal batch. */
@@ -75,7 +76,8 @@ export class GrantedLock implements Lock {
     private readonly owner: LockOwner,
     readonly keys: readonly string[],
     readonly ref: BackendLockRef,
-    readonly fencingTokens: readonly number[],
+    /** One per key; empty from a backend without fencing tokens (`fencing: false`). */
+    private readonly tokens: readonly number[],
     public ttl: number,
     readonly renew: boolean,
     sentAt: number,
@@ -83,7 +85,6 @@ export class GrantedLock implements Lock {
     validFor: number = ttl,
   ) {
     this.key = keys[0];
-    this.fencingToken = fencingTokens[0];
     this.ownValidUntil = validityDeadline(sentAt, validFor);
     // From `validFor`: a handed-over lock reserved for less than its ttl is renewed (claimed)
     // well before its reservation ends, also when the first claim failed.
@@ -106,6 +107,23 @@ export class GrantedLock implements Lock {
 
   get token(): string {
     return this.ref.token;
+  }
+
+  get fencingToken(): number {
+    return this.fencingTokens[0];
+  }
+
+  get fencingTokens(): readonly number[] {
+    // Never a made-up number: a token that could go backwards defeats its only purpose.
+    if (this.tokens.length !== this.keys.length) {
+      const backend = this.owner.backend?.name ?? 'lock';
+      throw new LockError(
+        `Lock "${this.key}" has no fencing token: the ${backend} backend issues no fencing tokens ` +
+          '(its servers share no counter that could only increase); use a backend with fencing ' +
+          '(memory, redis, etcd) where the protected storage must reject stale writers',
+      );
+    }
+    return this.tokens;
   }
 
   get signal(): AbortSignal {

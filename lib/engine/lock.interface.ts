@@ -13,9 +13,15 @@ export interface Lock extends AsyncDisposable {
   /**
    * Fencing token of `key`: a number that strictly increases with every grant of that key. Pass it
    * to the storage you protect and have it reject writes carrying an older token.
+   *
+   * Throws a `LockError` on a backend that issues no fencing tokens (the `redlock` backend: its
+   * independent masters share no counter, so any number it gave could go backwards).
    */
   readonly fencingToken: number;
-  /** Fencing tokens of every key, in the order of `keys`. */
+  /**
+   * Fencing tokens of every key, in the order of `keys`. Throws a `LockError` on a backend that
+   * issues none (`redlock`), like {@link fencingToken}.
+   */
   readonly fencingTokens: readonly number[];
   /**
    * Aborted when the lock is lost (reason: `LockLostError`) or released. Pass it to the work the

@@ -10,7 +10,6 @@ import type { Lock } from './lock.interface';
  */
 export class ReentrantLock implements Lock {
   readonly key: string;
-  readonly fencingTokens: readonly number[];
   private combined: AbortSignal | undefined;
   private releasedByCaller = false;
 
@@ -20,8 +19,15 @@ export class ReentrantLock implements Lock {
     private readonly own: GrantedLock | undefined,
   ) {
     this.key = keys[0];
-    this.fencingTokens = keys.map((key) => {
-      const holder = inherited.get(key) ?? own;
+    for (const key of keys) {
+      if (!inherited.has(key) && !own) throw new LockError(`no holder for key "${key}"`);
+    }
+  }
+
+  /** Read when asked: a holder's fencingTokens throws on a backend without fencing tokens. */
+  get fencingTokens(): readonly number[] {
+    return this.keys.map((key) => {
+      const holder = this.inherited.get(key) ?? this.own;
       if (!holder) throw new LockError(`no holder for key "${key}"`);
       return holder.fencingTokens[holder.keys.indexOf(key)];
     });

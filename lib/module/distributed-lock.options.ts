@@ -8,6 +8,7 @@ import type { LockBackend } from '../backends/lock-backend.interface';
 import type { EtcdLockBackendOptions } from '../backends/etcd';
 import type { MemoryLockBackendOptions } from '../backends/memory/memory.backend';
 import type { RedisLockBackendOptions } from '../backends/redis';
+import type { RedlockLockBackendOptions } from '../backends/redlock';
 
 /** Selects the embedded in-memory backend (one process only). */
 export interface MemoryBackendConfig extends MemoryLockBackendOptions {
@@ -15,8 +16,9 @@ export interface MemoryBackendConfig extends MemoryLockBackendOptions {
 }
 
 /**
- * Selects Redis: `{ type: 'redis', url }`, `{ type: 'redis', client }` (an ioredis client you
- * own; never closed by the module) or `{ type: 'redis', options }` (ioredis options). Needs the
+ * Selects Redis: `{ type: 'redis', url }`, `{ type: 'redis', sentinels, name }` (through Redis
+ * Sentinel), `{ type: 'redis', client }` (an ioredis client you own; never closed by the module)
+ * or `{ type: 'redis', options }` (ioredis options). Needs the
  * optional peer dependency `ioredis`.
  */
 export type RedisBackendConfig = { type: 'redis' } & RedisLockBackendOptions;
@@ -27,8 +29,16 @@ export type RedisBackendConfig = { type: 'redis' } & RedisLockBackendOptions;
  */
 export type EtcdBackendConfig = { type: 'etcd' } & EtcdLockBackendOptions;
 
+/**
+ * Selects Redlock over independent Redis masters: `{ type: 'redlock', urls: [...] }` or
+ * `{ type: 'redlock', clients: [...] }` (ioredis clients you own; never closed by the module), an
+ * odd number of 3 or more. No fencing tokens (`lock.fencingToken` throws). Needs `ioredis`.
+ */
+export type RedlockBackendConfig = { type: 'redlock' } & RedlockLockBackendOptions;
+
 /** A backend described by configuration; the module creates it and closes it at shutdown. */
-export type LockBackendConfig = MemoryBackendConfig | RedisBackendConfig | EtcdBackendConfig;
+export type LockBackendConfig =
+  MemoryBackendConfig | RedisBackendConfig | EtcdBackendConfig | RedlockBackendConfig;
 
 /** Options of `DistributedLockModule.forRoot` (and what `forRootAsync` factories return). */
 export interface DistributedLockModuleOptions {

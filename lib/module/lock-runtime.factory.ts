@@ -2,6 +2,7 @@ import type { LockBackend } from '../backends/lock-backend.interface';
 import { EtcdLockBackend, EtcdLockBackendOptions } from '../backends/etcd';
 import { MemoryLockBackend } from '../backends/memory/memory.backend';
 import { RedisLockBackend, RedisLockBackendOptions } from '../backends/redis';
+import { RedlockLockBackend, RedlockLockBackendOptions } from '../backends/redlock';
 import type { EngineDefaults } from '../engine/lock.engine';
 import { describeValue, hasControlCharacter, hasLoneSurrogate } from '../engine/lock-key.validator';
 import {
@@ -118,9 +119,15 @@ function createBackend(
       return { backend: new RedisLockBackend(rest as RedisLockBackendOptions), ownsBackend: true };
     case 'etcd':
       return { backend: new EtcdLockBackend(rest as EtcdLockBackendOptions), ownsBackend: true };
+    case 'redlock':
+      // Owned like 'redis': the backend itself leaves a user's `clients` open.
+      return {
+        backend: new RedlockLockBackend(rest as RedlockLockBackendOptions),
+        ownsBackend: true,
+      };
     default:
       throw new TypeError(
-        `${prefix} unknown backend type ${describeValue(type)}; expected 'memory', 'redis', 'etcd' or a LockBackend instance`,
+        `${prefix} unknown backend type ${describeValue(type)}; expected 'memory', 'redis', 'etcd', 'redlock' or a LockBackend instance`,
       );
   }
 }

@@ -59,15 +59,18 @@ describe('the built package', () => {
 
   it('says what to install when Redis or etcd is chosen without its client', () => {
     const out = runWithoutOptionalPeers(`
-      const { RedisLockBackend, EtcdLockBackend } = require('nestjs-distributed-lock');
+      const { RedisLockBackend, EtcdLockBackend, RedlockLockBackend } = require('nestjs-distributed-lock');
       const messages = [];
       try { new RedisLockBackend({ url: 'redis://127.0.0.1:1' }); } catch (e) { messages.push(e.message); }
       try { new EtcdLockBackend({ hosts: 'http://127.0.0.1:1' }); } catch (e) { messages.push(e.message); }
+      const urls = ['redis://127.0.0.1:1', 'redis://127.0.0.1:2', 'redis://127.0.0.1:3'];
+      try { new RedlockLockBackend({ urls }); } catch (e) { messages.push(e.message); }
       process.stdout.write(JSON.stringify(messages));
     `);
-    const [redis, etcd] = JSON.parse(out) as string[];
+    const [redis, etcd, redlock] = JSON.parse(out) as string[];
     expect(redis).toMatch(/npm i ioredis/);
     expect(etcd).toMatch(/npm i etcd3/);
+    expect(redlock).toMatch(/RedlockLockBackend needs the ioredis package.*npm i ioredis/);
   });
 
   it('exports exactly the public API at runtime, and the backend contract from /backend', () => {
@@ -97,6 +100,7 @@ describe('the built package', () => {
         'Locked',
         'MemoryLockBackend',
         'RedisLockBackend',
+        'RedlockLockBackend',
       ].sort(),
     );
     // The contract is types, plus the error every backend method rejects with.

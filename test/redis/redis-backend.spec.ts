@@ -4,7 +4,8 @@ import type {
 } from '../../lib/backends/lock-backend.interface';
 import { eventually, sleep } from '../support/async.helpers';
 import { newToken, uniqueId } from '../support/test-ids';
-import { clusterSlot, keysContaining, Resources } from './redis-test.helpers';
+import { keySlot as clusterSlot } from '../../lib/backends/redis/redis.keys';
+import { keysContaining, Resources } from './redis-test.helpers';
 
 function fencing(result: BackendAcquireResult): readonly number[] {
   if (!result.acquired) throw new Error('expected the lock to be acquired');

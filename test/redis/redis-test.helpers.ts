@@ -50,24 +50,6 @@ export async function keysContaining(client: Redis, marker: string): Promise<str
   return found;
 }
 
-/** Redis Cluster hash slot of `key` (CRC16/XMODEM of its hash tag, mod 16384). */
-export function clusterSlot(key: string): number {
-  const open = key.indexOf('{');
-  let tagged = key;
-  if (open !== -1) {
-    const close = key.indexOf('}', open + 1);
-    if (close > open + 1) tagged = key.slice(open + 1, close);
-  }
-  let crc = 0;
-  for (const byte of Buffer.from(tagged, 'utf8')) {
-    crc ^= byte << 8;
-    for (let bit = 0; bit < 8; bit++) {
-      crc = crc & 0x8000 ? ((crc << 1) ^ 0x1021) & 0xffff : (crc << 1) & 0xffff;
-    }
-  }
-  return crc % 16384;
-}
-
 /**
  * Redis servers a test starts itself (to stop, freeze or misconfigure them); `stopAll()`, in
  * afterEach, thaws a server a failed test left frozen, stops it and removes its dir.

@@ -7,6 +7,7 @@ import {
 } from 'nestjs-distributed-lock';
 import { freePort } from '../servers/server.process';
 import { etcdHosts, redisUrl } from './test-env';
+import { redlockContractBackend } from '../redlock/redlock-test.helpers';
 
 /**
  * A backend the shared e2e suite runs against. `connect()` returns a new client of ONE shared
@@ -59,6 +60,21 @@ export interface ContractBackend {
   revokeLease?(key: string): Promise<void>;
   /** How long, in ms, closed clients still run timers of their own before the process is quiet. */
   readonly closeGrace?: number;
+  /**
+   * `false`: the backend issues no fencing tokens (grants carry none; Redlock). Absent: every
+   * grant carries one per key, strictly increasing.
+   */
+  readonly fencing?: false;
+  /**
+   * `false`: no FIFO wait queue and no handoff in the wake-up (woken waiters race; Redlock).
+   * Absent: queued waiters are served in arrival order, the lock handed over in the wake-up.
+   */
+  readonly fifoHandoff?: false;
+  /**
+   * Starts the servers this entry needs for one contract file (before `connect`); resolves the
+   * function that stops them. Absent: the entry uses the servers of globalSetup.
+   */
+  start?(): Promise<() => Promise<void>>;
 }
 
 /** An in-process store shared by every "instance" of a suite, standing in for a server. */
@@ -197,4 +213,5 @@ export const CONTRACT_BACKENDS: readonly ContractBackend[] = [
     // etcd3 and grpc-js keep reconnect timers for up to ~1-2 s after close.
     closeGrace: 1500,
   },
+  redlockContractBackend(),
 ];

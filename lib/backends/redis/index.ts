@@ -6,5 +6,8 @@ export type {
   RedisLockBackendConnectionOptions,
   RedisLockBackendOptions,
   RedisLockBackendTuning,
+  RedisLockBackendSentinelOptions,
   RedisLockBackendUrlOptions,
+  RedisReplicaAcks,
+  RedisSentinelAddress,
 } from './redis-backend.options';

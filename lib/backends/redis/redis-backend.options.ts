@@ -1,5 +1,5 @@
 import type { ConnectionOptions } from 'node:tls';
-import { assertKnownOptions, optionalTtl } from '../../engine/lock-options.validator';
+import { assertKnownOptions, optionalTtl, toTtl } from '../../engine/lock-options.validator';
 import type { Redis, RedisOptions } from 'ioredis';
 
 /**
@@ -78,6 +78,33 @@ export interface RedisLockBackendTuning {
    * its cost follows keys, not locks: one lock may have many keys). Default 1000.
    */
   readonly maxBatchKeys?: number;
+  /**
+   * Opt-in replica acknowledgement, as Redisson offers: after every grant and every extension
+   * the backend sends `WAIT replicas timeout` on the same connection, right behind the script
+   * (pipelined: no extra round trip), and fails the operation with `LockBackendError` when fewer
+   * than `replicas` replicas confirmed the write within `timeout` ms. A grant that fails so is
+   * never returned (the engine cancels it), and an extension that fails so counts as a failed
+   * renewal (retried until the lock's validity ends, then `LockLostError`). A busy answer is
+   * not failed. A waiter a release hands the lock to claims it with one more acquire (which
+   * waits too), instead of taking it straight from the wake-up message. Releases do not wait: a
+   * release lost in a failover leaves the lock held until its ttl, which is safe.
+   *
+   * This narrows, but does not close, the window in which a failover loses a grant: `WAIT` does
+   * not make Redis replication synchronous (a replica promoted before it applied the write, or a
+   * write acknowledged and then lost with the replica, still loses it). While fewer replicas than
+   * `replicas` are up, every acquisition fails. `WAIT` blocks the connection until it answers,
+   * so operations of one backend queue behind it: expect about one replica round trip per grant
+   * and extension. Off by default.
+   */
+  readonly replicaAcks?: RedisReplicaAcks;
+}
+
+/** See {@link RedisLockBackendTuning.replicaAcks}. */
+export interface RedisReplicaAcks {
+  /** How many replicas must confirm each grant and extension; a positive integer. */
+  readonly replicas: number;
+  /** How long, in ms, to wait for them; positive, and less than `commandTimeout`. */
+  readonly timeout: number;
 }
 
 /** Connect with a `redis://` or `rediss://` URL; the backend owns the connection. */
@@ -86,6 +113,7 @@ export interface RedisLockBackendUrlOptions extends RedisLockBackendTuning {
   readonly url: string;
   readonly client?: never;
   readonly options?: never;
+  readonly sentinels?: never;
 }
 
 /**
@@ -93,10 +121,17 @@ export interface RedisLockBackendUrlOptions extends RedisLockBackendTuning {
  * pub/sub, which it closes on `close()`.
  */
 export interface RedisLockBackendClientOptions extends RedisLockBackendTuning {
-  /** A standalone ioredis client, 5 or 6 (Redis Cluster clients are not supported yet). */
+  /**
+   * A standalone ioredis client, 5 or 6 (Redis Cluster clients are not supported yet). One
+   * configured for Sentinel works, and the backend's duplicate follows the primary with it; give
+   * it `failoverDetector: true` so that it leaves a primary that froze (the `sentinels` form
+   * does that itself), and close it with `disconnect()`, which also ends the detector's sentinel
+   * connections (ioredis's `quit()` leaves them open).
+   */
   readonly client: RedisClientLike;
   readonly url?: never;
   readonly options?: never;
+  readonly sentinels?: never;
 }
 
 /** Connect with ioredis options (host, port, TLS, username, password, db...); the backend owns it. */
@@ -111,14 +146,54 @@ export interface RedisLockBackendConnectionOptions extends RedisLockBackendTunin
   readonly options: RedisConnectionOptions;
   readonly url?: never;
   readonly client?: never;
+  readonly sentinels?: never;
+}
+
+/** One sentinel of a {@link RedisLockBackendSentinelOptions}. */
+export interface RedisSentinelAddress {
+  readonly host: string;
+  /** Default 26379. */
+  readonly port?: number;
 }
 
 /**
- * Options of {@link RedisLockBackend}: exactly one of `url`, `client` or `options`, plus optional
- * tuning.
+ * Connect through Redis Sentinel; the backend owns the connections. It asks the sentinels for
+ * the primary of `name`, and follows the primary across a failover: its connections (commands
+ * and wake-ups) listen to the sentinels' `+switch-master` announcements (ioredis's
+ * `failoverDetector`), so a primary that froze is left as soon as the sentinels replace it, and
+ * a node that answers `READONLY` (a demoted primary) makes them reconnect through the sentinels.
+ * For any other ioredis Sentinel setting, pass `{ options: { sentinels, name, ... } }`, which
+ * gets the same defaults.
+ */
+export interface RedisLockBackendSentinelOptions extends RedisLockBackendTuning {
+  /** At least one sentinel; ioredis also learns the others from them. */
+  readonly sentinels: readonly RedisSentinelAddress[];
+  /** The master group name, as in `sentinel monitor <name> ...`. */
+  readonly name: string;
+  /** Credentials and database of the data nodes (primary and replicas). */
+  readonly username?: string;
+  readonly password?: string;
+  readonly db?: number;
+  /** TLS to the data nodes. */
+  readonly tls?: ConnectionOptions;
+  /** Credentials and TLS of the sentinels themselves, when they need any. */
+  readonly sentinelUsername?: string;
+  readonly sentinelPassword?: string;
+  readonly sentinelTLS?: ConnectionOptions;
+  readonly url?: never;
+  readonly client?: never;
+  readonly options?: never;
+}
+
+/**
+ * Options of {@link RedisLockBackend}: exactly one of `url`, `client`, `options` or `sentinels`
+ * (with `name`), plus optional tuning.
  */
 export type RedisLockBackendOptions =
-  RedisLockBackendUrlOptions | RedisLockBackendClientOptions | RedisLockBackendConnectionOptions;
+  | RedisLockBackendUrlOptions
+  | RedisLockBackendClientOptions
+  | RedisLockBackendConnectionOptions
+  | RedisLockBackendSentinelOptions;
 
 /**
  * Options after validation, with every default applied.
@@ -133,12 +208,26 @@ export interface ResolvedRedisLockBackendOptions {
   readonly claimWindow: number;
   readonly channelPrefix: string;
   readonly maxBatchKeys: number;
+  readonly replicaAcks: RedisReplicaAcks | undefined;
 }
 
 const DEFAULT_COMMAND_TIMEOUT = 2000;
 const DEFAULT_CLAIM_WINDOW = 2000;
 const DEFAULT_CHANNEL_PREFIX = 'distributed-lock:wake:';
 const DEFAULT_MAX_BATCH_KEYS = 1000;
+const FORMS = ['url', 'client', 'options', 'sentinels'] as const;
+const TUNING_OPTIONS = [
+  'commandTimeout',
+  'claimWindow',
+  'channelPrefix',
+  'maxBatchKeys',
+  'replicaAcks',
+] as const;
+/** Options of the Sentinel form besides `sentinels`. */
+const SENTINEL_OPTIONS = [
+  ...['name', 'username', 'password', 'db', 'tls', 'sentinelUsername', 'sentinelPassword'],
+  'sentinelTLS',
+] as const;
 
 function fail(message: string): never {
   throw new TypeError(`RedisLockBackend: ${message}`);
@@ -177,16 +266,22 @@ export function resolveRedisLockBackendOptions(options: unknown): ResolvedRedisL
   }
   assertKnownOptions(
     options,
-    ['url', 'client', 'options', 'commandTimeout', 'claimWindow', 'channelPrefix', 'maxBatchKeys'],
+    [...FORMS, ...TUNING_OPTIONS, ...SENTINEL_OPTIONS],
     'RedisLockBackend options',
   );
-  const given = (['url', 'client', 'options'] as const).filter((k) => options[k] !== undefined);
+  const given = FORMS.filter((k) => options[k] !== undefined);
   if (given.length !== 1) {
     fail(
       given.length === 0
-        ? 'pass one of { url }, { client } (an ioredis instance) or { options } (ioredis options)'
-        : `pass only one of url, client, options (got ${given.join(', ')})`,
+        ? 'pass one of { url }, { client } (an ioredis instance), { options } (ioredis options) or { sentinels, name }'
+        : `pass only one of url, client, options, sentinels (got ${given.join(', ')})`,
     );
+  }
+  if (given[0] !== 'sentinels') {
+    const stray = SENTINEL_OPTIONS.find((k) => options[k] !== undefined);
+    if (stray) {
+      fail(`${stray} belongs to the Sentinel form { sentinels, name }; with ${given[0]}, drop it`);
+    }
   }
   let connection: ResolvedRedisLockBackendOptions['connection'];
   if (given[0] === 'url') {
@@ -208,6 +303,8 @@ export function resolveRedisLockBackendOptions(options: unknown): ResolvedRedisL
       fail('Redis Cluster clients are not supported yet; pass a standalone ioredis client');
     }
     connection = { kind: 'client', client: options.client };
+  } else if (given[0] === 'sentinels') {
+    connection = { kind: 'options', options: sentinelConnection(options) };
   } else {
     if (!isRecord(options.options) || Array.isArray(options.options)) {
       fail('options must be an object of ioredis options (host, port, tls, password, db...)');
@@ -217,13 +314,14 @@ export function resolveRedisLockBackendOptions(options: unknown): ResolvedRedisL
   }
   const channelPrefix = options.channelPrefix ?? DEFAULT_CHANNEL_PREFIX;
   if (typeof channelPrefix !== 'string') fail('channelPrefix must be a string');
+  const commandTimeout = optionalTtl(
+    options.commandTimeout,
+    'RedisLockBackend: commandTimeout',
+    DEFAULT_COMMAND_TIMEOUT,
+  );
   return {
     connection,
-    commandTimeout: optionalTtl(
-      options.commandTimeout,
-      'RedisLockBackend: commandTimeout',
-      DEFAULT_COMMAND_TIMEOUT,
-    ),
+    commandTimeout,
     claimWindow: optionalTtl(
       options.claimWindow,
       'RedisLockBackend: claimWindow',
@@ -231,7 +329,100 @@ export function resolveRedisLockBackendOptions(options: unknown): ResolvedRedisL
     ),
     channelPrefix,
     maxBatchKeys: positiveInteger(options.maxBatchKeys, 'maxBatchKeys', DEFAULT_MAX_BATCH_KEYS),
+    replicaAcks: replicaAcks(options.replicaAcks, commandTimeout),
   };
+}
+
+function replicaAcks(value: unknown, commandTimeout: number): RedisReplicaAcks | undefined {
+  if (value === undefined) return undefined;
+  if (!isRecord(value) || Array.isArray(value)) {
+    fail('replicaAcks must be an object { replicas, timeout }');
+  }
+  assertKnownOptions(value, ['replicas', 'timeout'], 'RedisLockBackend replicaAcks');
+  if (value.replicas === undefined || value.timeout === undefined) {
+    fail('replicaAcks needs both replicas (a count) and timeout (ms)');
+  }
+  const replicas = positiveInteger(value.replicas, 'replicaAcks.replicas', 1);
+  // WAIT 0 would block until the replicas answer, however long: a timeout is required.
+  const timeout = toTtl(value.timeout, 'RedisLockBackend: replicaAcks.timeout');
+  if (timeout >= commandTimeout) {
+    fail(
+      `replicaAcks.timeout (${timeout} ms) must be less than commandTimeout (${commandTimeout} ms), which bounds the whole operation`,
+    );
+  }
+  return { replicas, timeout };
+}
+
+function optionalString(options: Record<string, unknown>, name: string): void {
+  const value = options[name];
+  if (value !== undefined && (typeof value !== 'string' || value === '')) {
+    fail(`${name} must be a non-empty string`);
+  }
+}
+
+/** ioredis options of the Sentinel form, checked. */
+function sentinelConnection(options: Record<string, unknown>): RedisOptions {
+  const sentinels = options.sentinels;
+  if (!Array.isArray(sentinels) || sentinels.length === 0) {
+    fail('sentinels must be a non-empty array of { host, port }');
+  }
+  sentinels.forEach((sentinel: unknown, i) => {
+    if (!isRecord(sentinel) || Array.isArray(sentinel)) {
+      fail(`sentinels[${i}] must be an object { host, port }`);
+    }
+    assertKnownOptions(sentinel, ['host', 'port'], `RedisLockBackend sentinels[${i}]`);
+    if (typeof sentinel.host !== 'string' || sentinel.host === '') {
+      fail(`sentinels[${i}].host must be a non-empty string`);
+    }
+    const port = sentinel.port;
+    if (
+      port !== undefined &&
+      (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535)
+    ) {
+      fail(`sentinels[${i}].port must be an integer in 1..65535, got ${String(port)}`);
+    }
+  });
+  if (typeof options.name !== 'string' || options.name === '') {
+    fail('name (the master group name the sentinels monitor) must be a non-empty string');
+  }
+  for (const name of ['username', 'password', 'sentinelUsername', 'sentinelPassword']) {
+    optionalString(options, name);
+  }
+  const db = options.db;
+  if (db !== undefined && (typeof db !== 'number' || !Number.isSafeInteger(db) || db < 0)) {
+    fail(`db must be a non-negative integer, got ${String(db)}`);
+  }
+  for (const name of ['tls', 'sentinelTLS']) {
+    const value = options[name];
+    if (value !== undefined && (!isRecord(value) || Array.isArray(value))) {
+      fail(`${name} must be an object of TLS options`);
+    }
+  }
+  const picked: Record<string, unknown> = {};
+  for (const name of ['sentinels', ...SENTINEL_OPTIONS]) {
+    if (options[name] !== undefined) picked[name] = options[name];
+  }
+  picked.sentinels = sentinels.map((s: { host: string; port?: number }) => ({ ...s }));
+  return picked as RedisOptions;
+}
+
+/**
+ * Defaults of a connection through Sentinel, under the user's ioredis options: what makes it
+ * follow the primary. Without the failover detector, a connection to a primary that froze (no
+ * FIN, no RST) would stay on it after the sentinels promoted another; a demoted primary answers
+ * writes with READONLY, upon which the connection goes back to the sentinels (the command itself
+ * still fails: it is never resent late). A sentinel that froze costs one second, not forever.
+ * @internal
+ */
+export const SENTINEL_CONNECTION_DEFAULTS: RedisOptions = {
+  failoverDetector: true,
+  reconnectOnError: (error: Error) => error.message.startsWith('READONLY'),
+  sentinelCommandTimeout: 1000,
+};
+
+/** Whether ioredis options connect through Sentinel. @internal */
+export function usesSentinels(options: RedisOptions | undefined): boolean {
+  return Array.isArray(options?.sentinels) && options.sentinels.length > 0;
 }
 
 /**

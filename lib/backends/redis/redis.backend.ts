@@ -1,6 +1,6 @@
 import { chunkByCost } from '../backend.batches';
 import { randomBytes } from 'node:crypto';
-import type { Redis, RedisOptions } from 'ioredis';
+import type { Redis } from 'ioredis';
 import type {
   BackendAcquireRequest,
   BackendAcquireResult,
@@ -16,50 +16,16 @@ import {
   assertIoredisOptions,
   redisEndpoint,
   resolveRedisLockBackendOptions,
+  SENTINEL_CONNECTION_DEFAULTS,
+  usesSentinels,
   type RedisLockBackendOptions,
   type ResolvedRedisLockBackendOptions,
 } from './redis-backend.options';
 import { RedisConnection } from './redis.connection';
-import { lockHashKey, scriptArgv } from './redis.keys';
-import { SCRIPTS } from './redis.scripts';
+import { KEYS_PER_LOCK, lockHashKey, scriptArgv } from './redis.keys';
+import { SCRIPTS, type RedisScript } from './redis.scripts';
 import { RedisWakeSubscriber } from './redis-wake.subscriber';
-
-type RedisConstructor = new (...args: [string, RedisOptions] | [RedisOptions]) => Redis;
-
-/**
- * Loads ioredis on first use only: it is an optional peer dependency, and importing this backend
- * must not fail for applications that use another one.
- */
-function loadIoredis(): RedisConstructor {
-  let mod: { default?: unknown; Redis?: unknown };
-  try {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    mod = require('ioredis') as { default?: unknown; Redis?: unknown };
-  } catch (error) {
-    throw new Error('RedisLockBackend needs the ioredis package: install ioredis: npm i ioredis', {
-      cause: error,
-    });
-  }
-  const ctor = mod.Redis ?? mod.default ?? mod;
-  if (typeof ctor !== 'function') {
-    throw new Error('RedisLockBackend: the installed ioredis does not export a Redis class');
-  }
-  return ctor as RedisConstructor;
-}
-
-/**
- * Settings forced on connections this backend opens, so an outage fails fast and leaves no trace.
- * ioredis's own `commandTimeout` stays off: it arms a timer per command, while RedisConnection
- * bounds every operation with one watchdog per connection.
- */
-const OWN_CONNECTION_OVERRIDES: RedisOptions = {
-  enableOfflineQueue: false,
-  autoResendUnfulfilledCommands: false,
-  commandTimeout: undefined,
-  // On close, a socket whose peer is gone (or whose stream died while reconnecting) is
-  // destroyed after this many ms instead of ioredis's default 2 s, which keeps the process alive.
-  disconnectTimeout: 200,
-};
+import { loadIoredis, OWN_CONNECTION_OVERRIDES } from './redis-client.loader';
 
 /** The attempt number a handoff may be offered for; 0 (no offer) when there is none. */
 function offerAttempt(attempt: number | undefined): number {
@@ -82,13 +48,16 @@ function isIntegerArray(value: unknown): value is number[] {
  * README's "Redis" section has the key layout, fencing tokens and costs.
  *
  * Limits worth knowing: Redis replicates asynchronously, so a failover can lose a grant and hand
- * the lock to a second owner; fencing tokens rely on the server clock never going backwards.
- * Check fencing tokens in the resource you protect when that matters. Needs Redis 5 or later
+ * the lock to a second owner, and a fencing token issued from data that was lost can be issued
+ * again (tokens come from a counter per hash slot, not from the clock: whenever the last grant's
+ * data survived, the next token is greater). Check fencing tokens in the resource you protect
+ * when that matters. Needs Redis 5 or later
  * (scripts read server TIME before writing); tested on Redis 7.0. Not for Redis Cluster yet.
  *
  * @example
  * new RedisLockBackend({ url: 'redis://127.0.0.1:6379' })
  * new RedisLockBackend({ client: myIoredisClient, claimWindow: 1000 })
+ * new RedisLockBackend({ sentinels: [{ host: 'sentinel-1', port: 26379 }], name: 'mymaster' })
  */
 export class RedisLockBackend implements LockBackend {
   /** `redis`. */
@@ -115,17 +84,22 @@ export class RedisLockBackend implements LockBackend {
     if (connection.kind === 'client') {
       client = connection.client;
     } else {
-      const Redis = loadIoredis();
+      const Redis = loadIoredis('RedisLockBackend');
       if (connection.kind === 'options') assertIoredisOptions(connection.options, Redis);
       client =
         connection.kind === 'url'
           ? new Redis(connection.url, { ...OWN_CONNECTION_OVERRIDES })
-          : new Redis({ ...connection.options, ...OWN_CONNECTION_OVERRIDES });
+          : new Redis({
+              ...(usesSentinels(connection.options) ? SENTINEL_CONNECTION_DEFAULTS : {}),
+              ...connection.options,
+              ...OWN_CONNECTION_OVERRIDES,
+            });
     }
     this.connection = new RedisConnection(client, connection.kind !== 'client', commandTimeout);
     this.wake = new RedisWakeSubscriber(
-      // The duplicate keeps the user's address, TLS and credentials; it must re-subscribe after
-      // a reconnect and, like our own connections, never run commands late.
+      // The duplicate keeps the user's address, TLS and credentials (with Sentinel: the
+      // sentinels and the failover detector, so it follows the primary too); it must
+      // re-subscribe after a reconnect and, like our own connections, never run commands late.
       () =>
         client.duplicate({ ...OWN_CONNECTION_OVERRIDES, autoResubscribe: true, lazyConnect: true }),
       `${channelPrefix}${randomBytes(12).toString('hex')}`,
@@ -194,7 +168,7 @@ export class RedisLockBackend implements LockBackend {
     const reply = await this.connection.script(
       'release',
       SCRIPTS.release,
-      ref.keys.length * 3,
+      ref.keys.length * KEYS_PER_LOCK,
       scriptArgv(ref.keys, ref.token, this.settings.claimWindow),
     );
     if (reply !== 0 && reply !== 1) throw this.badReply('release', reply);
@@ -211,7 +185,7 @@ export class RedisLockBackend implements LockBackend {
     await this.connection.script(
       'cancel',
       SCRIPTS.cancel,
-      ref.keys.length * 3,
+      ref.keys.length * KEYS_PER_LOCK,
       scriptArgv(ref.keys, ref.token, this.settings.claimWindow),
     );
   }
@@ -257,17 +231,17 @@ export class RedisLockBackend implements LockBackend {
     queueFor: number,
   ): Promise<BackendAcquireResult> {
     const { keys } = request;
-    const reply = await this.connection.script(
+    const reply = await this.writeScript(
       'acquire',
       SCRIPTS.acquire,
-      keys.length * 3,
+      keys.length * KEYS_PER_LOCK,
       scriptArgv(
         keys,
         request.token,
         Math.ceil(request.ttl),
         // A handoff can only be offered whole, so only to a single-key waiter (Redis hands each
         // key of a multi-key waiter separately).
-        `${queueFor}:${keys.length === 1 ? offerAttempt(request.attempt) : 0}`,
+        `${queueFor}:${keys.length === 1 && !this.settings.replicaAcks ? offerAttempt(request.attempt) : 0}`,
         this.waitArg,
       ),
     );
@@ -297,14 +271,46 @@ export class RedisLockBackend implements LockBackend {
       for (const key of request.keys) keys.push(lockHashKey(key));
       args.push(request.keys.length, request.token, Math.ceil(request.ttl));
     }
-    const reply = await this.connection.script('extend', SCRIPTS.extend, keys.length, [
-      ...keys,
-      ...args,
-    ]);
+    const reply = await this.writeScript('extend', SCRIPTS.extend, keys.length, [...keys, ...args]);
     if (!isIntegerArray(reply) || reply.length !== requests.length) {
       throw this.badReply('extend', reply);
     }
     return reply.map((held) => held === 1);
+  }
+
+  /**
+   * Runs a script that may grant or extend; with `replicaAcks`, fails it when a grant or an
+   * extension it made reached fewer replicas than asked.
+   */
+  private async writeScript(
+    operation: 'acquire' | 'extend',
+    script: RedisScript,
+    keyCount: number,
+    argv: readonly (string | number)[],
+  ): Promise<unknown> {
+    const acks = this.settings.replicaAcks;
+    if (!acks) return this.connection.script(operation, script, keyCount, argv);
+    const { reply, acked } = await this.connection.scriptWithAcks(
+      operation,
+      script,
+      keyCount,
+      argv,
+      acks,
+    );
+    // A busy answer (a negative retry-after, or a queue entry) and an extension that found
+    // nothing held promise nothing that must survive a failover.
+    const wrote =
+      operation === 'acquire'
+        ? Array.isArray(reply) || (typeof reply === 'number' && reply > 0)
+        : Array.isArray(reply) && reply.includes(1);
+    if (wrote && !(typeof acked === 'number' && acked >= acks.replicas)) {
+      throw new LockBackendError(
+        this.name,
+        operation,
+        `${typeof acked === 'number' ? acked : JSON.stringify(acked)} of the ${acks.replicas} replica(s) replicaAcks asks for acknowledged the write within ${acks.timeout} ms`,
+      );
+    }
+    return reply;
   }
 
   private badReply(operation: string, reply: unknown): LockBackendError {

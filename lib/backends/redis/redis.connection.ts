@@ -123,6 +123,38 @@ export class RedisConnection {
     );
   }
 
+  /**
+   * Like {@link script}, with `WAIT replicas timeout` sent right behind the script (and behind
+   * its EVAL fallback) on the same connection, without waiting for the script's reply: Redis runs
+   * them in order, so the WAIT covers the script's writes, at the cost of no extra round trip.
+   * Resolves the script's reply and how many replicas acknowledged it.
+   *
+   * @throws LockBackendError on any failure, timeout or closed backend
+   */
+  scriptWithAcks(
+    operation: string,
+    script: RedisScript,
+    keyCount: number,
+    argv: readonly (string | number)[],
+    acks: { readonly replicas: number; readonly timeout: number },
+  ): Promise<{ reply: unknown; acked: unknown }> {
+    const both = (client: Redis, command: string, body: string): Promise<[unknown, unknown]> => {
+      const reply = client.call(command, [body, keyCount, ...argv]);
+      const acked = client.call('wait', [acks.replicas, acks.timeout]);
+      // The WAIT answers after the script, whichever way the script went: never left unhandled.
+      acked.catch(() => undefined);
+      return reply.then(async (r) => [r, await acked]);
+    };
+    return this.run(operation, (client, op) =>
+      both(client, 'evalsha', script.sha)
+        .catch((error: unknown) => {
+          if (!isNoScript(error)) throw error;
+          return this.send(op, () => both(client, 'eval', script.source));
+        })
+        .then(([reply, acked]) => ({ reply, acked })),
+    );
+  }
+
   /** Closes the client if this backend owns it; idempotent, bounded by `commandTimeout`. */
   async close(): Promise<void> {
     if (this.closed) return;
@@ -134,11 +166,12 @@ export class RedisConnection {
     if (client.status === 'ready') {
       try {
         await withTimeout(client.quit(), this.commandTimeout, () => new Error('quit timed out'));
-        return;
       } catch {
         // Fall through: a connection that cannot say goodbye is simply dropped.
       }
     }
+    // Also after a QUIT: only disconnect() stops what ioredis runs beside the socket, such as the
+    // Sentinel failover detector's connections, which would otherwise stay open and reconnect.
     client.disconnect();
   }
 

@@ -7,8 +7,36 @@ import { createHash } from 'node:crypto';
  */
 
 /**
- * Queue helpers, included only where a script takes its slow path. Expects `nowUs` (server time
- * in µs) and `claimWindow` (ms) as locals of the including script.
+ * Fencing tokens, from the counter of the lock key's hash slot (KEYS: the 4th key of each lock).
+ * The grant and the counter change in one script, so they replicate and persist together: when
+ * a grant survived (replicated, or kept by its node), so did a counter at least as high, and the
+ * next token is greater whatever the server clock says. The clock only seeds a counter that does
+ * not exist (first use of a slot, or data lost: a restart without persistence, an eviction), so
+ * that tokens most likely continue above the lost ones; `floor` (a handoff's last token) covers a
+ * counter lost while its lock survived. INCR alone on the common path: one command, no clock.
+ * `clockUs`, when the caller has read the clock already, spares a TIME.
+ */
+const FENCE_HELPER = `
+local function nextFencing(counter, floor, clockUs)
+  local fencing = redis.call('INCR', counter)
+  if fencing == 1 then
+    if not clockUs then
+      local time = redis.call('TIME')
+      clockUs = time[1] * 1000000 + time[2]
+    end
+    fencing = math.max(clockUs, floor + 1)
+    redis.call('SET', counter, fencing)
+  elseif fencing <= floor then
+    fencing = floor + 1
+    redis.call('SET', counter, fencing)
+  end
+  return fencing
+end
+`;
+
+/**
+ * Queue helpers, included only where a script takes its slow path, after FENCE_HELPER. Expects
+ * `nowUs` (server time in µs) and `claimWindow` (ms) as locals of the including script.
  *
  * Integer-valued numbers (µs times, fencing tokens, scores) go to redis.call as Lua numbers:
  * Redis prints them as integers (exactly, below 10^17), which spares a string.format per value.
@@ -63,12 +91,13 @@ end
 -- Messages go out after every write, so a script refused at its first write (READONLY, OOM)
 -- offers nothing.
 -- Returns the reservation in ms, or nil when nobody waits (the lock is then left as it was).
-local function handOff(lock, queue, waiters, lastFencing)
+local function handOff(lock, queue, waiters, fence, lastFencing)
   local head, score, ttl, channel, attempt = liveHead(queue, waiters)
   if not head then return nil end
   local claim = math.max(1, math.min(claimWindow, ttl))
-  local fencing = math.max(lastFencing + 1, nowUs)
   local left = dropWaiter(queue, waiters, head)
+  -- After dropWaiter's ZREM: INCR, refused under maxmemory, must not be a release's first write.
+  local fencing = nextFencing(fence, lastFencing, nowUs)
   redis.call('DEL', lock)
   if left > 0 then
     redis.call('HSET', lock, 'o', head, 'f', fencing, 'c', score, 'q', '1')
@@ -86,11 +115,11 @@ end
 `;
 
 /**
- * KEYS: (lock, queue, waiters) per lock key. ARGV: token, ttl, "<queueFor>:<attempt>" (attempt 0
- * for a multi-key request: no handoff offer), "<claimWindow>:<wake channel>" (one constant per
- * backend instance). Packed because every argument costs the server a Lua string.
- * Returns, when granted, the fencing token shared by every key (an integer > 0) or {fencing...}
- * one per key; when busy, -retryAfter (an integer <= -1). Integers spare the server building and
+ * KEYS: (lock, queue, waiters, fencing counter) per lock key. ARGV: token, ttl,
+ * "<queueFor>:<attempt>" (attempt 0 for a multi-key request: no handoff offer),
+ * "<claimWindow>:<wake channel>" (one constant per backend instance). Packed because every
+ * argument costs the server a Lua string. Returns, when granted, the fencing token shared by
+ * every key (an integer > 0) or {fencing...} one per key; when busy, -retryAfter (an integer <= -1). Integers spare the server building and
  * the client parsing an array on the common paths.
  *
  * A multi-key waiter is handed each key separately (FIFO per key) and keeps the keys reserved
@@ -106,38 +135,55 @@ local token = ARGV[1]
 local ttl = ARGV[2]
 local n = #KEYS
 
+${FENCE_HELPER}
 -- Fast path: no lock and no queue on any key, so a plain grant.
 local clear = true
-for i = 1, n, 3 do
+for i = 1, n, 4 do
   if redis.call('EXISTS', KEYS[i], KEYS[i + 1]) ~= 0 then
     clear = false
     break
   end
 end
+if clear then
+  -- INCR first: on a full Redis (maxmemory) the grant is refused before anything changed.
+  if n == 4 then
+    local fencing = nextFencing(KEYS[4], 0)
+    redis.call('HSET', KEYS[1], 'o', token, 'f', fencing)
+    redis.call('PEXPIRE', KEYS[1], ttl)
+    return fencing
+  end
+  -- Keys of one slot share its counter, hence one token; keys of several slots get one each.
+  local issued, result, shared = {}, {}, true
+  for i = 1, n, 4 do
+    local fencing = issued[KEYS[i + 3]]
+    if not fencing then
+      fencing = nextFencing(KEYS[i + 3], 0)
+      issued[KEYS[i + 3]] = fencing
+    end
+    redis.call('HSET', KEYS[i], 'o', token, 'f', fencing)
+    redis.call('PEXPIRE', KEYS[i], ttl)
+    result[#result + 1] = fencing
+    shared = shared and fencing == result[1]
+  end
+  if shared then return result[1] end
+  return result
+end
 local time = redis.call('TIME')
 local nowUs = time[1] * 1000000 + time[2]
-if clear then
-  for i = 1, n, 3 do
-    -- HSET first: on a full Redis (maxmemory) the grant is refused before anything changed.
-    redis.call('HSET', KEYS[i], 'o', token, 'f', nowUs)
-    redis.call('PEXPIRE', KEYS[i], ttl)
-  end
-  return nowUs
-end
 
 local queueFor, attempt = string.match(ARGV[3], '^(%d+):(%d+)$')
 queueFor = tonumber(queueFor)
 local claimWindow, channel = string.match(ARGV[4], '^(%d+):(.*)$')
 claimWindow = tonumber(claimWindow)
 ${QUEUE_HELPERS}
-local count = n / 3
+local count = n / 4
 -- state: 'mine' (granted to us), 'handed' (reserved for us, unclaimed), 'busy' (someone else's),
 -- 'free' (no lock, and we are first in line or nobody waits), 'behind' (no lock, but a live
 -- waiter is ahead of us).
 local state, found = {}, {}
 local grantable = true
 for i = 1, count do
-  local lock, queue, waiters = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
+  local lock, queue, waiters = KEYS[4 * i - 3], KEYS[4 * i - 2], KEYS[4 * i - 1]
   local fields = redis.call('HMGET', lock, 'o', 'f', 'c', 'q')
   found[i] = fields
   if fields[1] == token then
@@ -157,12 +203,17 @@ for i = 1, count do
 end
 
 if grantable then
-  local result = {}
+  local result, issued = {}, {}
   for i = 1, count do
-    local lock, queue, waiters = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
+    local lock, queue, waiters = KEYS[4 * i - 3], KEYS[4 * i - 2], KEYS[4 * i - 1]
+    local fence = KEYS[4 * i]
     local fencing
     if state[i] == 'free' then
-      fencing = nowUs
+      fencing = issued[fence]
+      if not fencing then
+        fencing = nextFencing(fence, 0, nowUs)
+        issued[fence] = fencing
+      end
       redis.call('HSET', lock, 'o', token, 'f', fencing)
       redis.call('PEXPIRE', lock, ttl)
       -- Leave the queue; flag the lock if others still wait, so its release looks for them.
@@ -192,7 +243,7 @@ for i = 1, count do
     handed = true
     s = tonumber(found[i][3])
   elseif state[i] ~= 'mine' then
-    s = tonumber(redis.call('ZSCORE', KEYS[3 * i - 1], token))
+    s = tonumber(redis.call('ZSCORE', KEYS[4 * i - 2], token))
   end
   if s and (not score or s < score) then score = s end
 end
@@ -200,7 +251,7 @@ if not score and (queueFor > 0 or handed) then
   local tail = 0
   for i = 1, count do
     if state[i] ~= 'mine' and state[i] ~= 'handed' then
-      local last = redis.call('ZRANGE', KEYS[3 * i - 1], -1, -1, 'WITHSCORES')[2]
+      local last = redis.call('ZRANGE', KEYS[4 * i - 2], -1, -1, 'WITHSCORES')[2]
       if last then tail = math.max(tail, tonumber(last)) end
     end
   end
@@ -210,14 +261,15 @@ end
 local retry = 1
 local hold = nil
 for i = 1, count do
-  local lock, queue, waiters = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
+  local lock, queue, waiters = KEYS[4 * i - 3], KEYS[4 * i - 2], KEYS[4 * i - 1]
+  local fence = KEYS[4 * i]
   if state[i] == 'busy' then
     local pttl = redis.call('PTTL', lock)
     if pttl < 0 then pttl = claimWindow end
     retry = math.max(retry, pttl)
   elseif state[i] == 'behind' then
     -- The key expired or was given up while someone waited: reserve it for the queue head.
-    local claim = handOff(lock, queue, waiters, 0)
+    local claim = handOff(lock, queue, waiters, fence, 0)
     if claim then
       retry = math.max(retry, claim)
       state[i] = 'reserved'
@@ -226,7 +278,7 @@ for i = 1, count do
     local head, headScore = liveHead(queue, waiters)
     if head and headScore < score then
       -- An older waiter needs this key: give it up and queue again behind it.
-      retry = math.max(retry, handOff(lock, queue, waiters, tonumber(found[i][2]) or 0) or 1)
+      retry = math.max(retry, handOff(lock, queue, waiters, fence, tonumber(found[i][2]) or 0) or 1)
       state[i] = 'reserved'
     else
       local keep = math.max(1, math.min(claimWindow, tonumber(ttl)))
@@ -243,7 +295,7 @@ if queueFor > 0 then
   for i = 1, count do
     local s = state[i]
     if s ~= 'mine' and s ~= 'handed' then
-      local lock, queue, waiters = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
+      local lock, queue, waiters = KEYS[4 * i - 3], KEYS[4 * i - 2], KEYS[4 * i - 1]
       redis.call('ZADD', queue, score, token)
       redis.call('HSET', waiters, token, entry)
       if redis.call('PTTL', queue) < queueFor then
@@ -261,7 +313,8 @@ return -retry
 `;
 
 /**
- * KEYS: (lock, queue, waiters) per lock key. ARGV: token, claimWindow. Deletes every key still
+ * KEYS: (lock, queue, waiters, fencing counter) per lock key. ARGV: token, claimWindow. Deletes
+ * every key still
  * owned by the token and, when its `q` flag says someone may wait, hands it to the next live
  * waiter. Returns 1 when all keys were owned.
  */
@@ -269,7 +322,7 @@ export const RELEASE_LUA = `
 local token = ARGV[1]
 local released = 1
 local queued = nil
-for i = 1, #KEYS, 3 do
+for i = 1, #KEYS, 4 do
   local found = redis.call('HMGET', KEYS[i], 'o', 'q')
   if found[1] == token then
     if found[2] then
@@ -287,10 +340,13 @@ if not queued then return released end
 local claimWindow = tonumber(ARGV[2])
 local time = redis.call('TIME')
 local nowUs = time[1] * 1000000 + time[2]
+${FENCE_HELPER}
 ${QUEUE_HELPERS}
 for _, i in ipairs(queued) do
   local lastFencing = tonumber(redis.call('HGET', KEYS[i], 'f')) or 0
-  if not handOff(KEYS[i], KEYS[i + 1], KEYS[i + 2], lastFencing) then redis.call('DEL', KEYS[i]) end
+  if not handOff(KEYS[i], KEYS[i + 1], KEYS[i + 2], KEYS[i + 3], lastFencing) then
+    redis.call('DEL', KEYS[i])
+  end
 end
 return released
 `;
@@ -333,7 +389,8 @@ return results
 `;
 
 /**
- * KEYS: (lock, queue, waiters) per lock key. ARGV: token, claimWindow. Removes the token's queue
+ * KEYS: (lock, queue, waiters, fencing counter) per lock key. ARGV: token, claimWindow. Removes
+ * the token's queue
  * entries and releases every key the token holds, claimed or not (a handoff it never claimed, or
  * a grant whose answer was lost), handing each to its next live waiter. A key left free with
  * live waiters is handed on too, since the entry removed may have been the one everybody else
@@ -344,15 +401,18 @@ local token = ARGV[1]
 local claimWindow = tonumber(ARGV[2])
 local time = redis.call('TIME')
 local nowUs = time[1] * 1000000 + time[2]
+${FENCE_HELPER}
 ${QUEUE_HELPERS}
-for i = 1, #KEYS, 3 do
-  local lock, queue, waiters = KEYS[i], KEYS[i + 1], KEYS[i + 2]
+for i = 1, #KEYS, 4 do
+  local lock, queue, waiters, fence = KEYS[i], KEYS[i + 1], KEYS[i + 2], KEYS[i + 3]
   if redis.call('ZSCORE', queue, token) then dropWaiter(queue, waiters, token) end
   local found = redis.call('HMGET', lock, 'o', 'f')
   if found[1] == token then
-    if not handOff(lock, queue, waiters, tonumber(found[2]) or 0) then redis.call('DEL', lock) end
+    if not handOff(lock, queue, waiters, fence, tonumber(found[2]) or 0) then
+      redis.call('DEL', lock)
+    end
   elseif not found[1] then
-    handOff(lock, queue, waiters, 0)
+    handOff(lock, queue, waiters, fence, 0)
   end
 end
 return 1

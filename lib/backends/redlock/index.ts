@@ -1,0 +1,7 @@
+export { RedlockLockBackend } from './redlock.backend';
+export type {
+  RedlockLockBackendClientOptions,
+  RedlockLockBackendOptions,
+  RedlockLockBackendTuning,
+  RedlockLockBackendUrlOptions,
+} from './redlock-backend.options';
