@@ -8,6 +8,7 @@ import {
 import { freePort } from '../servers/server.process';
 import { etcdHosts, redisUrl } from './test-env';
 import { redlockContractBackend } from '../redlock/redlock-test.helpers';
+import { SentinelTopology, startSentinelTopology } from '../servers/redis-sentinel.topology';
 
 /**
  * A backend the shared e2e suite runs against. `connect()` returns a new client of ONE shared
@@ -213,5 +214,29 @@ export const CONTRACT_BACKENDS: readonly ContractBackend[] = [
     // etcd3 and grpc-js keep reconnect timers for up to ~1-2 s after close.
     closeGrace: 1500,
   },
+  sentinelContractBackend(),
   redlockContractBackend(),
 ];
+
+/** Redis through Sentinel: one primary, one replica, three sentinels, started per contract file. */
+function sentinelContractBackend(): ContractBackend {
+  let topology: SentinelTopology | undefined;
+  return {
+    name: 'redis-sentinel',
+    start: async () => {
+      const started = await startSentinelTopology();
+      topology = started;
+      return () => started.stop();
+    },
+    connect: () => {
+      if (!topology) throw new Error('the sentinel topology is not started');
+      return new RedisLockBackend({
+        sentinels: [...topology.sentinels],
+        name: topology.masterName,
+        claimWindow: CONTRACT_CLAIM_WINDOW,
+      });
+    },
+    deadWaiterBound: CONTRACT_CLAIM_WINDOW,
+    ttlEndsGrant: true,
+  };
+}
