@@ -6,8 +6,8 @@ import type { HandoffConfig } from './scenarios/handoff.scenario';
 import type { UncontendedConfig } from './scenarios/uncontended.scenario';
 
 /**
- * Every bound of one run. Full: about 5 minutes plus the fault scenarios; `BENCH_QUICK=1`: about
- * 1 minute plus one repetition of the fault scenarios.
+ * Every bound of one run. Full: about 6 minutes including the fault scenarios;
+ * `BENCH_QUICK=1`: about 1 minute plus one repetition of the fault scenarios.
  *
  * Environment:
  * - `BENCH_QUICK=1`: the smoke run (results to $BENCH_OUT or a temporary directory).

@@ -1,5 +1,6 @@
 /**
- * `npm run bench`: starts its own redis-server and etcd on free 127.0.0.1 ports, runs every
+ * `npm run bench`: starts its own redis-server and etcd on free 127.0.0.1 ports (and, for the
+ * topology contenders, a Sentinel topology and five Redlock masters), runs every
  * scenario for our library, each peer (defaults and tuned) and the raw floors, writes
  * bench/results/latest.md and latest.json, and stops the servers by PID (also on error).
  *

@@ -1,7 +1,13 @@
 import { EtcdFloor } from '../floors/etcd.floor';
 import { RedisFloor } from '../floors/redis.floor';
 import { Etcd3LockAdapter } from './etcd3-lock.adapter';
-import type { AdapterInfo, BackendKind, BenchEnv, LockAdapter } from './lock-adapter.interface';
+import type {
+  AdapterInfo,
+  BackendKind,
+  BenchEnv,
+  BenchTopology,
+  LockAdapter,
+} from './lock-adapter.interface';
 import { OursAdapter } from './ours.adapter';
 import { RedisSemaphoreAdapter } from './redis-semaphore.adapter';
 import { REDLOCK, RedlockAdapter, SESAME_REDLOCK } from './redlock.adapter';
@@ -12,6 +18,7 @@ interface Entry {
   readonly backend: BackendKind;
   readonly kind: AdapterInfo['kind'];
   readonly singleProcess?: boolean;
+  readonly topology?: BenchTopology;
   readonly create: (env: BenchEnv) => Promise<LockAdapter>;
 }
 
@@ -33,6 +40,20 @@ const ENTRIES: readonly Entry[] = [
     backend: 'redis',
     kind: 'ours',
     create: (env) => OursAdapter.create('redis', env),
+  },
+  {
+    id: 'ours/redis-sentinel',
+    backend: 'redis',
+    kind: 'ours',
+    topology: 'redis-sentinel',
+    create: (env) => OursAdapter.onTopology('redis-sentinel', env),
+  },
+  {
+    id: 'ours/redlock-5',
+    backend: 'redis',
+    kind: 'ours',
+    topology: 'redlock-5',
+    create: (env) => OursAdapter.onTopology('redlock-5', env),
   },
   {
     id: 'redlock/default',

@@ -9,10 +9,23 @@ export interface BenchEnv {
   readonly redisUrl: string;
   /** Such as `http://127.0.0.1:2379`. */
   readonly etcdHost: string;
+  /** The run's Sentinel topology, when a contender on it is selected. */
+  readonly sentinel?: {
+    readonly sentinels: readonly { readonly host: string; readonly port: number }[];
+    readonly name: string;
+  };
+  /** `redis://127.0.0.1:<port>` of each independent master, when the Redlock contender is selected. */
+  readonly redlockUrls?: readonly string[];
 }
 
 /** Which store a contender locks in. */
 export type BackendKind = 'redis' | 'etcd' | 'memory';
+
+/**
+ * A multi-node Redis topology of our library, started by the bench only when a contender on it
+ * is selected: one primary, one replica and three sentinels, or five independent masters.
+ */
+export type BenchTopology = 'redis-sentinel' | 'redlock-5';
 
 /** Static description of a contender, known without connecting. */
 export interface AdapterInfo {
@@ -25,6 +38,11 @@ export interface AdapterInfo {
   readonly settings: string;
   /** Locks only exclude callers within one process (memory backend): no multi-process runs. */
   readonly singleProcess?: boolean;
+  /**
+   * Runs on this topology (its `backend` is then the floor family it is compared with). Measured
+   * in the uncontended and handoff scenarios only.
+   */
+  readonly topology?: BenchTopology;
 }
 
 /**

@@ -6,15 +6,24 @@ import type {
   LockService,
 } from 'nestjs-distributed-lock';
 import { loadBackendClass, loadLibrary } from '../support/library.loader';
-import { backendConfig, createLockContext } from '../support/lock-service.factory';
+import { backendConfig, createLockContext, topologyConfig } from '../support/lock-service.factory';
 import { errorMessage } from '../support/time.util';
 import {
   ACQUIRE_WAIT_MS,
   BackendKind,
   BenchEnv,
+  BenchTopology,
   BusyError,
   LockAdapter,
 } from './lock-adapter.interface';
+
+/** What the settings column says of a topology contender, after the module settings. */
+const TOPOLOGY_SETTINGS: Readonly<Record<BenchTopology, string>> = {
+  'redis-sentinel':
+    "{ type: 'redis', sentinels, name }: 1 primary + 1 replica + 3 sentinels; x floor is against the single-node Redis floors of this run",
+  'redlock-5':
+    "{ type: 'redlock', urls }: 5 independent masters, quorum 3; x floor is against the single-node Redis floors of this run",
+};
 
 /** How our library got its backend in this process, per backend kind. */
 type Wiring = { readonly via: 'config' } | { readonly via: 'instance'; readonly why: string };
@@ -70,10 +79,23 @@ export class OursAdapter implements LockAdapter<Lock> {
     private readonly locks: LockService,
     private readonly ownedBackend: LockBackend | undefined,
     readonly note: string | undefined,
+    readonly topology?: BenchTopology,
   ) {
-    this.id = `ours/${backend}`;
+    this.id = `ours/${topology ?? backend}`;
     this.singleProcess = backend === 'memory';
-    this.settings = `LockService.acquire(key, { ttl, wait: ${ACQUIRE_WAIT_MS} }), renewal on, module defaults`;
+    const settings = `LockService.acquire(key, { ttl, wait: ${ACQUIRE_WAIT_MS} }), renewal on, module defaults`;
+    this.settings = topology ? `${settings}; ${TOPOLOGY_SETTINGS[topology]}` : settings;
+  }
+
+  /**
+   * Our library on a multi-node Redis topology of this run, through the module's config form
+   * (no fallback: these forms ship with the backends that implement them).
+   */
+  static async onTopology(topology: BenchTopology, env: BenchEnv): Promise<OursAdapter> {
+    const lib = loadLibrary();
+    const options = moduleOptions(topologyConfig(topology, env));
+    const app = await createLockContext(options, ['error', 'warn']);
+    return new OursAdapter('redis', app, app.get(lib.LockService), undefined, undefined, topology);
   }
 
   static async create(kind: BackendKind, env: BenchEnv): Promise<OursAdapter> {

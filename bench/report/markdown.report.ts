@@ -1,3 +1,4 @@
+import { adapterInfo, ADAPTER_IDS } from '../peers/adapter.registry';
 import { ratio } from '../stats';
 import {
   BenchResults,
@@ -110,6 +111,40 @@ function faultsSection(results: Pick<BenchResults, 'deadWaiter' | 'frozenServer'
     '',
   );
   return out;
+}
+
+/**
+ * Why the topology rows cost what they cost, with their figures next to single-node `ours/redis`
+ * of the same run; nothing when no topology contender ran.
+ */
+function topologyNote(results: BenchResults): string[] {
+  const ids = results.adapters
+    .map((a) => a.id)
+    .filter((id) => ADAPTER_IDS.includes(id) && adapterInfo(id).topology !== undefined);
+  if (ids.length === 0) return [];
+  const rate = (id: string): number | undefined =>
+    results.uncontended.find((u): u is UncontendedResult => !isError(u) && u.adapter === id)
+      ?.cyclesPerSec;
+  const p50 = (id: string): number | undefined =>
+    results.handoff.find(
+      (h): h is HandoffResult => !isError(h) && h.adapter === id && h.waiters === 1,
+    )?.latencyMs.p50;
+  const figures = ids.map(
+    (id) =>
+      `${id} ${x(ratio(rate(id), rate('ours/redis')))} the cycles/s and ${x(ratio(p50(id), p50('ours/redis')))} the 1-waiter handoff p50 of ours/redis`,
+  );
+  return [
+    '### Beyond one Redis: Sentinel and Redlock over 5 masters',
+    '',
+    `${ids.join(' and ')} run on topologies the bench starts on 127.0.0.1 (one primary, one replica and three sentinels; five independent masters) and are measured uncontended and in handoff only; ` +
+      'their "x floor" is against the single-node Redis floors of this run (floor/redis-poll, floor/redis-push), so it reads as the price of the topology. ' +
+      'Sentinel costs what one node costs: the sentinels are asked for the primary at connect and after a failover, every lock command then goes to the primary alone, and replication is asynchronous (off the path unless `replicaAcks` is set). ' +
+      'Redlock asks all five masters in parallel and decides once a quorum (3) agreed, so each step costs the slowest master of the fastest quorum (the third reply of five), plus the client CPU of sending five requests and reading five replies; ' +
+      "a handoff is a release on a quorum, a wake-up (the first of the masters' copies counts) and a fresh attempt on all five, with no FIFO queue across masters; " +
+      "its 1-waiter figure can undercut one node's because the first master to release already wakes the waiter while the holder's `release()` still waits for the third. " +
+      `This run: ${figures.join('; ')}.`,
+    '',
+  ];
 }
 
 /** Renders faults.md, the report of a `BENCH_ONLY=faults` run: fault targets and the Faults section. */
@@ -248,6 +283,8 @@ export function renderMarkdown(results: BenchResults, targets: readonly TargetCh
     ),
     '',
   );
+
+  out.push(...topologyNote(results));
 
   const contended = results.contended;
   const variants = [...new Set(contended.map((c) => c.variant))];

@@ -70,6 +70,7 @@ export async function openContenders(
       results.uncontended.push({ adapter: id, error });
       results.handoff.push({ adapter: id, error: `[1w] ${error}` });
       results.handoff.push({ adapter: id, error: `[${config.handoffQueued.waiters}w] ${error}` });
+      if (info.topology) continue;
       for (const v of [...config.inProcessVariants, ...config.multiProcessVariants]) {
         results.contended.push({ adapter: id, error, variant: variantLabel(v) });
       }
@@ -140,7 +141,10 @@ export async function interleavedPhase(
   }
 }
 
-/** Queued handoff and in-process contended runs, one contender after the other. */
+/**
+ * Queued handoff and in-process contended runs, one contender after the other (a topology
+ * contender: queued handoff only).
+ */
 export async function perContenderPhase(
   c: Contender,
   counter: Redis,
@@ -157,6 +161,7 @@ export async function perContenderPhase(
       `${c.id} handoff ${q.waiters} queued: p50 ${hq.latencyMs.p50.toFixed(3)} ms (n ${hq.latencyMs.n})`,
     );
   }
+  if (c.adapter.topology) return;
   for (const variant of config.inProcessVariants) {
     const label = variantLabel(variant);
     const row = await step(`contended ${label}`, c.id, config.contended.ms + 40_000, () =>

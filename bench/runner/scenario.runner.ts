@@ -1,7 +1,7 @@
 import type { Redis } from 'ioredis';
 import type { BenchConfig } from '../bench.config';
 import { etcdPutRate, redisSetRate } from '../floors/round-trip.floor';
-import { ADAPTER_IDS } from '../peers/adapter.registry';
+import { ADAPTER_IDS, adapterInfo } from '../peers/adapter.registry';
 import type { BenchEnv } from '../peers/lock-adapter.interface';
 import type { BenchResults } from '../report/results.types';
 import { BenchServers, serverVersions } from '../support/bench.servers';
@@ -57,17 +57,21 @@ export async function runScenarios({
   );
 
   const ids = ADAPTER_IDS.filter((id) => !config.only || config.only.test(id));
+  const topologies = new Set(ids.flatMap((id) => adapterInfo(id).topology ?? []));
+  const topologyEnv: BenchEnv = { ...env, ...(await servers.startTopologies(topologies)) };
   const partial: InProcessResults = { adapters: [], uncontended: [], handoff: [], contended: [] };
-  const contenders = await openContenders(ids, env, config, partial);
+  const contenders = await openContenders(ids, topologyEnv, config, partial);
   try {
     await interleavedPhase(contenders, config, partial);
     for (const c of contenders) await perContenderPhase(c, counter, config, partial);
   } finally {
     await closeContenders(contenders);
   }
-  const opened = contenders.map((c) => c.id);
+  // Topology contenders are measured uncontended and in handoff only.
+  const singleNode = (id: string): boolean => adapterInfo(id).topology === undefined;
+  const opened = contenders.map((c) => c.id).filter(singleNode);
   await multiProcessPhase(opened, env, counter, config, partial.contended, servers.childPids);
-  const heldScale = await heldScalePhase(ids, env, config, servers.childPids);
+  const heldScale = await heldScalePhase(ids.filter(singleNode), env, config, servers.childPids);
   const faults = await faultsPhase(env, config, servers);
   return {
     versions,

@@ -1,11 +1,14 @@
 import type { Redis } from 'ioredis';
 import { startEtcd } from '../../test/servers/etcd.server';
+import { startRedisMasters } from '../../test/servers/redis-masters.topology';
+import { startSentinelTopology } from '../../test/servers/redis-sentinel.topology';
 import { startRedis } from '../../test/servers/redis.server';
 import { removeDir, ServerProcess, stopPid } from '../../test/servers/server.process';
-import type { BenchEnv } from '../peers/lock-adapter.interface';
+import type { BenchEnv, BenchTopology } from '../peers/lock-adapter.interface';
 import { fetchText } from '../scenarios/backend.counters';
 import type { ServerTracker } from '../scenarios/frozen-server.scenario';
 import { log } from './run.log';
+import { errorMessage } from './time.util';
 
 /** Sends SIGCONT to a server a fault scenario may have frozen (SIGSTOP). */
 export function resumeServer(server: ServerProcess): void {
@@ -23,6 +26,8 @@ export function resumeServer(server: ServerProcess): void {
  */
 export class BenchServers {
   private readonly servers: ServerProcess[] = [];
+  /** Stops of the started topologies (each thaws and stops its processes by PID). */
+  private readonly topologies: (() => Promise<void>)[] = [];
   /** PIDs of the phases' child processes that are still running. */
   readonly childPids = new Set<number>();
   /** For scenarios that start servers of their own. */
@@ -50,9 +55,44 @@ export class BenchServers {
     return env;
   }
 
-  /** Stops the child processes, then the servers (resumed first). */
+  /**
+   * Starts the topologies of the selected contenders on free 127.0.0.1 ports: one primary, one
+   * replica and three sentinels; five independent masters. Returns where they listen.
+   */
+  async startTopologies(needed: ReadonlySet<BenchTopology>): Promise<Partial<BenchEnv>> {
+    const env: { -readonly [K in keyof BenchEnv]?: BenchEnv[K] } = {};
+    // A topology that does not start costs its contender only (error rows), not the run.
+    if (needed.has('redis-sentinel')) {
+      try {
+        const sentinel = await startSentinelTopology();
+        this.topologies.push(() => sentinel.stop());
+        env.sentinel = { sentinels: sentinel.sentinels, name: sentinel.masterName };
+        log(
+          `sentinel topology: data pids ${sentinel.nodes.map((n) => n.pid).join(', ')}, sentinels on ${sentinel.sentinels.map((s) => s.port).join(', ')}`,
+        );
+      } catch (err) {
+        log(`sentinel topology did not start: ${errorMessage(err)}`);
+      }
+    }
+    if (needed.has('redlock-5')) {
+      try {
+        const masters = await startRedisMasters(5);
+        this.topologies.push(() => masters.stop());
+        env.redlockUrls = masters.urls;
+        log(`redlock masters: pids ${masters.masters.map((m) => m.pid).join(', ')}`);
+      } catch (err) {
+        log(`redlock masters did not start: ${errorMessage(err)}`);
+      }
+    }
+    return env;
+  }
+
+  /** Stops the child processes, the topologies, then the servers (resumed first). */
   async stop(): Promise<void> {
     for (const pid of this.childPids) await stopPid(pid);
+    for (const stop of this.topologies.splice(0)) {
+      await stop().catch((err: unknown) => log(`stopping a topology failed: ${errorMessage(err)}`));
+    }
     for (const server of this.servers) {
       // A fault scenario may have left its server frozen when it was interrupted.
       resumeServer(server);

@@ -6,7 +6,7 @@ import type {
   LockBackendConfig,
   LockService,
 } from 'nestjs-distributed-lock';
-import type { BackendKind, BenchEnv } from '../peers/lock-adapter.interface';
+import type { BackendKind, BenchEnv, BenchTopology } from '../peers/lock-adapter.interface';
 import { Library, loadLibrary } from './library.loader';
 
 /** Backend tuning of the fault scenarios, ms; the values in force are reported as the bounds. */
@@ -38,6 +38,21 @@ export function backendConfig(
       return { type: 'etcd', hosts: env.etcdHost, ...options };
     case 'memory':
       return { type: 'memory', ...options };
+  }
+}
+
+/**
+ * The module's backend config on the run's `topology`, at the backend's defaults: Redis through
+ * Sentinel (`{ sentinels, name }`) or Redlock over the independent masters (`{ urls }`).
+ */
+export function topologyConfig(topology: BenchTopology, env: BenchEnv): LockBackendConfig {
+  switch (topology) {
+    case 'redis-sentinel':
+      if (!env.sentinel) throw new Error('the Sentinel topology was not started');
+      return { type: 'redis', sentinels: env.sentinel.sentinels, name: env.sentinel.name };
+    case 'redlock-5':
+      if (!env.redlockUrls) throw new Error('the Redlock masters were not started');
+      return { type: 'redlock', urls: env.redlockUrls };
   }
 }
 

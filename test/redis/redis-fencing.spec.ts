@@ -149,6 +149,27 @@ describe('Redis fencing tokens never go backwards', () => {
     expect(backwards(seen)).toEqual([]);
   });
 
+  it('stays above a clock-based token issued in between (an earlier version, after an upgrade and a rollback)', async () => {
+    const server = await servers.start();
+    const raw = resources.client(url(server));
+    const backend = resources.backend({ url: url(server), claimWindow: 1000 });
+    const key = `lock:${uniqueId()}`;
+    const first = await backend.acquire({ keys: [key], token: newToken(), ttl: 5_000 });
+    expect(first.acquired).toBe(true);
+    if (!first.acquired) return;
+    await backend.release({ keys: [key], token: (await raw.hget(lockHashKey(key), 'o')) ?? '' });
+    // What the clock-based scheme of 0.1.0 would issue now, had it run in between: the server's
+    // time in µs. A counter alone (seeded from the clock once, then + 1) would stay below it.
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const [seconds, micros] = await raw.time();
+    const clockToken = Number(seconds) * 1_000_000 + Number(micros);
+    const next = await backend.acquire({ keys: [key], token: newToken(), ttl: 5_000 });
+    expect(next.acquired).toBe(true);
+    if (!next.acquired) return;
+    expect(next.fencingTokens[0]).toBeGreaterThan(clockToken);
+    expect(next.fencingTokens[0]).toBeGreaterThan(first.fencingTokens[0]);
+  });
+
   it('keeps increasing on a promoted replica whose clock lags an hour', async () => {
     setClockOffset(clockFile, -HOUR);
     // No 5 s wait for more replicas before the full sync.

@@ -25,7 +25,14 @@ export interface RedisMastersTopology {
 
 /** Starts `count` masters in parallel. */
 export async function startRedisMasters(count: number): Promise<RedisMastersTopology> {
-  const masters = await Promise.all(Array.from({ length: count }, () => startRedis()));
+  const started = await Promise.allSettled(Array.from({ length: count }, () => startRedis()));
+  const masters = started.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+  if (masters.length < count) {
+    // One failed to start: stop the others, so none outlives the test.
+    await Promise.all(masters.map((m) => m.stop()));
+    for (const m of masters) removeDir(m.dir);
+    throw (started.find((r) => r.status === 'rejected') as PromiseRejectedResult).reason;
+  }
   const signal = (i: number, name: NodeJS.Signals): void => {
     try {
       process.kill(masters[i].pid, name);

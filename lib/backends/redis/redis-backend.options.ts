@@ -416,7 +416,8 @@ function sentinelConnection(options: Record<string, unknown>): RedisOptions {
  */
 export const SENTINEL_CONNECTION_DEFAULTS: RedisOptions = {
   failoverDetector: true,
-  reconnectOnError: (error: Error) => error.message.startsWith('READONLY'),
+  // Anywhere in the message: before Redis 7 a script's write failed as "ERR Error running script ... -READONLY".
+  reconnectOnError: (error: Error) => error.message.includes('READONLY'),
   sentinelCommandTimeout: 1000,
 };
 

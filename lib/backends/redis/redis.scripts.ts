@@ -7,29 +7,27 @@ import { createHash } from 'node:crypto';
  */
 
 /**
- * Fencing tokens, from the counter of the lock key's hash slot (KEYS: the 4th key of each lock).
- * The grant and the counter change in one script, so they replicate and persist together: when
- * a grant survived (replicated, or kept by its node), so did a counter at least as high, and the
- * next token is greater whatever the server clock says. The clock only seeds a counter that does
- * not exist (first use of a slot, or data lost: a restart without persistence, an eviction), so
- * that tokens most likely continue above the lost ones; `floor` (a handoff's last token) covers a
- * counter lost while its lock survived. INCR alone on the common path: one command, no clock.
- * `clockUs`, when the caller has read the clock already, spares a TIME.
+ * Fencing tokens: max(counter of the lock key's hash slot + 1, `floor` + 1, server time in µs),
+ * stored back (KEYS: the 4th key of each lock). The grant and the counter change in one script,
+ * so they replicate and persist together: when a grant survived (replicated, or kept by its
+ * node), so did a counter at least as high, and the next token is greater whatever the server
+ * clock says; a clock stepped back or a lagging promoted replica only stops moving it forward.
+ * The clock term keeps tokens above those of any writer that uses the clock alone (an earlier
+ * version of this package, run against the same Redis before or after this one) and above the
+ * lost ones after a data loss, when the counter is gone; `floor` (a handoff's last token) covers
+ * a counter lost while its lock survived. `clockUs`, when the caller read the clock already,
+ * spares a TIME. SET is the first write: on a full Redis (maxmemory) it is refused before
+ * anything changed.
  */
 const FENCE_HELPER = `
 local function nextFencing(counter, floor, clockUs)
-  local fencing = redis.call('INCR', counter)
-  if fencing == 1 then
-    if not clockUs then
-      local time = redis.call('TIME')
-      clockUs = time[1] * 1000000 + time[2]
-    end
-    fencing = math.max(clockUs, floor + 1)
-    redis.call('SET', counter, fencing)
-  elseif fencing <= floor then
-    fencing = floor + 1
-    redis.call('SET', counter, fencing)
+  if not clockUs then
+    local time = redis.call('TIME')
+    clockUs = time[1] * 1000000 + time[2]
   end
+  local last = tonumber(redis.call('GET', counter)) or 0
+  local fencing = math.max(last + 1, floor + 1, clockUs)
+  redis.call('SET', counter, fencing)
   return fencing
 end
 `;
@@ -96,7 +94,7 @@ local function handOff(lock, queue, waiters, fence, lastFencing)
   if not head then return nil end
   local claim = math.max(1, math.min(claimWindow, ttl))
   local left = dropWaiter(queue, waiters, head)
-  -- After dropWaiter's ZREM: INCR, refused under maxmemory, must not be a release's first write.
+  -- After dropWaiter's ZREM: the counter's SET, refused under maxmemory, must not be a release's first write.
   local fencing = nextFencing(fence, lastFencing, nowUs)
   redis.call('DEL', lock)
   if left > 0 then
@@ -145,7 +143,7 @@ for i = 1, n, 4 do
   end
 end
 if clear then
-  -- INCR first: on a full Redis (maxmemory) the grant is refused before anything changed.
+  -- The counter's SET first: on a full Redis (maxmemory) the grant is refused before anything changed.
   if n == 4 then
     local fencing = nextFencing(KEYS[4], 0)
     redis.call('HSET', KEYS[1], 'o', token, 'f', fencing)

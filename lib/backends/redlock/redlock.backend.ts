@@ -321,17 +321,24 @@ export class RedlockLockBackend implements LockBackend {
     }
   }
 
-  /** Resolves once a quorum of wake-up subscriptions is up, or cannot be (then the attempt says). */
+  /**
+   * Resolves once a quorum of wake-up subscriptions is up.
+   *
+   * @throws LockBackendError when a quorum cannot be: those masters are unreachable, and letting
+   *   the attempt find out again would spend a second commandTimeout
+   */
   private async subscribed(): Promise<void> {
     const pending = this.masters.map((m) => m.wake.subscribe());
     if (pending.every((p) => p === undefined)) return;
-    await firstDecision(
+    const failed = await firstDecision(
       pending.map((p) => p ?? Promise.resolve()),
       (answers, left) => {
         const ok = answered(answers).length;
-        return ok >= this.quorum || ok + left < this.quorum ? true : undefined;
+        if (ok >= this.quorum) return [];
+        return ok + left < this.quorum ? failures(answers) : undefined;
       },
     );
+    if (failed.length > 0) throw this.noQuorum('acquire', failed);
   }
 
   private parseGrant(reply: unknown): MasterGrant {
