@@ -9,7 +9,7 @@ import {
   toTtl,
   toWait,
 } from '../engine/lock-options.validator';
-import { busyResponse } from '../interceptors/busy.response';
+import { busyOverrides } from '../interceptors/busy.response';
 import { LockService, RunLockedOptions } from '../service/lock.service';
 import { compileKeyResolver, LockedKey } from './key-template.compiler';
 
@@ -89,17 +89,9 @@ export function Locked(key: LockedKey, options: LockedOptions = {}): LockedDecor
   if (options.ttl !== undefined) runOptions.ttl = toTtl(options.ttl, '@Locked ttl');
   if (options.wait !== undefined) runOptions.wait = toWait(options.wait, '@Locked wait');
   if (busyRetryAfter !== undefined || busyMessage !== undefined) {
-    const busy = busyResponse(
-      { retryAfter: 0, message: '' },
-      busyRetryAfter,
-      busyMessage,
-      '@Locked',
-    );
-    runOptions.busy = {
-      ...(busyRetryAfter !== undefined && { retryAfter: busy.retryAfter }),
-      ...(busyMessage !== undefined && { message: busy.message }),
-    };
+    runOptions.busy = busyOverrides(busyRetryAfter, busyMessage, '@Locked');
   }
+
   if (options.onBusy !== undefined && options.onBusy !== 'throw' && options.onBusy !== 'skip') {
     throw new TypeError(`@Locked onBusy must be 'throw' or 'skip', got ${String(options.onBusy)}`);
   }

@@ -10,25 +10,23 @@ export interface BusyResponse {
 }
 
 /**
- * `base` with the given overrides, checked.
+ * The given parts of a busy response, checked; absent ones stay absent.
  *
  * @throws TypeError when `retryAfter` is not a duration in ms or `message` not a non-empty string
  */
-export function busyResponse(
-  base: BusyResponse,
+export function busyOverrides(
   retryAfter: unknown,
   message: unknown,
   where: string,
-): BusyResponse {
+): Partial<BusyResponse> {
   if (message !== undefined && (typeof message !== 'string' || message.trim() === '')) {
     throw new TypeError(
       `${where} busyMessage must be a non-empty string, got ${describeValue(message)}`,
     );
   }
   return {
-    retryAfter:
-      retryAfter === undefined ? base.retryAfter : toTtl(retryAfter, `${where} busyRetryAfter`),
-    message: message === undefined ? base.message : message,
+    ...(retryAfter !== undefined && { retryAfter: toTtl(retryAfter, `${where} busyRetryAfter`) }),
+    ...(message !== undefined && { message: message as string }),
   };
 }
 

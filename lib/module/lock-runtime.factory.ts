@@ -11,7 +11,7 @@ import {
   toTtl,
   toWait,
 } from '../engine/lock-options.validator';
-import { BusyResponse, busyResponse } from '../interceptors/busy.response';
+import { BusyResponse, busyOverrides } from '../interceptors/busy.response';
 import {
   DEFAULT_BUSY_MESSAGE,
   DEFAULT_BUSY_RETRY_AFTER,
@@ -76,12 +76,11 @@ export function createLockRuntime(options: DistributedLockModuleOptions | undefi
   );
   assertOptionalBoolean(opts.checkBackend, `${prefix} checkBackend`);
   assertOptionalBoolean(opts.isGlobal, `${prefix} isGlobal`);
-  const busy = busyResponse(
-    { retryAfter: DEFAULT_BUSY_RETRY_AFTER, message: DEFAULT_BUSY_MESSAGE },
-    opts.busyRetryAfter,
-    opts.busyMessage,
-    prefix,
-  );
+  const busy: BusyResponse = {
+    retryAfter: DEFAULT_BUSY_RETRY_AFTER,
+    message: DEFAULT_BUSY_MESSAGE,
+    ...busyOverrides(opts.busyRetryAfter, opts.busyMessage, prefix),
+  };
   const { backend, ownsBackend } = createBackend(opts.backend ?? { type: 'memory' }, prefix);
   return {
     backend,
