@@ -42,8 +42,11 @@ export type { MemoryLockBackendOptions } from './backends/memory/memory.backend'
 export { RedisLockBackend } from './backends/redis';
 export type {
   RedisClientLike,
+  RedisClusterConnectionOptions,
+  RedisClusterNode,
   RedisConnectionOptions,
   RedisLockBackendClientOptions,
+  RedisLockBackendClusterOptions,
   RedisLockBackendConnectionOptions,
   RedisLockBackendOptions,
   RedisLockBackendSentinelOptions,

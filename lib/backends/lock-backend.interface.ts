@@ -123,6 +123,14 @@ export interface LockBackend {
   readonly maxKeys?: number;
 
   /**
+   * Optional: checks the final keys (prefixed) of a lock the backend cannot take as given, such as
+   * keys of several hash slots on Redis Cluster. The engine calls it before any backend call.
+   *
+   * @throws TypeError saying why and what to change
+   */
+  readonly assertKeys?: (keys: readonly string[]) => void;
+
+  /**
    * Optional: `false` when the backend issues no fencing tokens (Redlock: independent masters
    * share no counter, so no number it could hand out is known to increase). Its grants then carry
    * empty `fencingTokens`, it offers no {@link BackendHandoff}, and `lock.fencingToken` throws a

@@ -104,6 +104,8 @@ export class LockEngine implements LockOwner, AcquireHost {
         `a lock on the ${this.backend.name} backend takes at most ${limit} keys, got ${userKeys.length}`,
       );
     }
+    const assertKeys = this.backend.assertKeys;
+    if (assertKeys) assertKeys(userKeys.map((key) => this.defaults.keyPrefix + key));
     const ttl = options.ttl === undefined ? this.defaults.ttl : toTtl(options.ttl, 'ttl');
     const wait =
       options.wait === undefined

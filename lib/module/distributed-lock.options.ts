@@ -17,8 +17,9 @@ export interface MemoryBackendConfig extends MemoryLockBackendOptions {
 
 /**
  * Selects Redis: `{ type: 'redis', url }`, `{ type: 'redis', sentinels, name }` (through Redis
- * Sentinel), `{ type: 'redis', client }` (an ioredis client you own; never closed by the module)
- * or `{ type: 'redis', options }` (ioredis options). Needs the
+ * Sentinel), `{ type: 'redis', cluster: nodes }` (Redis Cluster), `{ type: 'redis', client }` (an
+ * ioredis `Redis` or `Cluster` you own; never closed by the module) or
+ * `{ type: 'redis', options }` (ioredis options). Needs the
  * optional peer dependency `ioredis`.
  */
 export type RedisBackendConfig = { type: 'redis' } & RedisLockBackendOptions;

@@ -79,7 +79,8 @@ export function describeLockBackend(name: string, backend: ContractBackend): voi
       return connected;
     };
     let run: string;
-    const key = (label: string): string => `lock:contract:${run}:${label}`;
+    // One hash tag per test, so the keys of a multi-key lock share a Redis Cluster slot.
+    const key = (label: string): string => `lock:contract:{${run}}:${label}`;
     const ref = (keys: string | readonly string[], label: string): BackendLockRef => ({
       keys: typeof keys === 'string' ? [keys] : keys,
       token: newToken(label),

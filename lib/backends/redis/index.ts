@@ -1,8 +1,11 @@
 export { RedisLockBackend } from './redis.backend';
 export type {
   RedisClientLike,
+  RedisClusterConnectionOptions,
+  RedisClusterNode,
   RedisConnectionOptions,
   RedisLockBackendClientOptions,
+  RedisLockBackendClusterOptions,
   RedisLockBackendConnectionOptions,
   RedisLockBackendOptions,
   RedisLockBackendTuning,

@@ -1,6 +1,6 @@
 import type { ConnectionOptions } from 'node:tls';
 import { assertKnownOptions, optionalTtl, toTtl } from '../../engine/lock-options.validator';
-import type { Redis, RedisOptions } from 'ioredis';
+import type { Cluster, ClusterOptions, Redis, RedisOptions } from 'ioredis';
 
 /**
  * What the backend needs of an ioredis client, declared here so that the published types compile
@@ -114,6 +114,7 @@ export interface RedisLockBackendUrlOptions extends RedisLockBackendTuning {
   readonly client?: never;
   readonly options?: never;
   readonly sentinels?: never;
+  readonly cluster?: never;
 }
 
 /**
@@ -122,8 +123,8 @@ export interface RedisLockBackendUrlOptions extends RedisLockBackendTuning {
  */
 export interface RedisLockBackendClientOptions extends RedisLockBackendTuning {
   /**
-   * A standalone ioredis client, 5 or 6 (Redis Cluster clients are not supported yet). One
-   * configured for Sentinel works, and the backend's duplicate follows the primary with it; give
+   * An ioredis client, 5 or 6: a standalone `Redis`, or a `Cluster` (Redis 7 or later; see
+   * {@link RedisLockBackendClusterOptions}). One configured for Sentinel works, and the backend's duplicate follows the primary with it; give
    * it `failoverDetector: true` so that it leaves a primary that froze (the `sentinels` form
    * does that itself), and close it with `disconnect()`, which also ends the detector's sentinel
    * connections (ioredis's `quit()` leaves them open).
@@ -132,6 +133,7 @@ export interface RedisLockBackendClientOptions extends RedisLockBackendTuning {
   readonly url?: never;
   readonly options?: never;
   readonly sentinels?: never;
+  readonly cluster?: never;
 }
 
 /** Connect with ioredis options (host, port, TLS, username, password, db...); the backend owns it. */
@@ -147,6 +149,7 @@ export interface RedisLockBackendConnectionOptions extends RedisLockBackendTunin
   readonly url?: never;
   readonly client?: never;
   readonly sentinels?: never;
+  readonly cluster?: never;
 }
 
 /** One sentinel of a {@link RedisLockBackendSentinelOptions}. */
@@ -183,17 +186,60 @@ export interface RedisLockBackendSentinelOptions extends RedisLockBackendTuning 
   readonly url?: never;
   readonly client?: never;
   readonly options?: never;
+  readonly cluster?: never;
+}
+
+/** One node of a {@link RedisLockBackendClusterOptions}. */
+export interface RedisClusterNode {
+  readonly host: string;
+  /** Default 6379. */
+  readonly port?: number;
 }
 
 /**
- * Options of {@link RedisLockBackend}: exactly one of `url`, `client`, `options` or `sentinels`
- * (with `name`), plus optional tuning.
+ * ioredis's `ClusterOptions`, declared here so that the published types compile without ioredis
+ * installed; the values go to ioredis unchanged. `redisOptions` are the options of every node
+ * connection (credentials, TLS...).
+ */
+export interface RedisClusterConnectionOptions {
+  readonly redisOptions?: RedisConnectionOptions;
+  readonly natMap?: unknown;
+  readonly dnsLookup?: unknown;
+  readonly slotsRefreshTimeout?: number;
+  readonly slotsRefreshInterval?: number;
+  readonly [option: string]: unknown;
+}
+
+/**
+ * Connect to a Redis Cluster (Redis 7 or later: wake-ups use sharded pub/sub); the backend owns
+ * the connections. Every lock's keys live in one hash slot: a multi-key lock whose keys fall in
+ * several slots is refused with a `TypeError` before anything is sent (give its keys a common
+ * start ending in `}`, such as `order:{42}:items` and `order:{42}:payment`). Renewals are batched
+ * per slot. While a slot migrates, its locks' scripts are refused by Redis (TRYAGAIN) and sent
+ * again within `commandTimeout`; a failover can lose a grant that was not yet replicated, as
+ * with Sentinel. `replicaAcks` is not available on Cluster.
+ */
+export interface RedisLockBackendClusterOptions extends RedisLockBackendTuning {
+  /** At least one node of the cluster; ioredis learns the others from it. */
+  readonly cluster: readonly RedisClusterNode[];
+  /** Passed to ioredis's `new Cluster(nodes, clusterOptions)`. */
+  readonly clusterOptions?: RedisClusterConnectionOptions;
+  readonly url?: never;
+  readonly client?: never;
+  readonly options?: never;
+  readonly sentinels?: never;
+}
+
+/**
+ * Options of {@link RedisLockBackend}: exactly one of `url`, `client`, `options`, `sentinels`
+ * (with `name`) or `cluster`, plus optional tuning.
  */
 export type RedisLockBackendOptions =
   | RedisLockBackendUrlOptions
   | RedisLockBackendClientOptions
   | RedisLockBackendConnectionOptions
-  | RedisLockBackendSentinelOptions;
+  | RedisLockBackendSentinelOptions
+  | RedisLockBackendClusterOptions;
 
 /**
  * Options after validation, with every default applied.
@@ -202,8 +248,15 @@ export type RedisLockBackendOptions =
 export interface ResolvedRedisLockBackendOptions {
   readonly connection:
     | { readonly kind: 'url'; readonly url: string }
-    | { readonly kind: 'client'; readonly client: Redis }
-    | { readonly kind: 'options'; readonly options: RedisOptions };
+    | { readonly kind: 'client'; readonly client: Redis | Cluster }
+    | { readonly kind: 'options'; readonly options: RedisOptions }
+    | {
+        readonly kind: 'cluster';
+        readonly nodes: readonly { host: string; port: number }[];
+        readonly options: ClusterOptions;
+      };
+  /** Whether the connection is to a Redis Cluster. */
+  readonly cluster: boolean;
   readonly commandTimeout: number;
   readonly claimWindow: number;
   readonly channelPrefix: string;
@@ -215,7 +268,7 @@ const DEFAULT_COMMAND_TIMEOUT = 2000;
 const DEFAULT_CLAIM_WINDOW = 2000;
 const DEFAULT_CHANNEL_PREFIX = 'distributed-lock:wake:';
 const DEFAULT_MAX_BATCH_KEYS = 1000;
-const FORMS = ['url', 'client', 'options', 'sentinels'] as const;
+const FORMS = ['url', 'client', 'options', 'sentinels', 'cluster'] as const;
 const TUNING_OPTIONS = [
   'commandTimeout',
   'claimWindow',
@@ -245,7 +298,7 @@ function positiveInteger(value: unknown, name: string, fallback: number): number
   return value;
 }
 
-function looksLikeClient(value: unknown): value is Redis {
+function looksLikeClient(value: unknown): value is Redis | Cluster {
   return (
     isRecord(value) &&
     typeof value.call === 'function' &&
@@ -266,15 +319,15 @@ export function resolveRedisLockBackendOptions(options: unknown): ResolvedRedisL
   }
   assertKnownOptions(
     options,
-    [...FORMS, ...TUNING_OPTIONS, ...SENTINEL_OPTIONS],
+    [...FORMS, ...TUNING_OPTIONS, ...SENTINEL_OPTIONS, 'clusterOptions'],
     'RedisLockBackend options',
   );
   const given = FORMS.filter((k) => options[k] !== undefined);
   if (given.length !== 1) {
     fail(
       given.length === 0
-        ? 'pass one of { url }, { client } (an ioredis instance), { options } (ioredis options) or { sentinels, name }'
-        : `pass only one of url, client, options, sentinels (got ${given.join(', ')})`,
+        ? 'pass one of { url }, { client } (an ioredis instance), { options } (ioredis options), { sentinels, name } or { cluster }'
+        : `pass only one of url, client, options, sentinels, cluster (got ${given.join(', ')})`,
     );
   }
   if (given[0] !== 'sentinels') {
@@ -282,6 +335,9 @@ export function resolveRedisLockBackendOptions(options: unknown): ResolvedRedisL
     if (stray) {
       fail(`${stray} belongs to the Sentinel form { sentinels, name }; with ${given[0]}, drop it`);
     }
+  }
+  if (given[0] !== 'cluster' && options.clusterOptions !== undefined) {
+    fail(`clusterOptions belongs to the Cluster form { cluster }; with ${given[0]}, drop it`);
   }
   let connection: ResolvedRedisLockBackendOptions['connection'];
   if (given[0] === 'url') {
@@ -299,12 +355,11 @@ export function resolveRedisLockBackendOptions(options: unknown): ResolvedRedisL
     if (!looksLikeClient(options.client)) {
       fail('client must be an ioredis Redis instance (npm i ioredis)');
     }
-    if ((options.client as { isCluster?: unknown }).isCluster === true) {
-      fail('Redis Cluster clients are not supported yet; pass a standalone ioredis client');
-    }
     connection = { kind: 'client', client: options.client };
   } else if (given[0] === 'sentinels') {
     connection = { kind: 'options', options: sentinelConnection(options) };
+  } else if (given[0] === 'cluster') {
+    connection = clusterConnection(options);
   } else {
     if (!isRecord(options.options) || Array.isArray(options.options)) {
       fail('options must be an object of ioredis options (host, port, tls, password, db...)');
@@ -312,8 +367,20 @@ export function resolveRedisLockBackendOptions(options: unknown): ResolvedRedisL
     // The names are checked once ioredis is loaded (assertIoredisOptions); ioredis checks values.
     connection = { kind: 'options', options: options.options as RedisOptions };
   }
+  const cluster =
+    connection.kind === 'cluster' ||
+    (connection.kind === 'client' &&
+      (connection.client as { isCluster?: unknown }).isCluster === true);
   const channelPrefix = options.channelPrefix ?? DEFAULT_CHANNEL_PREFIX;
   if (typeof channelPrefix !== 'string') fail('channelPrefix must be a string');
+  if (cluster && /[{}]/.test(channelPrefix)) {
+    fail(
+      `channelPrefix must not contain "{" or "}" on Redis Cluster, where the backend sets each channel's hash tag (got ${JSON.stringify(channelPrefix)})`,
+    );
+  }
+  if (cluster && options.replicaAcks !== undefined) {
+    fail('replicaAcks is not available on Redis Cluster; drop it');
+  }
   const commandTimeout = optionalTtl(
     options.commandTimeout,
     'RedisLockBackend: commandTimeout',
@@ -321,6 +388,7 @@ export function resolveRedisLockBackendOptions(options: unknown): ResolvedRedisL
   );
   return {
     connection,
+    cluster,
     commandTimeout,
     claimWindow: optionalTtl(
       options.claimWindow,
@@ -360,28 +428,33 @@ function optionalString(options: Record<string, unknown>, name: string): void {
   }
 }
 
-/** ioredis options of the Sentinel form, checked. */
-function sentinelConnection(options: Record<string, unknown>): RedisOptions {
-  const sentinels = options.sentinels;
-  if (!Array.isArray(sentinels) || sentinels.length === 0) {
-    fail('sentinels must be a non-empty array of { host, port }');
+/** Checks a list of `{ host, port }` (sentinels, cluster nodes); returns copies. */
+function addresses(value: unknown, name: string): { host: string; port?: number }[] {
+  if (!Array.isArray(value) || value.length === 0) {
+    fail(`${name} must be a non-empty array of { host, port }`);
   }
-  sentinels.forEach((sentinel: unknown, i) => {
-    if (!isRecord(sentinel) || Array.isArray(sentinel)) {
-      fail(`sentinels[${i}] must be an object { host, port }`);
+  return value.map((address: unknown, i) => {
+    if (!isRecord(address) || Array.isArray(address)) {
+      fail(`${name}[${i}] must be an object { host, port }`);
     }
-    assertKnownOptions(sentinel, ['host', 'port'], `RedisLockBackend sentinels[${i}]`);
-    if (typeof sentinel.host !== 'string' || sentinel.host === '') {
-      fail(`sentinels[${i}].host must be a non-empty string`);
+    assertKnownOptions(address, ['host', 'port'], `RedisLockBackend ${name}[${i}]`);
+    if (typeof address.host !== 'string' || address.host === '') {
+      fail(`${name}[${i}].host must be a non-empty string`);
     }
-    const port = sentinel.port;
+    const port = address.port;
     if (
       port !== undefined &&
       (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535)
     ) {
-      fail(`sentinels[${i}].port must be an integer in 1..65535, got ${String(port)}`);
+      fail(`${name}[${i}].port must be an integer in 1..65535, got ${String(port)}`);
     }
+    return port === undefined ? { host: address.host } : { host: address.host, port };
   });
+}
+
+/** ioredis options of the Sentinel form, checked. */
+function sentinelConnection(options: Record<string, unknown>): RedisOptions {
+  const sentinels = addresses(options.sentinels, 'sentinels');
   if (typeof options.name !== 'string' || options.name === '') {
     fail('name (the master group name the sentinels monitor) must be a non-empty string');
   }
@@ -399,11 +472,30 @@ function sentinelConnection(options: Record<string, unknown>): RedisOptions {
     }
   }
   const picked: Record<string, unknown> = {};
-  for (const name of ['sentinels', ...SENTINEL_OPTIONS]) {
+  for (const name of SENTINEL_OPTIONS) {
     if (options[name] !== undefined) picked[name] = options[name];
   }
-  picked.sentinels = sentinels.map((s: { host: string; port?: number }) => ({ ...s }));
+  picked.sentinels = sentinels;
   return picked as RedisOptions;
+}
+
+/** The Cluster form, checked. ioredis checks the values of `clusterOptions`. */
+function clusterConnection(
+  options: Record<string, unknown>,
+): ResolvedRedisLockBackendOptions['connection'] {
+  const nodes = addresses(options.cluster, 'cluster').map((n) => ({
+    host: n.host,
+    port: n.port ?? 6379,
+  }));
+  const clusterOptions = options.clusterOptions ?? {};
+  if (!isRecord(clusterOptions) || Array.isArray(clusterOptions)) {
+    fail('clusterOptions must be an object of ioredis Cluster options');
+  }
+  const redisOptions = clusterOptions.redisOptions;
+  if (redisOptions !== undefined && (!isRecord(redisOptions) || Array.isArray(redisOptions))) {
+    fail('clusterOptions.redisOptions must be an object of ioredis options');
+  }
+  return { kind: 'cluster', nodes, options: clusterOptions as ClusterOptions };
 }
 
 /**
@@ -449,12 +541,30 @@ export function assertIoredisOptions(options: RedisOptions, ioredis: unknown): v
  * @internal
  */
 export function redisEndpoint(connection: ResolvedRedisLockBackendOptions['connection']): string {
+  const nodes =
+    connection.kind === 'cluster'
+      ? connection.nodes
+      : connection.kind === 'client' && (connection.client as Cluster).isCluster
+        ? (connection.client as unknown as { startupNodes?: unknown }).startupNodes
+        : undefined;
+  if (nodes !== undefined) {
+    const list = Array.isArray(nodes)
+      ? nodes
+          .map((n: { host?: unknown; port?: unknown }) =>
+            typeof n === 'object' && n !== null
+              ? `${String(n.host ?? 'localhost')}:${String(n.port ?? 6379)}`
+              : String(n),
+          )
+          .join(', ')
+      : 'startup nodes unknown';
+    return `cluster ${list}`;
+  }
   if (connection.kind === 'url') {
     const url = new URL(connection.url);
     return `${url.hostname || 'localhost'}:${url.port || 6379}`;
   }
   const options: RedisOptions | undefined =
-    connection.kind === 'client' ? connection.client.options : connection.options;
+    connection.kind === 'client' ? (connection.client as Redis).options : connection.options;
   if (!options) return 'redis client';
   const sentinels = options.sentinels ?? [];
   if (sentinels.length > 0) {

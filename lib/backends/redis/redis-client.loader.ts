@@ -1,7 +1,13 @@
-import type { Redis, RedisOptions } from 'ioredis';
+import type { Cluster, ClusterOptions, Redis, RedisOptions } from 'ioredis';
 
 /** ioredis's `Redis` class, as loaded at run time. */
-export type RedisConstructor = new (...args: [string, RedisOptions] | [RedisOptions]) => Redis;
+export type RedisConstructor = (new (...args: [string, RedisOptions] | [RedisOptions]) => Redis) & {
+  /** ioredis's `Cluster` class. */
+  readonly Cluster?: new (
+    nodes: { host: string; port: number }[],
+    options: ClusterOptions,
+  ) => Cluster;
+};
 
 /**
  * Loads ioredis on first use only: it is an optional peer dependency, and importing a backend

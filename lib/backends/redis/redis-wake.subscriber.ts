@@ -1,16 +1,12 @@
 import type { Redis } from 'ioredis';
-import type { BackendHandoff, Unsubscribe } from '../lock-backend.interface';
+import type { Unsubscribe } from '../lock-backend.interface';
 import { LockBackendError } from '../../errors/lock-backend.error';
 import { WakeListener, WakeRegistry } from '../wake.registry';
 import { RedisConnection } from './redis.connection';
+import { deliverWakeMessage, type RedisWakeChannels } from './redis-wake.message';
 
 /** Delay before trying again a re-subscription that failed on a connection that stayed up. */
 const RESUBSCRIBE_RETRY_MS = 1000;
-
-/** A wake-up message: "<attempt>|<claim ms>|<fencing>|<token>" (attempt 0: no offer). */
-const MESSAGE = /^(\d+)\|(\d+)\|(\d+)\|([\s\S]*)$/;
-/** A re-check hint: "r|<ms>|<token>" (the waiter ahead was just handed the lock for <ms>). */
-const RECHECK = /^r\|(\d+)\|([\s\S]*)$/;
 
 /**
  * Receives wake-ups for this backend instance: one dedicated subscriber connection, subscribed
@@ -27,9 +23,9 @@ const RECHECK = /^r\|(\d+)\|([\s\S]*)$/;
  * itself; on every reconnect we also subscribe once more and count the subscription live again
  * only when that reply arrives, which proves the server registered it.
  */
-export class RedisWakeSubscriber {
+export class RedisWakeSubscriber implements RedisWakeChannels {
   private readonly listeners = new WakeRegistry();
-  private connection: RedisConnection | undefined;
+  private connection: RedisConnection<Redis> | undefined;
   private subscribing: Promise<void> | undefined;
   /** The first SUBSCRIBE succeeded; from then on acquires do not wait for the subscription. */
   private started = false;
@@ -55,11 +51,16 @@ export class RedisWakeSubscriber {
     return this.listeners.size;
   }
 
+  /** The instance's one channel, whatever the slot. */
+  channelOf(): string {
+    return this.channel;
+  }
+
   /**
    * Whether wake-ups published now will arrive: subscribed, on a connection that has not dropped
    * since the server confirmed the subscription.
    */
-  get live(): boolean {
+  live(): boolean {
     return this.isLive && !this.closed;
   }
 
@@ -109,7 +110,7 @@ export class RedisWakeSubscriber {
     else if (connection.client.status === 'ready') this.resubscribe();
   }
 
-  private open(): RedisConnection {
+  private open(): RedisConnection<Redis> {
     if (this.connection) return this.connection;
     const client = this.createClient();
     client.on('message', (channel: string, message: string) => this.deliver(channel, message));
@@ -147,23 +148,6 @@ export class RedisWakeSubscriber {
   }
 
   private deliver(channel: string, message: string): void {
-    if (channel !== this.channel) return;
-    const parsed = MESSAGE.exec(message);
-    if (!parsed) {
-      const hint = RECHECK.exec(message);
-      if (hint && this.listeners.has(hint[2])) {
-        this.listeners.wake(hint[2], undefined, Number(hint[1]));
-      }
-      return;
-    }
-    const token = parsed[4];
-    if (!this.listeners.has(token)) return;
-    const attempt = Number(parsed[1]);
-    const fencing = Number(parsed[3]);
-    const handoff: BackendHandoff | undefined =
-      attempt > 0 && Number.isSafeInteger(fencing)
-        ? { attempt, fencingTokens: [fencing], ttl: Number(parsed[2]) }
-        : undefined;
-    this.listeners.wake(token, handoff);
+    if (channel === this.channel) deliverWakeMessage(this.listeners, message);
   }
 }

@@ -1,6 +1,7 @@
 import { chunkByCost } from '../backend.batches';
 import { randomBytes } from 'node:crypto';
-import type { Redis } from 'ioredis';
+import { performance } from 'node:perf_hooks';
+import type { Cluster, ClusterOptions, Redis } from 'ioredis';
 import type {
   BackendAcquireRequest,
   BackendAcquireResult,
@@ -22,14 +23,30 @@ import {
   type ResolvedRedisLockBackendOptions,
 } from './redis-backend.options';
 import { RedisConnection } from './redis.connection';
-import { KEYS_PER_LOCK, lockHashKey, scriptArgv } from './redis.keys';
-import { SCRIPTS, type RedisScript } from './redis.scripts';
+import { clusterSlotOf, KEYS_PER_LOCK, keySlot, lockHashKey, scriptArgv } from './redis.keys';
+import { CLUSTER_SCRIPTS, SCRIPTS, type RedisScript, type RedisScripts } from './redis.scripts';
 import { RedisWakeSubscriber } from './redis-wake.subscriber';
+import { RedisClusterWakeSubscriber } from './redis-cluster-wake.subscriber';
+import type { RedisWakeChannels } from './redis-wake.message';
 import { loadIoredis, OWN_CONNECTION_OVERRIDES } from './redis-client.loader';
 
 /** The attempt number a handoff may be offered for; 0 (no offer) when there is none. */
 function offerAttempt(attempt: number | undefined): number {
   return attempt !== undefined && Number.isSafeInteger(attempt) && attempt > 0 ? attempt : 0;
+}
+
+/**
+ * Options a Cluster the backend opens gets over the user's: node connections as our own
+ * (OWN_CONNECTION_OVERRIDES; ioredis keeps their offline queue on, so a command sent while a
+ * node connection is still being made waits for it), and no cluster-level offline queue, since
+ * RedisConnection waits for `ready` itself.
+ */
+function ownClusterOptions(options: ClusterOptions): ClusterOptions {
+  return {
+    ...options,
+    enableOfflineQueue: false,
+    redisOptions: { ...options.redisOptions, ...OWN_CONNECTION_OVERRIDES },
+  };
 }
 
 function isIntegerArray(value: unknown): value is number[] {
@@ -51,13 +68,14 @@ function isIntegerArray(value: unknown): value is number[] {
  * the lock to a second owner, and a fencing token issued from data that was lost can be issued
  * again (tokens come from a counter per hash slot, not from the clock: whenever the last grant's
  * data survived, the next token is greater). Check fencing tokens in the resource you protect
- * when that matters. Needs Redis 5 or later
- * (scripts read server TIME before writing); tested on Redis 7.0. Not for Redis Cluster yet.
+ * when that matters. Needs Redis 5 or later (scripts read server TIME before writing), Redis 7
+ * on Cluster (sharded pub/sub, see {@link RedisLockBackendClusterOptions}); tested on Redis 7.0.
  *
  * @example
  * new RedisLockBackend({ url: 'redis://127.0.0.1:6379' })
  * new RedisLockBackend({ client: myIoredisClient, claimWindow: 1000 })
  * new RedisLockBackend({ sentinels: [{ host: 'sentinel-1', port: 26379 }], name: 'mymaster' })
+ * new RedisLockBackend({ cluster: [{ host: 'redis-1', port: 6379 }] })
  */
 export class RedisLockBackend implements LockBackend {
   /** `redis`. */
@@ -66,10 +84,20 @@ export class RedisLockBackend implements LockBackend {
   readonly endpoint: string;
   private readonly settings: ResolvedRedisLockBackendOptions;
   private readonly connection: RedisConnection;
-  private readonly wake: RedisWakeSubscriber;
+  private readonly wake: RedisWakeChannels;
+  private readonly scripts: RedisScripts;
+  /** On Redis Cluster: one slot per lock, checked before any call. */
+  private readonly cluster: boolean;
+  /**
+   * On Redis Cluster only (see {@link LockBackend.assertKeys}): a lock's keys must share a hash
+   * slot, and none may start with `}`.
+   *
+   * @throws TypeError naming the keys, their slots and the fix
+   */
+  readonly assertKeys?: (keys: readonly string[]) => void;
   /** `retryAfter` cap, in ms, for waiters while wake-ups may be lost (half the claim window). */
   private readonly blindRetry: number;
-  /** Last argument of every acquire: "<claimWindow>:<wake channel>", built once. */
+  /** Last argument of every acquire: "<claimWindow>:<wake channel>", built once (single server). */
   private readonly waitArg: string;
 
   /**
@@ -80,9 +108,18 @@ export class RedisLockBackend implements LockBackend {
     this.settings = resolveRedisLockBackendOptions(options);
     const { connection, commandTimeout, channelPrefix, claimWindow } = this.settings;
     this.endpoint = redisEndpoint(connection);
-    let client: Redis;
+    this.cluster = this.settings.cluster;
+    this.scripts = this.cluster ? CLUSTER_SCRIPTS : SCRIPTS;
+    if (this.cluster) this.assertKeys = (keys) => void clusterSlotOf(keys);
+    let client: Redis | Cluster;
     if (connection.kind === 'client') {
       client = connection.client;
+    } else if (connection.kind === 'cluster') {
+      const ClusterClass = loadIoredis('RedisLockBackend').Cluster;
+      if (typeof ClusterClass !== 'function') {
+        throw new Error('RedisLockBackend: the installed ioredis does not export a Cluster class');
+      }
+      client = new ClusterClass([...connection.nodes], ownClusterOptions(connection.options));
     } else {
       const Redis = loadIoredis('RedisLockBackend');
       if (connection.kind === 'options') assertIoredisOptions(connection.options, Redis);
@@ -96,17 +133,41 @@ export class RedisLockBackend implements LockBackend {
             });
     }
     this.connection = new RedisConnection(client, connection.kind !== 'client', commandTimeout);
-    this.wake = new RedisWakeSubscriber(
-      // The duplicate keeps the user's address, TLS and credentials (with Sentinel: the
-      // sentinels and the failover detector, so it follows the primary too); it must
-      // re-subscribe after a reconnect and, like our own connections, never run commands late.
-      () =>
-        client.duplicate({ ...OWN_CONNECTION_OVERRIDES, autoResubscribe: true, lazyConnect: true }),
-      `${channelPrefix}${randomBytes(12).toString('hex')}`,
-      commandTimeout,
-    );
+    const instance = randomBytes(12).toString('hex');
+    if (this.cluster) {
+      const cluster = client as Cluster;
+      this.wake = new RedisClusterWakeSubscriber(
+        // One sharded subscriber per primary (SSUBSCRIBE goes to the slot's primary); a slot
+        // map refreshed every second brings subscriptions back soon after a slot moved.
+        () =>
+          cluster.duplicate([], {
+            ...ownClusterOptions(cluster.options),
+            shardedSubscribers: true,
+            slotsRefreshInterval: 1000,
+            lazyConnect: true,
+          }),
+        channelPrefix,
+        instance,
+        commandTimeout,
+      );
+    } else {
+      const standalone = client as Redis;
+      this.wake = new RedisWakeSubscriber(
+        // The duplicate keeps the user's address, TLS and credentials (with Sentinel: the
+        // sentinels and the failover detector, so it follows the primary too); it must
+        // re-subscribe after a reconnect and, like our own connections, never run commands late.
+        () =>
+          standalone.duplicate({
+            ...OWN_CONNECTION_OVERRIDES,
+            autoResubscribe: true,
+            lazyConnect: true,
+          }),
+        `${channelPrefix}${instance}`,
+        commandTimeout,
+      );
+    }
     this.blindRetry = Math.max(1, Math.floor(claimWindow / 2));
-    this.waitArg = `${claimWindow}:${this.wake.channel}`;
+    this.waitArg = `${claimWindow}:${this.wake.channelOf(0)}`;
   }
 
   /**
@@ -137,11 +198,20 @@ export class RedisLockBackend implements LockBackend {
    * @throws LockBackendError when Redis fails or does not answer within `commandTimeout`
    */
   acquire(request: BackendAcquireRequest): Promise<BackendAcquireResult> {
+    let slot = 0;
+    if (this.cluster) {
+      try {
+        slot = clusterSlotOf(request.keys);
+      } catch (error) {
+        return Promise.reject(error);
+      }
+    }
     const queueFor = request.queueFor === undefined ? 0 : Math.max(0, Math.ceil(request.queueFor));
     // A waiter must be able to hear its wake-up before it is queued.
-    const subscribing = queueFor > 0 ? this.wake.subscribe() : undefined;
-    if (subscribing) return subscribing.then(() => this.attempt(request, queueFor));
-    return this.attempt(request, queueFor);
+    const subscribing =
+      queueFor > 0 ? this.wake.subscribe(slot, performance.now() + queueFor) : undefined;
+    if (subscribing) return subscribing.then(() => this.attempt(request, queueFor, slot));
+    return this.attempt(request, queueFor, slot);
   }
 
   /**
@@ -151,11 +221,23 @@ export class RedisLockBackend implements LockBackend {
    * @throws LockBackendError when Redis fails or does not answer within `commandTimeout`
    */
   async extend(requests: readonly BackendExtendRequest[]): Promise<boolean[]> {
-    // By keys, not by requests: a script's run time, during which Redis serves nobody else,
-    // follows the keys it touches, and a lock may have many. A batch of locks does not bound it.
-    const chunks = chunkByCost(requests, (r) => r.keys.length, this.settings.maxBatchKeys);
-    const results = await Promise.all(chunks.map((c) => this.extendChunk(c)));
-    return results.flat();
+    if (!this.cluster) return this.extendSlot(requests);
+    // A script may touch one slot only: one batch per slot (a grant's keys share one).
+    const bySlot = new Map<number, number[]>();
+    requests.forEach((request, i) => {
+      const slot = keySlot(lockHashKey(request.keys[0]));
+      const indexes = bySlot.get(slot);
+      if (indexes) indexes.push(i);
+      else bySlot.set(slot, [i]);
+    });
+    const held = new Array<boolean>(requests.length).fill(false);
+    await Promise.all(
+      [...bySlot.values()].map(async (indexes) => {
+        const results = await this.extendSlot(indexes.map((i) => requests[i]));
+        results.forEach((ok, j) => (held[indexes[j]] = ok));
+      }),
+    );
+    return held;
   }
 
   /**
@@ -167,7 +249,7 @@ export class RedisLockBackend implements LockBackend {
   async release(ref: BackendLockRef): Promise<boolean> {
     const reply = await this.connection.script(
       'release',
-      SCRIPTS.release,
+      this.scripts.release,
       ref.keys.length * KEYS_PER_LOCK,
       scriptArgv(ref.keys, ref.token, this.settings.claimWindow),
     );
@@ -184,7 +266,7 @@ export class RedisLockBackend implements LockBackend {
   async cancel(ref: BackendLockRef): Promise<void> {
     await this.connection.script(
       'cancel',
-      SCRIPTS.cancel,
+      this.scripts.cancel,
       ref.keys.length * KEYS_PER_LOCK,
       scriptArgv(ref.keys, ref.token, this.settings.claimWindow),
     );
@@ -196,7 +278,9 @@ export class RedisLockBackend implements LockBackend {
    * @throws LockBackendError when Redis fails or does not answer within `commandTimeout`
    */
   async inspect(key: string): Promise<BackendLockInfo> {
-    const reply = await this.connection.script('inspect', SCRIPTS.inspect, 1, [lockHashKey(key)]);
+    const reply = await this.connection.script('inspect', this.scripts.inspect, 1, [
+      lockHashKey(key),
+    ]);
     if (!Array.isArray(reply) || (reply[0] !== 0 && reply[0] !== 1)) {
       throw this.badReply('inspect', reply);
     }
@@ -229,11 +313,12 @@ export class RedisLockBackend implements LockBackend {
   private async attempt(
     request: BackendAcquireRequest,
     queueFor: number,
+    slot: number,
   ): Promise<BackendAcquireResult> {
     const { keys } = request;
     const reply = await this.writeScript(
       'acquire',
-      SCRIPTS.acquire,
+      this.scripts.acquire,
       keys.length * KEYS_PER_LOCK,
       scriptArgv(
         keys,
@@ -242,7 +327,7 @@ export class RedisLockBackend implements LockBackend {
         // A handoff can only be offered whole, so only to a single-key waiter (Redis hands each
         // key of a multi-key waiter separately).
         `${queueFor}:${keys.length === 1 && !this.settings.replicaAcks ? offerAttempt(request.attempt) : 0}`,
-        this.waitArg,
+        this.cluster ? `${this.settings.claimWindow}:${this.wake.channelOf(slot)}` : this.waitArg,
       ),
     );
     if (typeof reply === 'number' && Number.isSafeInteger(reply) && reply !== 0) {
@@ -255,13 +340,22 @@ export class RedisLockBackend implements LockBackend {
       // Without a live subscription the wake-up of a handoff may be lost: come back before the
       // reservation lapses rather than after the holder's whole ttl.
       const retryAfter =
-        queueFor > 0 && !this.wake.live ? Math.min(-reply, this.blindRetry) : -reply;
+        queueFor > 0 && !this.wake.live(slot) ? Math.min(-reply, this.blindRetry) : -reply;
       return { acquired: false, retryAfter };
     }
     if (!isIntegerArray(reply) || reply.length !== keys.length) {
       throw this.badReply('acquire', reply);
     }
     return { acquired: true, fencingTokens: reply };
+  }
+
+  /** Extends requests of one slot (of any slot on a single server), in chunks of keys. */
+  private async extendSlot(requests: readonly BackendExtendRequest[]): Promise<boolean[]> {
+    // By keys, not by requests: a script's run time, during which Redis serves nobody else,
+    // follows the keys it touches, and a lock may have many. A batch of locks does not bound it.
+    const chunks = chunkByCost(requests, (r) => r.keys.length, this.settings.maxBatchKeys);
+    const results = await Promise.all(chunks.map((c) => this.extendChunk(c)));
+    return results.flat();
   }
 
   private async extendChunk(requests: readonly BackendExtendRequest[]): Promise<boolean[]> {
@@ -271,7 +365,10 @@ export class RedisLockBackend implements LockBackend {
       for (const key of request.keys) keys.push(lockHashKey(key));
       args.push(request.keys.length, request.token, Math.ceil(request.ttl));
     }
-    const reply = await this.writeScript('extend', SCRIPTS.extend, keys.length, [...keys, ...args]);
+    const reply = await this.writeScript('extend', this.scripts.extend, keys.length, [
+      ...keys,
+      ...args,
+    ]);
     if (!isIntegerArray(reply) || reply.length !== requests.length) {
       throw this.badReply('extend', reply);
     }

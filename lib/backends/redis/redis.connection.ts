@@ -1,6 +1,6 @@
 import { withTimeout } from '../backend.timers';
 import { performance } from 'node:perf_hooks';
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import { LockBackendError } from '../../errors/lock-backend.error';
 import type { RedisScript } from './redis.scripts';
 
@@ -45,7 +45,7 @@ export interface RedisOperation {
  * shared budget is why this is a linked list, O(1) per operation, and not a heap for deadlines
  * that move nor the renewal scheduler's periodic scan.
  */
-export class RedisConnection {
+export class RedisConnection<C extends Redis | Cluster = Redis | Cluster> {
   private head: PendingOperation | undefined;
   private tail: PendingOperation | undefined;
   private watchdog: NodeJS.Timeout | undefined;
@@ -60,7 +60,7 @@ export class RedisConnection {
    * @param commandTimeout budget of one operation, in ms
    */
   constructor(
-    readonly client: Redis,
+    readonly client: C,
     readonly owned: boolean,
     private readonly commandTimeout: number,
   ) {
@@ -79,10 +79,7 @@ export class RedisConnection {
    *
    * @throws LockBackendError on any failure, timeout or closed backend
    */
-  run<T>(
-    operation: string,
-    command: (client: Redis, op: RedisOperation) => Promise<T>,
-  ): Promise<T> {
+  run<T>(operation: string, command: (client: C, op: RedisOperation) => Promise<T>): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       if (this.closed) {
         reject(this.error(operation, 'the backend is closed'));
@@ -114,13 +111,24 @@ export class RedisConnection {
     keyCount: number,
     argv: readonly (string | number)[],
   ): Promise<unknown> {
-    return this.run(operation, (client, op) =>
+    const once = (client: C, op: RedisOperation): Promise<unknown> =>
       client.call('evalsha', [script.sha, keyCount, ...argv]).catch((error: unknown) => {
         if (!isNoScript(error)) throw error;
         // send() sends nothing once the operation settled (timed out while EVALSHA was pending).
         return this.send(op, () => client.call('eval', [script.source, keyCount, ...argv]));
-      }),
-    );
+      });
+    return this.run(operation, (client, op) => {
+      const attempt = (): Promise<unknown> =>
+        once(client, op).catch(async (error: unknown) => {
+          // Redis Cluster refuses a multi-key script while its slot migrates (TRYAGAIN, which
+          // ioredis retries a few times, then gives up with "Too many Cluster redirections").
+          // A refusal ran nothing, so trying again, within the operation's budget, is safe.
+          if (!isClusterRetry(error) || op.done) throw error;
+          await new Promise((resolve) => setTimeout(resolve, TRY_AGAIN_DELAY_MS));
+          return this.send(op, attempt);
+        });
+      return attempt();
+    });
   }
 
   /**
@@ -138,7 +146,7 @@ export class RedisConnection {
     argv: readonly (string | number)[],
     acks: { readonly replicas: number; readonly timeout: number },
   ): Promise<{ reply: unknown; acked: unknown }> {
-    const both = (client: Redis, command: string, body: string): Promise<[unknown, unknown]> => {
+    const both = (client: C, command: string, body: string): Promise<[unknown, unknown]> => {
       const reply = client.call(command, [body, keyCount, ...argv]);
       const acked = client.call('wait', [acks.replicas, acks.timeout]);
       // The WAIT answers after the script, whichever way the script went: never left unhandled.
@@ -321,6 +329,17 @@ export class RedisConnection {
     }
     return new LockBackendError(BACKEND_NAME, operation, message, { cause: error });
   }
+}
+
+/** Pause before a script refused during a slot migration is sent again, in ms. */
+const TRY_AGAIN_DELAY_MS = 50;
+
+function isClusterRetry(error: unknown): boolean {
+  return (
+    error instanceof Error &&
+    (error.message.startsWith('TRYAGAIN') ||
+      error.message.startsWith('Too many Cluster redirections'))
+  );
 }
 
 function isNoScript(error: unknown): boolean {

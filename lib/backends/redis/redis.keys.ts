@@ -115,21 +115,60 @@ function buildSlotTags(): Uint32Array {
   return tags;
 }
 
-/** Fencing counter names by slot, filled as slots are used: at most 16384 strings. */
+/** Hash tags (with their braces) by slot, filled as slots are used: at most 16384 strings. */
+const tagsOfSlots: (string | undefined)[] = [];
+/** Fencing counter names by slot, likewise. */
 const fenceKeys: (string | undefined)[] = [];
 
-/** The fencing counter of slot `slot` (0..16383). */
-export function fenceKeyOfSlot(slot: number): string {
-  const cached = fenceKeys[slot];
+/** A short hash tag, braces included (such as `{2Jo}`), of slot `slot` (0..16383). */
+export function slotTag(slot: number): string {
+  const cached = tagsOfSlots[slot];
   if (cached !== undefined) return cached;
   slotTags ??= buildSlotTags();
   let tag = '';
   for (let code = slotTags[slot]; code > 0; code = Math.floor(code / 64)) {
     tag = TAG_CHARS[(code % 64) - 1] + tag;
   }
-  const key = `${FENCE_KEY_PREFIX}{${tag}}`;
+  const braced = `{${tag}}`;
+  tagsOfSlots[slot] = braced;
+  return braced;
+}
+
+/** The fencing counter of slot `slot` (0..16383). */
+export function fenceKeyOfSlot(slot: number): string {
+  const cached = fenceKeys[slot];
+  if (cached !== undefined) return cached;
+  const key = `${FENCE_KEY_PREFIX}${slotTag(slot)}`;
   fenceKeys[slot] = key;
   return key;
+}
+
+/**
+ * The one hash slot of a lock's keys on Redis Cluster, where a script may only touch keys of one
+ * slot. `{K}` hashes by what lies before K's first `}`, so keys share a slot when they agree up
+ * to their first `}` (such as `order:{42}:items` and `order:{42}:payment`).
+ *
+ * @throws TypeError, before anything is sent, when the keys fall in several slots or a key starts
+ *   with `}` (its `{K}` would have an empty hash tag, and its queue keys another slot)
+ */
+export function clusterSlotOf(keys: readonly string[]): number {
+  let slot = -1;
+  for (const key of keys) {
+    if (key.startsWith('}')) {
+      throw new TypeError(
+        `RedisLockBackend (Redis Cluster): key ${JSON.stringify(key)} starts with "}", which leaves its Redis keys without a common hash slot; rename it`,
+      );
+    }
+    const own = keySlot(lockHashKey(key));
+    if (slot === -1) slot = own;
+    else if (own !== slot) {
+      const listed = keys.map((k) => `${JSON.stringify(k)} (slot ${keySlot(lockHashKey(k))})`);
+      throw new TypeError(
+        `RedisLockBackend (Redis Cluster): the keys of one lock must share a hash slot, and ${listed.join(', ')} do not. A key's slot comes from its text up to the first "}", so give them a common start ending in "}", such as "order:{42}:items" and "order:{42}:payment"`,
+      );
+    }
+  }
+  return slot;
 }
 
 /** The lock HASH of lock key `key` (see the layout above). */

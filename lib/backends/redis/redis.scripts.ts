@@ -438,11 +438,42 @@ export class RedisScript {
   }
 }
 
-/** The backend's scripts. */
-export const SCRIPTS = {
+/** The backend's scripts, one per operation. */
+export interface RedisScripts {
+  readonly acquire: RedisScript;
+  readonly release: RedisScript;
+  readonly extend: RedisScript;
+  readonly cancel: RedisScript;
+  readonly inspect: RedisScript;
+}
+
+/** The scripts for a single Redis server (or a primary with replicas). */
+export const SCRIPTS: RedisScripts = {
   acquire: new RedisScript('acquire', ACQUIRE_LUA),
   release: new RedisScript('release', RELEASE_LUA),
   extend: new RedisScript('extend', EXTEND_LUA),
   cancel: new RedisScript('cancel', CANCEL_LUA),
   inspect: new RedisScript('inspect', INSPECT_LUA),
-} as const;
+};
+
+/**
+ * A script's Redis Cluster rendering: sharded pub/sub. Classic PUBLISH crosses the cluster bus
+ * to every node, and NUMSUB counts only the node's own subscribers, so a waiter subscribed
+ * elsewhere would look dead. A wake channel hashes to its lock's slot (see the Cluster
+ * subscriber), so SPUBLISH stays on the slot's shard, where SHARDNUMSUB counts the waiter.
+ */
+function forCluster(script: RedisScript): RedisScript {
+  const source = script.source
+    .replaceAll("redis.call('PUBLISH',", "redis.call('SPUBLISH',")
+    .replaceAll("redis.call('PUBSUB', 'NUMSUB',", "redis.call('PUBSUB', 'SHARDNUMSUB',");
+  return new RedisScript(script.name, source);
+}
+
+/** The scripts for Redis Cluster (Redis 7 or later, for sharded pub/sub). */
+export const CLUSTER_SCRIPTS: RedisScripts = {
+  acquire: forCluster(SCRIPTS.acquire),
+  release: forCluster(SCRIPTS.release),
+  extend: SCRIPTS.extend,
+  cancel: forCluster(SCRIPTS.cancel),
+  inspect: SCRIPTS.inspect,
+};

@@ -97,13 +97,19 @@ export function resolveRedlockLockBackendOptions(
     fail(`${name} must name an odd number of masters, 3 or more (got ${list.length})`);
   }
   const masters = list.map((entry: unknown, i) => {
+    let resolved: ReturnType<typeof resolveRedisLockBackendOptions>;
     try {
-      return resolveRedisLockBackendOptions(name === 'urls' ? { url: entry } : { client: entry })
-        .connection;
+      resolved = resolveRedisLockBackendOptions(
+        name === 'urls' ? { url: entry } : { client: entry },
+      );
     } catch (error) {
       const detail = error instanceof Error ? error.message.replace(/^RedisLockBackend: /, '') : '';
       return fail(`${name}[${i}]: ${detail}`);
     }
+    if (resolved.cluster) {
+      fail(`${name}[${i}] is a Redis Cluster client; Redlock needs independent standalone masters`);
+    }
+    return resolved.connection;
   });
   const endpoints = masters.map((m) => redisEndpoint(m));
   const duplicate = endpoints.find((e, i) => endpoints.indexOf(e) !== i && e !== 'redis client');

@@ -44,7 +44,7 @@ const BLIND_RETRY = 1000;
 /** One master: its command connection and its wake-up subscription. */
 interface Master {
   readonly endpoint: string;
-  readonly connection: RedisConnection;
+  readonly connection: RedisConnection<Redis>;
   readonly wake: RedisWakeSubscriber;
 }
 
@@ -124,7 +124,8 @@ export class RedlockLockBackend implements LockBackend {
     this.quorum = Math.floor(settings.masters.length / 2) + 1;
     this.masters = settings.masters.map((connection, i) => {
       let client: Redis;
-      if (connection.kind === 'client') client = connection.client;
+      // Cluster clients were refused with the options.
+      if (connection.kind === 'client') client = connection.client as Redis;
       else if (connection.kind === 'url') {
         const Redis = loadIoredis('RedlockLockBackend');
         client = new Redis(connection.url, { ...OWN_CONNECTION_OVERRIDES });
