@@ -122,6 +122,28 @@ describe('options: checked by type and by name', () => {
   });
 });
 
+describe("keys: the backend's own check (assertKeys)", () => {
+  it('gets the prefixed keys before any call, and its TypeError reaches the caller as is', async () => {
+    const backend = new MemoryLockBackend();
+    const seen: (readonly string[])[] = [];
+    const counter = counted(backend, {
+      assertKeys: (keys: readonly string[]) => {
+        seen.push(keys);
+        if (keys.length > 1) throw new TypeError('these keys cannot lock together');
+      },
+    });
+    const local = new LockEngine(backend, { keyPrefix: 'p:', ttl: 1000, wait: 0 }, quiet);
+    await expect(local.acquire(['b', 'a'], {}, 'wait')).rejects.toThrow(
+      new TypeError('these keys cannot lock together'),
+    );
+    expect(counter.calls).toBe(0);
+    const lock = await local.acquire('a', {}, 'wait');
+    expect(seen).toEqual([['p:a', 'p:b'], ['p:a']]);
+    await lock.release();
+    await local.shutdown();
+  });
+});
+
 describe('keys: lone surrogates', () => {
   const engine = new LockEngine(
     new MemoryLockBackend(),
