@@ -23,7 +23,7 @@ import {
 import { deferred, eventually, sleep, within } from '../support/async.helpers';
 import { ObservedBackend } from '../support/observed.backend';
 import { createLockApp } from '../support/test-app';
-import { closeTestBackends, TEST_BACKENDS } from '../support/test-backends';
+import { closeTestBackends, startTestBackend, TEST_BACKENDS } from '../support/test-backends';
 import { uniqueKey } from '../support/test-ids';
 
 const RUN = uniqueKey('run'); // keeps keys apart between backends and runs
@@ -39,6 +39,8 @@ class PaymentService {
   inside = 0;
   maxInside = 0;
   paid: string[] = [];
+  /** Owner token of the grant the last pay() ran under. */
+  lastToken: string | undefined;
   gate: Promise<void> | undefined;
   constructor(readonly locks: LockService) {}
 
@@ -49,14 +51,15 @@ class PaymentService {
     await (this.gate ?? sleep(2));
     this.inside--;
     this.paid.push(`${orderId}:${amount}`);
+    this.lastToken = this.locks.current()?.token;
     return this.locks.current()?.key ?? 'no lock';
   }
 
   @Locked(`${RUN}:order:<orderId>`)
-  async refund(orderId: string): Promise<number | undefined> {
+  async refund(orderId: string): Promise<string | undefined> {
     // Re-enters the lock pay() would take on the same order: no deadlock, same grant.
     await this.pay(orderId, -1);
-    return this.locks.current()?.fencingToken;
+    return this.locks.current()?.token;
   }
 
   @Locked(`${RUN}:cust:<0.customer.id>:<1>`)
@@ -65,7 +68,8 @@ class PaymentService {
     return this.locks.current()?.key;
   }
 
-  @Locked([`${RUN}:acct:<from>`, `${RUN}:acct:<to>`])
+  // One lock over two keys: a common start ending in `}` puts them in one Redis Cluster slot.
+  @Locked([`${RUN}:{acct}:<from>`, `${RUN}:{acct}:<to>`])
   // eslint-disable-next-line @typescript-eslint/no-unused-vars -- the key template reads them
   async transfer(from: string, to: string): Promise<readonly string[] | undefined> {
     return this.locks.current()?.keys;
@@ -145,8 +149,10 @@ describe.each(TEST_BACKENDS)('@Locked on $name', (testBackend) => {
   let payments: PaymentService;
   let controller: OrdersController;
   let cron: CronJobs;
+  let stopBackend: (() => Promise<void>) | undefined;
 
   beforeAll(async () => {
+    stopBackend = await startTestBackend(testBackend);
     backend = new ObservedBackend(testBackend.connect());
     const created = await createLockApp(
       { backend, wait: 2000 },
@@ -166,9 +172,13 @@ describe.each(TEST_BACKENDS)('@Locked on $name', (testBackend) => {
   });
 
   afterAll(async () => {
-    await app.close();
-    await otherApp.close();
-    await backend.close();
+    try {
+      await app.close();
+      await otherApp.close();
+      await backend.close();
+    } finally {
+      await stopBackend?.();
+    }
   });
 
   it('never overlaps calls for the same order and runs different orders in parallel', async () => {
@@ -181,17 +191,21 @@ describe.each(TEST_BACKENDS)('@Locked on $name', (testBackend) => {
     const gate = deferred();
     payments.gate = gate.promise;
     const parallel = [payments.pay('B', 1), payments.pay('C', 1)];
-    await sleep(50);
-    expect(payments.inside).toBe(2);
-    gate.resolve();
+    try {
+      // Both inside at once: a shared lock would keep one out until the gate opens.
+      await eventually(() => payments.inside === 2, 5000, 'two orders inside at once');
+    } finally {
+      // Else later tests' pay() would wait on this gate forever.
+      gate.resolve();
+      payments.gate = undefined;
+    }
     await Promise.all(parallel);
-    payments.gate = undefined;
   });
 
   it('resolves placeholders from the method arguments: names, indexes, paths, multi-key and functions', async () => {
     expect(await payments.pay('o:1/x', 5)).toBe(`${RUN}:order:o%3A1%2Fx`);
     expect(await payments.byPath({ customer: { id: 7 } }, 'eu')).toBe(`${RUN}:cust:7:eu`);
-    expect(await payments.transfer('z', 'a')).toEqual([`${RUN}:acct:a`, `${RUN}:acct:z`]);
+    expect(await payments.transfer('z', 'a')).toEqual([`${RUN}:{acct}:a`, `${RUN}:{acct}:z`]);
     expect(await payments.byFunction(21)).toBe(`${RUN}:fn:42`);
   });
 
@@ -216,8 +230,10 @@ describe.each(TEST_BACKENDS)('@Locked on $name', (testBackend) => {
 
   it('re-enters a key the call chain already holds without a second grant', async () => {
     const before = backend.count('acquire');
-    const fencing = await within(5000, payments.refund('R'), 'reentrant refund');
-    expect(typeof fencing).toBe('number');
+    payments.lastToken = undefined;
+    const token = await within(5000, payments.refund('R'), 'reentrant refund');
+    expect(token).toEqual(expect.any(String));
+    expect(payments.lastToken).toBe(token);
     expect(backend.count('acquire') - before).toBe(1);
   });
 

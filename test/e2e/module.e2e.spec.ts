@@ -13,7 +13,7 @@ import type { LockRuntime } from '../../lib/module/lock-runtime.factory';
 import { sleep } from '../support/async.helpers';
 import { ObservedBackend } from '../support/observed.backend';
 import { createLockApp } from '../support/test-app';
-import { closeTestBackends, TEST_BACKENDS } from '../support/test-backends';
+import { closeTestBackends, startTestBackend, TEST_BACKENDS } from '../support/test-backends';
 import { uniqueKey } from '../support/test-ids';
 
 async function bootstrap(imports: Parameters<typeof Test.createTestingModule>[0]['imports']) {
@@ -116,10 +116,19 @@ describe('DistributedLockModule options', () => {
 });
 
 describe.each(TEST_BACKENDS)('shutdown on $name', (testBackend) => {
+  let stopBackend: (() => Promise<void>) | undefined;
+  beforeAll(async () => {
+    stopBackend = await startTestBackend(testBackend);
+  });
+  afterAll(async () => {
+    await stopBackend?.();
+  });
+
   it('releases held locks on app.close() and leaves a backend it did not create open', async () => {
     const backend = new ObservedBackend(testBackend.connect());
     const observer = await createLockApp({ backend: testBackend.connect() });
-    const { app, locks } = await createLockApp({ backend });
+    // No grace, else close() waits its 10 s for this lock held by hand (the grace has own tests).
+    const { app, locks } = await createLockApp({ backend, shutdownGrace: 0 });
     const key = uniqueKey('shutdown');
     const lock = await locks.acquire(key, { ttl: 60_000 });
     await app.close();

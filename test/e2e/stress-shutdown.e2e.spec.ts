@@ -3,7 +3,7 @@ import { INestApplication } from '@nestjs/common';
 import { sleep, within } from '../support/async.helpers';
 import { ObservedBackend } from '../support/observed.backend';
 import { createLockApp } from '../support/test-app';
-import { closeTestBackends, TEST_BACKENDS } from '../support/test-backends';
+import { sameSlotKeys, startTestBackend, TEST_BACKENDS } from '../support/test-backends';
 import { uniqueKey } from '../support/test-ids';
 
 /**
@@ -12,16 +12,22 @@ import { uniqueKey } from '../support/test-ids';
  * module-owned backend is closed right after that point).
  */
 describe.each(TEST_BACKENDS)('Shutdown with held locks on $name', (testBackend) => {
+  let stopBackend: (() => Promise<void>) | undefined;
   let observer: INestApplication;
   let other: LockService; // another instance on the same store, to see what is left held
 
   beforeAll(async () => {
+    stopBackend = await startTestBackend(testBackend);
     ({ app: observer, locks: other } = await createLockApp({ backend: testBackend.connect() }));
   });
 
   afterAll(async () => {
-    await observer.close();
-    await closeTestBackends();
+    try {
+      await observer.close();
+    } finally {
+      // Closes every client connected, then stops the entry's own servers.
+      await stopBackend?.();
+    }
   });
 
   it('releases each held grant exactly once, all settled before app.close() resolves', async () => {
@@ -31,7 +37,7 @@ describe.each(TEST_BACKENDS)('Shutdown with held locks on $name', (testBackend) 
     // No grace: this is about the releases themselves (the grace has its own tests).
     const { app, locks } = await createLockApp({ backend, shutdownGrace: 0 });
     const single = await locks.acquire(uniqueKey('shutdown-one'));
-    const multi = await locks.acquire([uniqueKey('shutdown-a'), uniqueKey('shutdown-b')]);
+    const multi = await locks.acquire(sameSlotKeys('shutdown', 'a', 'b'));
 
     await within(10_000, app.close(), 'app.close()');
     const atClose = backend.releases().map((c) => ({ token: c.ref.token, settled: c.settled }));

@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { sleep } from '../support/async.helpers';
 import { startRedis } from './redis.server';
-import { ensureBinary, removeDir, ServerProcess } from './server.process';
+import { ensureBinary, freePort, removeDir, ServerProcess } from './server.process';
 
 const run = promisify(execFile);
 
@@ -39,8 +39,9 @@ export async function startRedisCluster(
     }
   };
   try {
-    const started = await Promise.all(
-      Array.from({ length: primaries * (1 + replicas) }, () =>
+    // allSettled: a node that fails to start must not leave the others running unrecorded.
+    const settled = await Promise.allSettled(
+      Array.from({ length: primaries * (1 + replicas) }, async () =>
         startRedis({
           extraArgs: [
             '--cluster-enabled',
@@ -49,11 +50,16 @@ export async function startRedisCluster(
             'nodes.conf',
             '--cluster-node-timeout',
             String(options.nodeTimeoutMs ?? 1_000),
+            // A free bus port of its own: the default (port + 10000) may be taken, or above 65535.
+            '--cluster-port',
+            String(await freePort()),
           ],
         }),
       ),
     );
-    nodes.push(...started);
+    for (const result of settled) if (result.status === 'fulfilled') nodes.push(result.value);
+    const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
     await run(
       cli,
       [

@@ -4,20 +4,41 @@ import {
   LockBackend,
   MemoryLockBackend,
   RedisLockBackend,
+  RedlockLockBackend,
 } from 'nestjs-distributed-lock';
 import { freePort } from '../servers/server.process';
 import { etcdHosts, redisUrl } from './test-env';
-import { redlockContractBackend } from '../redlock/redlock-test.helpers';
+import { MASTERS, redlockContractBackend } from '../redlock/redlock-test.helpers';
+import { startRedisMasters } from '../servers/redis-masters.topology';
+import { uniqueKey } from './test-ids';
 import { SentinelTopology, startSentinelTopology } from '../servers/redis-sentinel.topology';
+import { RedisClusterTopology, startRedisCluster } from '../servers/redis-cluster.topology';
 
 /**
  * A backend the shared e2e suite runs against. `connect()` returns a new client of ONE shared
  * store per suite, the way two application instances reach the same Redis or etcd; the suite
- * closes every client it connected.
+ * closes every client it connected. Every optional field is a capability: a test that needs one
+ * runs only where it holds (and shows as skipped elsewhere).
  */
 export interface TestBackend {
   readonly name: string;
   connect(): LockBackend;
+  /**
+   * Starts the servers this entry needs, once per test file, before `connect`; resolves the
+   * function that stops them. Absent: the entry uses the servers of globalSetup. Call it through
+   * {@link startTestBackend}, which also closes the clients before the servers stop.
+   */
+  start?(): Promise<() => Promise<void>>;
+  /**
+   * `false`: grants carry no fencing tokens and `lock.fencingToken` throws a `LockError`
+   * (Redlock). Absent: one per key, strictly increasing.
+   */
+  readonly fencing?: false;
+  /**
+   * `false`: waiters are not served in arrival order; a release wakes them and they race
+   * (Redlock). Absent: FIFO, the lock handed to the first waiter.
+   */
+  readonly fifoHandoff?: false;
 }
 
 /** A client pointed at a server that cannot be reached. */
@@ -129,6 +150,61 @@ export async function closeTestBackends(): Promise<void> {
   await Promise.all(all.map((backend) => backend.close?.()));
 }
 
+/**
+ * Starts `backend`'s own servers, if it has any (call in the beforeAll of its describe block);
+ * resolves the function to call at the end of that block's afterAll: it closes every client
+ * connected so far, so none is left retrying against a stopped server, then stops the servers.
+ */
+export async function startTestBackend(backend: TestBackend): Promise<() => Promise<void>> {
+  const stop = await backend.start?.();
+  return async () => {
+    try {
+      await closeTestBackends();
+    } finally {
+      await stop?.();
+    }
+  };
+}
+
+/**
+ * New keys, one per name, that one lock may take together on every backend: on Redis Cluster
+ * the keys of one lock must share a hash slot, which comes from a key's text up to its first
+ * `}`, so they share a unique start ending in `}`.
+ */
+export function sameSlotKeys(label: string, ...names: readonly string[]): string[] {
+  const tag = `{${uniqueKey(label)}}`;
+  return names.map((name) => `${tag}:${name}`);
+}
+
+/**
+ * An entry whose servers are a topology of its own, started once per test file by
+ * {@link startTestBackend}; `client` opens one client of it.
+ */
+function ownServers<T extends { stop(): Promise<void> }>(
+  name: string,
+  startTopology: () => Promise<T>,
+  client: (topology: T) => LockBackend,
+  capabilities: Pick<TestBackend, 'fencing' | 'fifoHandoff'> = {},
+): TestBackend {
+  let topology: T | undefined;
+  return {
+    name,
+    ...capabilities,
+    start: async () => {
+      const started = await startTopology();
+      topology = started;
+      return async () => {
+        topology = undefined;
+        await started.stop();
+      };
+    },
+    connect: () => {
+      if (!topology) throw new Error(`the ${name} servers are not started (startTestBackend)`);
+      return tracked(client(topology));
+    },
+  };
+}
+
 /** Every backend the shared e2e suite covers. Adding a backend is one line here. */
 export const TEST_BACKENDS: readonly TestBackend[] = [
   memory(),
@@ -137,6 +213,22 @@ export const TEST_BACKENDS: readonly TestBackend[] = [
     name: 'etcd',
     connect: () => tracked(new EtcdLockBackend({ hosts: etcdHosts() })),
   },
+  ownServers(
+    'redis-sentinel',
+    startSentinelTopology,
+    (t) => new RedisLockBackend({ sentinels: [...t.sentinels], name: t.masterName }),
+  ),
+  ownServers(
+    'redis-cluster',
+    () => startRedisCluster({ primaries: 3 }),
+    (t) => new RedisLockBackend({ cluster: [...t.startupNodes] }),
+  ),
+  ownServers(
+    'redlock',
+    () => startRedisMasters(MASTERS),
+    (t) => new RedlockLockBackend({ urls: t.urls }),
+    { fencing: false, fifoHandoff: false },
+  ),
 ];
 
 /** Claim window of the contract's memory and Redis clients: short, so a dead waiter costs little. */
@@ -215,8 +307,31 @@ export const CONTRACT_BACKENDS: readonly ContractBackend[] = [
     closeGrace: 1500,
   },
   sentinelContractBackend(),
+  clusterContractBackend(),
   redlockContractBackend(),
 ];
+
+/** Redis Cluster of three primaries (no replicas), started per contract file. */
+function clusterContractBackend(): ContractBackend {
+  let topology: RedisClusterTopology | undefined;
+  return {
+    name: 'redis-cluster',
+    start: async () => {
+      const started = await startRedisCluster({ primaries: 3 });
+      topology = started;
+      return () => started.stop();
+    },
+    connect: () => {
+      if (!topology) throw new Error('the cluster topology is not started');
+      return new RedisLockBackend({
+        cluster: [...topology.startupNodes],
+        claimWindow: CONTRACT_CLAIM_WINDOW,
+      });
+    },
+    deadWaiterBound: CONTRACT_CLAIM_WINDOW,
+    ttlEndsGrant: true,
+  };
+}
 
 /** Redis through Sentinel: one primary, one replica, three sentinels, started per contract file. */
 function sentinelContractBackend(): ContractBackend {
