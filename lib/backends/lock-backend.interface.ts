@@ -165,9 +165,11 @@ export interface LockBackend {
    * are due: split the batch by what one request of your store can carry). Each entry is extended
    * only if it is still held by its token, atomically; a key handed to the token and not claimed
    * yet counts as held, and is claimed. Resolves one boolean per entry, `false` meaning the grant
-   * is gone or owned by someone else.
+   * is gone or owned by someone else, or an `Error` for an entry whose part of the batch failed
+   * while other parts went through (one Redis Cluster primary down of several): that entry's
+   * renewal failed, and is retried; it is not lost. Rejects when the whole call failed.
    */
-  extend(requests: readonly BackendExtendRequest[]): Promise<boolean[]>;
+  extend(requests: readonly BackendExtendRequest[]): Promise<(boolean | Error)[]>;
 
   /**
    * Releases a grant if, and only if, it is still held by its token; atomically hands each key

@@ -104,8 +104,6 @@ export class LockEngine implements LockOwner, AcquireHost {
         `a lock on the ${this.backend.name} backend takes at most ${limit} keys, got ${userKeys.length}`,
       );
     }
-    const assertKeys = this.backend.assertKeys;
-    if (assertKeys) assertKeys(userKeys.map((key) => this.defaults.keyPrefix + key));
     const ttl = options.ttl === undefined ? this.defaults.ttl : toTtl(options.ttl, 'ttl');
     const wait =
       options.wait === undefined
@@ -130,6 +128,9 @@ export class LockEngine implements LockOwner, AcquireHost {
       return new ReentrantLock(userKeys, inherited, undefined);
     this.shutdown$.signal.throwIfAborted();
     const missing = userKeys.filter((key) => !inherited.has(key));
+    // The keys this call takes itself: inherited ones are held already, whatever their slot.
+    const assertKeys = this.backend.assertKeys;
+    if (assertKeys) assertKeys(missing.map((key) => this.defaults.keyPrefix + key));
     let own: GrantedLock;
     try {
       own = await acquireGrant(this, {
@@ -275,9 +276,10 @@ export class LockEngine implements LockOwner, AcquireHost {
 
   /** {@inheritDoc LockOwner.sendExtend} */
   sendExtend(lock: GrantedLock, ttl: number): Promise<boolean> {
-    return this.call('extend', () => this.backend.extend([{ ...lock.ref, ttl }])).then(
-      ([ok]) => ok === true,
-    );
+    return this.call('extend', () => this.backend.extend([{ ...lock.ref, ttl }])).then(([ok]) => {
+      if (ok instanceof Error) throw this.backendError('extend', ok);
+      return ok === true;
+    });
   }
 
   /** {@inheritDoc LockOwner.sendRelease} */

@@ -102,7 +102,7 @@ export class RenewalScheduler {
     }
     if (sent.length === 0) return;
     const requests = sent.map((lock, i) => ({ ...lock.ref, ttl: extensions[i].ttl }));
-    let results: boolean[];
+    let results: (boolean | Error)[];
     try {
       results = await this.backend.extend(requests);
     } catch (err) {
@@ -112,6 +112,20 @@ export class RenewalScheduler {
       );
       return;
     }
-    sent.forEach((lock, i) => lock.endExtension(extensions[i], results[i] === true));
+    let failed: Error | undefined;
+    let failures = 0;
+    sent.forEach((lock, i) => {
+      const result = results[i];
+      if (result instanceof Error) {
+        failed = result;
+        failures++;
+      }
+      lock.endExtension(extensions[i], result instanceof Error ? result : result === true);
+    });
+    if (failed) {
+      this.logger.warn(
+        `could not renew ${failures} lock(s) (${this.backend.name}): ${errorMessage(failed)}`,
+      );
+    }
   }
 }

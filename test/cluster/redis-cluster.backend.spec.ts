@@ -5,12 +5,13 @@ import { RedisLockBackend } from '../../lib/backends/redis';
 import type { RedisLockBackendOptions } from '../../lib/backends/redis';
 import { keySlot } from '../../lib/backends/redis/redis.keys';
 import { startRedisCluster, RedisClusterTopology } from '../servers/redis-cluster.topology';
-import { sleep, timed } from '../support/async.helpers';
+import { eventually, sleep, timed } from '../support/async.helpers';
 import { createLockApp } from '../support/test-app';
 import { newToken, uniqueId } from '../support/test-ids';
 import {
   closeNodes,
   lockSlot,
+  migrateSlot,
   NodeClient,
   nodeClients,
   primaryOfSlot,
@@ -46,8 +47,17 @@ describe('RedisLockBackend on Redis Cluster (3 primaries)', () => {
   let b: LockService;
   const options = (): RedisLockBackendOptions => ({ cluster: [...topology.startupNodes] });
 
+  /** Shard channels subscribed on the node at `port` whose hash slot is `slot`. */
+  async function shardChannelsOf(port: number, slot: number): Promise<string[]> {
+    const node = nodes.find((n) => n.port === port);
+    if (!node) throw new Error(`no node ${port}`);
+    const all = (await node.redis.call('pubsub', 'shardchannels', '*')) as string[];
+    return all.filter((c) => keySlot(c) === slot);
+  }
+
   beforeAll(async () => {
-    topology = await startRedisCluster({ primaries: 3 });
+    // A long node timeout: a primary frozen below stays a member (no failover, no CLUSTERDOWN).
+    topology = await startRedisCluster({ primaries: 3, nodeTimeoutMs: 20_000 });
     nodes = nodeClients(topology.nodes.map((n) => n.port));
     primaries = topology.nodes.map((n) => n.port).sort();
     for (const target of ['a', 'b']) {
@@ -185,6 +195,24 @@ describe('RedisLockBackend on Redis Cluster (3 primaries)', () => {
     }
   });
 
+  it('refuses a user’s Cluster client with an ioredis keyPrefix, and names URL startup nodes without their credentials', () => {
+    const prefixed = new Cluster([...topology.startupNodes], {
+      keyPrefix: 'app:',
+      lazyConnect: true,
+    });
+    const withUrl = new Cluster(['redis://admin:s3cret@127.0.0.1:1'], { lazyConnect: true });
+    try {
+      expect(() => new RedisLockBackend({ client: prefixed })).toThrow(
+        /keyPrefix is not supported/,
+      );
+      const backend = new RedisLockBackend({ client: withUrl });
+      expect(backend.endpoint).toBe('cluster 127.0.0.1:1');
+    } finally {
+      prefixed.disconnect();
+      withUrl.disconnect();
+    }
+  });
+
   it('takes a Cluster client the user owns, names its nodes, and leaves it open on close', async () => {
     const client = new Cluster([...topology.startupNodes]);
     try {
@@ -199,6 +227,121 @@ describe('RedisLockBackend on Redis Cluster (3 primaries)', () => {
     } finally {
       client.disconnect();
     }
+  });
+
+  it('keeps renewing the locks of healthy primaries while another primary is frozen; only the frozen one’s locks run out', async () => {
+    const keys = await keysOnEveryPrimary(nodes[0], primaries, `frozen:${uniqueId()}`);
+    const [frozenPort, frozenKey] = [...keys][0];
+    const healthy = [...keys].slice(1);
+    const { app, locks } = await createLockApp({
+      backend: { type: 'redis', ...options(), commandTimeout: 1_000 },
+      keyPrefix: KEY_PREFIX,
+    });
+    const server = topology.nodes.find((n) => n.port === frozenPort);
+    if (!server) throw new Error('no server process');
+    try {
+      const onFrozen = await locks.acquire(frozenKey, { ttl: 3_000 });
+      const onHealthy = await Promise.all(healthy.map(([, k]) => locks.acquire(k, { ttl: 3_000 })));
+      const backend = new RedisLockBackend({ ...options(), commandTimeout: 1_000 });
+      try {
+        const others = await keysOnEveryPrimary(nodes[0], primaries, `direct:${uniqueId()}`);
+        const healthyPort = healthy[0][0];
+        const direct = [others.get(frozenPort), others.get(healthyPort)].map((key) => ({
+          keys: [`${KEY_PREFIX}${key}`],
+          token: newToken('direct'),
+          ttl: 10_000,
+        }));
+        for (const request of direct) expect((await backend.acquire(request)).acquired).toBe(true);
+        process.kill(server.pid, 'SIGSTOP');
+        // One slot's call fails; the other's answer still counts.
+        const [frozenResult, healthyResult] = await backend.extend(direct);
+        expect(frozenResult).toBeInstanceOf(Error);
+        expect(healthyResult).toBe(true);
+        // Longer than the ttl: renewals must have reached the healthy primaries.
+        await sleep(4_500);
+        expect(onHealthy.map((l) => l.signal.reason)).toEqual(onHealthy.map(() => undefined));
+        expect(onFrozen.signal.aborted).toBe(true);
+      } finally {
+        process.kill(server.pid, 'SIGCONT');
+        await backend.close();
+      }
+      await Promise.all(onHealthy.map((l) => l.release()));
+    } finally {
+      process.kill(server.pid, 'SIGCONT');
+      await app.close();
+    }
+  }, 30_000);
+
+  it('after a waiter’s slot migrates, its slot counts as not live (short retryAfter) until the subscription is back on the new primary, and the handoff then wakes it', async () => {
+    const h = new RedisLockBackend(options());
+    const w = new RedisLockBackend(options());
+    try {
+      const key = `heal:${uniqueId()}`;
+      const slot = lockSlot(key);
+      const holder = { keys: [key], token: newToken('h'), ttl: HOLDER_TTL };
+      expect((await h.acquire(holder)).acquired).toBe(true);
+      const token = newToken('w');
+      let woken = 0;
+      const off = w.onWake(token, () => void woken++);
+      let attempt = 1;
+      const waitOnce = () =>
+        w.acquire({ keys: [key], token, ttl: 5_000, queueFor: 60_000, attempt: attempt++ });
+      const first = await waitOnce();
+      // Live: the waiter may sleep until the holder's ttl, a wake-up will come.
+      expect(first).toEqual({ acquired: false, retryAfter: expect.any(Number) });
+      expect(first.acquired ? 0 : first.retryAfter).toBeGreaterThan(1_000);
+      const from = await primaryOfSlot(nodes[0].redis, slot);
+      const to = primaries.find((p) => p !== from);
+      if (to === undefined) throw new Error('no other primary');
+      await migrateSlot(nodes, slot, to);
+      const moved = await waitOnce();
+      // Not live right after the move: at most half the claim window (2000 ms).
+      expect(moved.acquired ? 0 : moved.retryAfter).toBeLessThanOrEqual(1_000);
+      await eventually(
+        async () => {
+          const r = await waitOnce();
+          const here = await shardChannelsOf(to, slot);
+          // Only w waits in this slot: a channel of it there is w's.
+          return !r.acquired && r.retryAfter > 1_000 && here.length === 1;
+        },
+        10_000,
+        'the slot is live again, subscribed on its new primary',
+      );
+      expect(await h.release(holder)).toBe(true);
+      await eventually(() => woken > 0, 5_000, 'the waiter is woken by the release');
+      off();
+    } finally {
+      await h.close();
+      await w.close();
+    }
+  }, 30_000);
+
+  it('queues the first waiter of a slot that just moved, without waiting out a lost SSUBSCRIBE reply', async () => {
+    const key = `first-moved:${uniqueId()}`;
+    const slot = lockSlot(`${KEY_PREFIX}${key}`);
+    const from = await primaryOfSlot(nodes[0].redis, slot);
+    const to = primaries.find((p) => p !== from);
+    if (to === undefined) throw new Error('no other primary');
+    // b has subscribed in other slots before (earlier tests): its slot map is stale right now.
+    await migrateSlot(nodes, slot, to);
+    const holder = await a.acquire(key, { ttl: HOLDER_TTL });
+    const waiting = timed(b.acquire(key, { ttl: HOLDER_TTL, wait: 15_000 }));
+    await sleep(300);
+    await holder.release();
+    const { value: next, error, ms } = await waiting;
+    expect(error).toBeUndefined();
+    if (!next) throw new Error('no grant');
+    expect(ms).toBeLessThan(300 + 5_000);
+    await next.release();
+  }, 30_000);
+
+  it('lets a reentrant call take keys of several slots together when it already holds all but one slot’s', async () => {
+    const [k1, k2] = [`re:${uniqueId()}:a`, `re:${uniqueId()}:b`];
+    expect(lockSlot(`${KEY_PREFIX}${k1}`)).not.toBe(lockSlot(`${KEY_PREFIX}${k2}`));
+    const result = await a.withLock(k1, () =>
+      a.withLock(k2, () => a.withLock([k1, k2], async (both) => both.keys)),
+    );
+    expect(result).toEqual([k1, k2].sort());
   });
 
   it.each<[string, Record<string, unknown>, RegExp]>([
@@ -221,6 +364,26 @@ describe('RedisLockBackend on Redis Cluster (3 primaries)', () => {
       /clusterOptions belongs to the Cluster form/,
     ],
     ['two forms', { url: 'redis://127.0.0.1:1', cluster: [{ host: 'h' }] }, /pass only one of/],
+    [
+      'an ioredis keyPrefix',
+      { cluster: [{ host: 'h' }], clusterOptions: { keyPrefix: 'app:' } },
+      /keyPrefix is not supported on Redis Cluster.*module option keyPrefix/,
+    ],
+    [
+      'an ioredis keyPrefix of the nodes',
+      { cluster: [{ host: 'h' }], clusterOptions: { redisOptions: { keyPrefix: 'app:' } } },
+      /keyPrefix is not supported on Redis Cluster/,
+    ],
+    [
+      'a typo in clusterOptions',
+      { cluster: [{ host: 'h' }], clusterOptions: { slotsRefreshIntervall: 1 } },
+      /did you mean "slotsRefreshInterval"\?/,
+    ],
+    [
+      'a typo in clusterOptions.redisOptions',
+      { cluster: [{ host: 'h' }], clusterOptions: { redisOptions: { passwrod: 'x' } } },
+      /did you mean "password"\?/,
+    ],
   ])('refuses %s before any call', (_, given, message) => {
     expect(() => new RedisLockBackend(given as unknown as RedisLockBackendOptions)).toThrow(
       message,

@@ -101,7 +101,7 @@ export class ObservedBackend implements LockBackend {
     });
   }
 
-  extend(requests: readonly BackendExtendRequest[]): Promise<boolean[]> {
+  extend(requests: readonly BackendExtendRequest[]): Promise<(boolean | Error)[]> {
     return this.observe({ op: 'extend', detail: requests.length }, async () => {
       if (this.failExtend) throw this.failExtend;
       return this.inner.extend(requests);

@@ -381,6 +381,13 @@ export function resolveRedisLockBackendOptions(options: unknown): ResolvedRedisL
   if (cluster && options.replicaAcks !== undefined) {
     fail('replicaAcks is not available on Redis Cluster; drop it');
   }
+  if (cluster && clusterKeyPrefix(connection) !== undefined) {
+    // ioredis prefixes shard channels like keys, but not the channel a script is given: every
+    // waiter would look dead. The module's keyPrefix prefixes lock keys without that problem.
+    fail(
+      'an ioredis keyPrefix is not supported on Redis Cluster (it breaks wake-ups); use the module option keyPrefix instead',
+    );
+  }
   const commandTimeout = optionalTtl(
     options.commandTimeout,
     'RedisLockBackend: commandTimeout',
@@ -479,6 +486,31 @@ function sentinelConnection(options: Record<string, unknown>): RedisOptions {
   return picked as RedisOptions;
 }
 
+/** The ioredis `keyPrefix` of a Cluster connection, at either level, if any. */
+function clusterKeyPrefix(connection: ResolvedRedisLockBackendOptions['connection']): unknown {
+  const options =
+    connection.kind === 'cluster'
+      ? connection.options
+      : connection.kind === 'client'
+        ? (connection.client as Cluster).options
+        : undefined;
+  const prefix = options?.keyPrefix ?? options?.redisOptions?.keyPrefix;
+  return prefix === '' ? undefined : prefix;
+}
+
+/**
+ * The option names of ioredis 5's `ClusterOptions`; near misses of them are refused (see
+ * {@link assertIoredisOptions} for why only near misses).
+ */
+const IOREDIS_CLUSTER_OPTION_NAMES = [
+  ...['clusterRetryStrategy', 'enableOfflineQueue', 'enableReadyCheck', 'scaleReads'],
+  ...['maxRedirections', 'retryDelayOnFailover', 'retryDelayOnClusterDown', 'retryDelayOnTryAgain'],
+  ...['retryDelayOnMoved', 'slotsRefreshTimeout', 'slotsRefreshInterval', 'useSRVRecords'],
+  ...['resolveSrv', 'redisOptions', 'lazyConnect', 'scripts', 'dnsLookup', 'natMap'],
+  ...['enableAutoPipelining', 'autoPipeliningIgnoredCommands', 'shardedSubscribers', 'keyPrefix'],
+  ...['showFriendlyErrorStack', 'disconnectTimeout'],
+] as const;
+
 /** The Cluster form, checked. ioredis checks the values of `clusterOptions`. */
 function clusterConnection(
   options: Record<string, unknown>,
@@ -491,9 +523,23 @@ function clusterConnection(
   if (!isRecord(clusterOptions) || Array.isArray(clusterOptions)) {
     fail('clusterOptions must be an object of ioredis Cluster options');
   }
+  assertKnownOptions(
+    clusterOptions,
+    IOREDIS_CLUSTER_OPTION_NAMES,
+    'RedisLockBackend clusterOptions (ioredis Cluster options)',
+    true,
+  );
   const redisOptions = clusterOptions.redisOptions;
   if (redisOptions !== undefined && (!isRecord(redisOptions) || Array.isArray(redisOptions))) {
     fail('clusterOptions.redisOptions must be an object of ioredis options');
+  }
+  if (redisOptions !== undefined) {
+    assertKnownOptions(
+      redisOptions,
+      IOREDIS_OPTION_NAMES,
+      'RedisLockBackend clusterOptions.redisOptions (ioredis options)',
+      true,
+    );
   }
   return { kind: 'cluster', nodes, options: clusterOptions as ClusterOptions };
 }
@@ -536,6 +582,30 @@ export function assertIoredisOptions(options: RedisOptions, ioredis: unknown): v
 }
 
 /**
+ * `host:port` of an ioredis Cluster startup node (an object, a port, `host:port` or a URL),
+ * never its credentials.
+ */
+function startupNodeAddress(node: unknown): string {
+  if (typeof node === 'number') return `localhost:${node}`;
+  if (typeof node === 'string') {
+    if (/^\d+$/.test(node)) return `localhost:${node}`;
+    if (/^[a-z][a-z0-9+.-]*:\/\//i.test(node)) {
+      try {
+        const url = new URL(node);
+        return `${url.hostname || 'localhost'}:${url.port || 6379}`;
+      } catch {
+        return 'a startup node URL';
+      }
+    }
+    return node.slice(node.lastIndexOf('@') + 1);
+  }
+  if (isRecord(node)) {
+    return `${typeof node.host === 'string' ? node.host : 'localhost'}:${typeof node.port === 'number' ? node.port : 6379}`;
+  }
+  return 'a startup node';
+}
+
+/**
  * Where a connection goes, for messages: `host:port`, a socket path or the sentinels; never
  * credentials.
  * @internal
@@ -549,13 +619,7 @@ export function redisEndpoint(connection: ResolvedRedisLockBackendOptions['conne
         : undefined;
   if (nodes !== undefined) {
     const list = Array.isArray(nodes)
-      ? nodes
-          .map((n: { host?: unknown; port?: unknown }) =>
-            typeof n === 'object' && n !== null
-              ? `${String(n.host ?? 'localhost')}:${String(n.port ?? 6379)}`
-              : String(n),
-          )
-          .join(', ')
+      ? nodes.map((n: unknown) => startupNodeAddress(n)).join(', ')
       : 'startup nodes unknown';
     return `cluster ${list}`;
   }

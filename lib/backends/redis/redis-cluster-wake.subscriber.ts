@@ -13,6 +13,8 @@ const LINGER_MS = 30_000;
 const HEAL_MS = 1_000;
 /** A `sunsubscribe` pushed by a node that lost the slot, as ioredis reports it (a queue error). */
 const SUNSUBSCRIBE_PUSH = /Last reply: sunsubscribe,/;
+/** Longest wait, in ms, of a slot's first waiter for its SSUBSCRIBE before it queues anyway. */
+const FIRST_SUBSCRIBE_WAIT_MS = 1_000;
 
 /** One slot's channel. */
 interface SlotChannel {
@@ -20,6 +22,8 @@ interface SlotChannel {
   readonly channel: string;
   /** `subscribing`: the first SSUBSCRIBE is out; `stale`: it may have dropped since. */
   state: 'subscribing' | 'live' | 'stale';
+  /** `host:port` of the slot's primary when the subscription was last confirmed. */
+  owner: string | undefined;
   /** The first SSUBSCRIBE, which a slot's first waiter awaits; cleared once it settled. */
   first: Promise<void> | undefined;
   /** `performance.now()` until which a waiter may still need it. */
@@ -38,9 +42,15 @@ interface SlotChannel {
  * {@link LINGER_MS} after the last wait in it ended, so subscriptions follow the slots waited in.
  * A subscription drops when its slot moves (the old owner pushes `sunsubscribe`, on migration
  * and failover) or its node's connection ends; ioredis re-subscribes on its next slot refresh.
- * Every slot counts as not live from such an event until SHARDNUMSUB on the slot's current
- * primary shows the channel again (re-subscribing it when it does not), so waiters meanwhile
- * re-check within half the claim window instead of sleeping through a lost wake-up.
+ * Every slot counts as not live from such an event (or once a slot map refresh shows its primary
+ * changed) until SHARDNUMSUB on the slot's current primary shows the channel again
+ * (re-subscribing it when it does not), so waiters meanwhile re-check within half the claim
+ * window instead of sleeping through a lost wake-up.
+ *
+ * A slot's first waiter waits for the SSUBSCRIBE reply at most {@link FIRST_SUBSCRIBE_WAIT_MS}:
+ * right after a slot moved, ioredis may send it to the old owner and swallow the MOVED answer,
+ * so the reply may never come. The waiter then queues with the slot not live, and the heal above
+ * restores the subscription.
  */
 export class RedisClusterWakeSubscriber implements RedisWakeChannels {
   private readonly listeners = new WakeRegistry();
@@ -101,21 +111,37 @@ export class RedisClusterWakeSubscriber implements RedisWakeChannels {
       slot,
       channel: this.channelOf(slot),
       state: 'subscribing',
+      owner: undefined,
       first: undefined,
       until,
     };
     this.slots.set(slot, entry);
     this.channels.set(entry.channel, entry);
-    entry.first = this.ssubscribe(entry).then(
+    const subscribed = this.ssubscribe(entry).then(
       () => {
-        entry.first = undefined;
+        entry.owner = this.ownerOf(slot);
         if (entry.state === 'subscribing') entry.state = 'live';
       },
-      (error: unknown) => {
-        this.forget(entry);
-        throw error;
+      () => {
+        // Not confirmed (timed out, refused): queue anyway, with the slot not live, and let
+        // the heal restore it on the slot's current primary.
+        if (this.slots.get(slot) !== entry || this.closed) return;
+        entry.state = 'stale';
+        this.connection?.client.refreshSlotsCache();
+        this.healLater();
       },
     );
+    let timer: NodeJS.Timeout | undefined;
+    entry.first = Promise.race([
+      subscribed,
+      new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, Math.min(this.commandTimeout, FIRST_SUBSCRIBE_WAIT_MS));
+        timer.unref();
+      }),
+    ]).finally(() => {
+      clearTimeout(timer);
+      entry.first = undefined;
+    });
     this.sweepLater();
     return entry.first;
   }
@@ -143,7 +169,16 @@ export class RedisClusterWakeSubscriber implements RedisWakeChannels {
       if (error instanceof Error && SUNSUBSCRIBE_PUSH.test(error.message)) this.markStale(true);
     });
     client.on('close', () => this.markStale(false));
-    client.on('subscribersReady', () => this.heal());
+    // After a slot map refresh that changed something: a slot whose primary changed lost its
+    // subscription, whether or not its sunsubscribe push was reported.
+    client.on('subscribersReady', () => {
+      for (const entry of this.slots.values()) {
+        if (entry.state === 'live' && entry.owner !== this.ownerOf(entry.slot)) {
+          entry.state = 'stale';
+        }
+      }
+      this.heal();
+    });
     this.connection = new RedisConnection(client, true, this.commandTimeout);
     return this.connection;
   }
@@ -156,8 +191,8 @@ export class RedisClusterWakeSubscriber implements RedisWakeChannels {
     if (this.closed) return;
     let any = false;
     for (const entry of this.slots.values()) {
-      if (entry.state === 'live') entry.state = 'stale';
-      any ||= entry.state === 'stale';
+      if (entry.state !== 'stale') entry.state = 'stale';
+      any = true;
     }
     if (!any) return;
     // ioredis refreshes its slot map on its own only every slotsRefreshInterval (or after a
@@ -183,7 +218,7 @@ export class RedisClusterWakeSubscriber implements RedisWakeChannels {
     if (!connection) return;
     try {
       const cluster = connection.client;
-      const owner = cluster.slots[entry.slot]?.[0];
+      const owner = this.ownerOf(entry.slot);
       const node = cluster
         .nodes('master')
         .find((n) => `${n.options.host}:${n.options.port}` === owner);
@@ -193,10 +228,18 @@ export class RedisClusterWakeSubscriber implements RedisWakeChannels {
       );
       const count = Array.isArray(reply) ? Number(reply[1]) : 0;
       if (count < 1) await this.ssubscribe(entry);
-      if (entry.state === 'stale' && this.slots.get(entry.slot) === entry) entry.state = 'live';
+      if (entry.state === 'stale' && this.slots.get(entry.slot) === entry) {
+        entry.owner = owner;
+        entry.state = 'live';
+      }
     } catch {
       // Left stale: the next heal tries again.
     }
+  }
+
+  /** `host:port` of the primary that serves `slot` in the subscriber's slot map. */
+  private ownerOf(slot: number): string | undefined {
+    return this.connection?.client.slots[slot]?.[0];
   }
 
   private healLater(): void {

@@ -39,12 +39,20 @@ function offerAttempt(attempt: number | undefined): number {
  * Options a Cluster the backend opens gets over the user's: node connections as our own
  * (OWN_CONNECTION_OVERRIDES; ioredis keeps their offline queue on, so a command sent while a
  * node connection is still being made waits for it), and no cluster-level offline queue, since
- * RedisConnection waits for `ready` itself.
+ * RedisConnection waits for `ready` itself. ioredis resends TRYAGAIN and CLUSTERDOWN refusals
+ * (which ran nothing) at once instead of after a delay, so that no resend of a timed-out
+ * operation comes late; RedisConnection sends them again itself, only while their operation is
+ * pending. ioredis's resend of a command whose node connection closed stays on: with it off,
+ * the tests met "Connection is closed." outside any failover (in a handoff, in a release after
+ * a migration), and failing those costs more than the rare resend of one that had run
+ * (idempotent for acquire, extend and cancel; a resent release answers "not held").
  */
 function ownClusterOptions(options: ClusterOptions): ClusterOptions {
   return {
     ...options,
     enableOfflineQueue: false,
+    retryDelayOnTryAgain: 0,
+    retryDelayOnClusterDown: 0,
     redisOptions: { ...options.redisOptions, ...OWN_CONNECTION_OVERRIDES },
   };
 }
@@ -220,9 +228,11 @@ export class RedisLockBackend implements LockBackend {
    *
    * @throws LockBackendError when Redis fails or does not answer within `commandTimeout`
    */
-  async extend(requests: readonly BackendExtendRequest[]): Promise<boolean[]> {
+  async extend(requests: readonly BackendExtendRequest[]): Promise<(boolean | Error)[]> {
     if (!this.cluster) return this.extendSlot(requests);
-    // A script may touch one slot only: one batch per slot (a grant's keys share one).
+    // A script may touch one slot only: one batch per slot (a grant's keys share one). A slot
+    // whose primary fails answers an Error for its own requests only: the others' renewals
+    // count, so one shard's outage does not cost the locks of every shard.
     const bySlot = new Map<number, number[]>();
     requests.forEach((request, i) => {
       const slot = keySlot(lockHashKey(request.keys[0]));
@@ -230,13 +240,23 @@ export class RedisLockBackend implements LockBackend {
       if (indexes) indexes.push(i);
       else bySlot.set(slot, [i]);
     });
-    const held = new Array<boolean>(requests.length).fill(false);
+    const held = new Array<boolean | Error>(requests.length).fill(false);
+    let failures = 0;
+    let firstError: unknown;
     await Promise.all(
       [...bySlot.values()].map(async (indexes) => {
-        const results = await this.extendSlot(indexes.map((i) => requests[i]));
-        results.forEach((ok, j) => (held[indexes[j]] = ok));
+        try {
+          const results = await this.extendSlot(indexes.map((i) => requests[i]));
+          results.forEach((ok, j) => (held[indexes[j]] = ok));
+        } catch (error) {
+          failures++;
+          firstError ??= error;
+          const failure = error instanceof Error ? error : new Error(String(error));
+          for (const i of indexes) held[i] = failure;
+        }
       }),
     );
+    if (failures === bySlot.size && failures > 0) throw firstError;
     return held;
   }
 

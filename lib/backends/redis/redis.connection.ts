@@ -121,7 +121,8 @@ export class RedisConnection<C extends Redis | Cluster = Redis | Cluster> {
       const attempt = (): Promise<unknown> =>
         once(client, op).catch(async (error: unknown) => {
           // Redis Cluster refuses a multi-key script while its slot migrates (TRYAGAIN, which
-          // ioredis retries a few times, then gives up with "Too many Cluster redirections").
+          // ioredis retries a few times, then gives up with "Too many Cluster redirections"),
+          // and any script while the slot has no serving node (CLUSTERDOWN, in a failover).
           // A refusal ran nothing, so trying again, within the operation's budget, is safe.
           if (!isClusterRetry(error) || op.done) throw error;
           await new Promise((resolve) => setTimeout(resolve, TRY_AGAIN_DELAY_MS));
@@ -334,10 +335,12 @@ export class RedisConnection<C extends Redis | Cluster = Redis | Cluster> {
 /** Pause before a script refused during a slot migration is sent again, in ms. */
 const TRY_AGAIN_DELAY_MS = 50;
 
+/** A Redis Cluster refusal, which ran nothing: a slot migrating, or the cluster not serving it. */
 function isClusterRetry(error: unknown): boolean {
   return (
     error instanceof Error &&
     (error.message.startsWith('TRYAGAIN') ||
+      error.message.startsWith('CLUSTERDOWN') ||
       error.message.startsWith('Too many Cluster redirections'))
   );
 }
