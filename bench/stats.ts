@@ -53,3 +53,20 @@ export function ratio(a: number | null | undefined, b: number | null | undefined
   if (a === null || a === undefined || b === null || b === undefined || b === 0) return Number.NaN;
   return a / b;
 }
+
+/**
+ * Median over rounds of `a[r] / b[r]`, for two contenders measured in the same interleaved rounds
+ * (a noisy moment hits both sides of one round alike); NaN when no round has both.
+ */
+export function medianRoundRatio(
+  a: readonly number[] | undefined,
+  b: readonly number[] | undefined,
+): number {
+  if (!a || !b) return Number.NaN;
+  const ratios: number[] = [];
+  for (let r = 0; r < Math.min(a.length, b.length); r++) {
+    const q = ratio(a[r], b[r]);
+    if (Number.isFinite(q)) ratios.push(q);
+  }
+  return median(ratios);
+}

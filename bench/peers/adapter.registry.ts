@@ -1,4 +1,5 @@
 import { EtcdFloor } from '../floors/etcd.floor';
+import { AsyncMutexFloor } from './async-mutex.adapter';
 import { RedisFloor } from '../floors/redis.floor';
 import { Etcd3LockAdapter } from './etcd3-lock.adapter';
 import type {
@@ -121,6 +122,13 @@ const ENTRIES: readonly Entry[] = [
     kind: 'ours',
     singleProcess: true,
     create: (env) => OursAdapter.create('memory', env),
+  },
+  {
+    id: 'floor/async-mutex',
+    backend: 'memory',
+    kind: 'floor',
+    singleProcess: true,
+    create: () => AsyncMutexFloor.create(),
   },
 ];
 

@@ -1,5 +1,5 @@
 import { adapterInfo, ADAPTER_IDS } from '../peers/adapter.registry';
-import { ratio } from '../stats';
+import { medianRoundRatio, ratio } from '../stats';
 import {
   BenchResults,
   ContendedResult,
@@ -9,11 +9,13 @@ import {
   HeldScaleResult,
   isError,
   Outcome,
+  ParallelResult,
   UncontendedResult,
 } from './results.types';
 import {
   ETCD_LEASE_CHECK_MS,
   FAULT_ALLOWANCE_MS,
+  FIFO_WAIT_FACTOR,
   RENEW_OPS_CEILING,
   TargetCheck,
 } from './targets.report';
@@ -21,10 +23,12 @@ import {
 const FLOOR_FOR_THROUGHPUT: Readonly<Record<string, string>> = {
   redis: 'floor/redis-poll',
   etcd: 'floor/etcd-watch',
+  memory: 'floor/async-mutex',
 };
 const FLOOR_FOR_HANDOFF: Readonly<Record<string, string>> = {
   redis: 'floor/redis-push',
   etcd: 'floor/etcd-watch',
+  memory: 'floor/async-mutex',
 };
 
 /** A number for a table cell: 3 significant digits, `–` when missing. */
@@ -147,6 +151,38 @@ function topologyNote(results: BenchResults): string[] {
   ];
 }
 
+/** The "Parallel" section: many callers in one process on distinct keys, per contender. */
+function parallelSection(results: BenchResults, rounds: number): string[] {
+  const par = results.parallel ?? [];
+  if (par.length === 0) return [];
+  const roundsOf = (id: string): readonly number[] | undefined =>
+    par.find((p): p is ParallelResult => !isError(p) && p.adapter === id)?.roundRates;
+  const callers = par.find((p): p is ParallelResult => !isError(p))?.callers ?? 0;
+  return [
+    `## Parallel: ${callers} concurrent callers in one process, each on distinct keys of its own`,
+    '',
+    `Each caller loops acquire + release on fresh keys; all share the contender's one client (one connection, which pipelines what is in flight). ` +
+      `cycles/s: median of ${rounds} interleaved rounds; x floor: median over the rounds of the ratio to the floor in the same round ` +
+      '(floor/redis-poll: `SET NX PX` + compare-and-delete `EVALSHA`; memory: async-mutex).',
+    '',
+    table(
+      ['contender', 'cycles/s', 'x floor', 'cycle p50 / p99', 'cycles'],
+      par.map((p) => {
+        if (isError(p)) return [p.adapter, `error: ${p.error.slice(0, 120)}`, '', '', ''];
+        const floor = FLOOR_FOR_THROUGHPUT[backendOf(results, p.adapter)];
+        return [
+          p.adapter,
+          n(p.cyclesPerSec),
+          floor ? x(medianRoundRatio(p.roundRates, roundsOf(floor))) : '–',
+          `${n(p.cycleMs.p50)} / ${n(p.cycleMs.p99)}`,
+          String(p.cycles),
+        ];
+      }),
+    ),
+    '',
+  ];
+}
+
 /** Renders faults.md, the report of a `BENCH_ONLY=faults` run: fault targets and the Faults section. */
 export function renderFaultsMarkdown(
   results: Pick<
@@ -196,17 +232,20 @@ export function renderMarkdown(results: BenchResults, targets: readonly TargetCh
 
   out.push('## Floors (single connection, sequential round trips)', '');
   out.push(
-    `Redis \`SET\`: ${n(results.floors.redisSetPerSec)}/s; etcd \`put\`: ${n(results.floors.etcdPutPerSec)}/s.`,
+    `Redis \`SET\`: ${n(results.floors.redisSetPerSec)}/s (p50 ${n(results.floors.redisSetP50Ms)} ms); ` +
+      `Redis pub/sub delivery (\`PUBLISH\` sent → message received on another connection): p50 ${n(results.floors.redisPubSubP50Ms)} ms; ` +
+      `etcd \`put\`: ${n(results.floors.etcdPutPerSec)}/s.`,
     '',
   );
 
   const unc = results.uncontended;
-  const uncRate = (id: string): number | undefined =>
-    unc.find((u): u is UncontendedResult => !isError(u) && u.adapter === id)?.cyclesPerSec;
+  const uncRounds = (id: string): readonly number[] | undefined =>
+    unc.find((u): u is UncontendedResult => !isError(u) && u.adapter === id)?.roundRates;
   const rounds = unc.find((u): u is UncontendedResult => !isError(u))?.rounds ?? 1;
   out.push('## Uncontended: one client, sequential acquire + release of distinct keys', '');
   out.push(
-    `cycles/s: median of ${rounds} rounds interleaved across contenders; latencies: all rounds pooled.`,
+    `cycles/s: median of ${rounds} rounds interleaved across contenders; x floor: median over the rounds of the ratio to the floor's rate in the same round; latencies: all rounds pooled. ` +
+      'The memory backend is compared with async-mutex (an in-process mutex per key).',
     '',
   );
   out.push(
@@ -219,7 +258,7 @@ export function renderMarkdown(results: BenchResults, targets: readonly TargetCh
         return [
           u.adapter,
           n(u.cyclesPerSec),
-          floor ? x(ratio(u.cyclesPerSec, uncRate(floor))) : '–',
+          floor ? x(medianRoundRatio(u.roundRates, uncRounds(floor))) : '–',
           `${n(u.acquireMs.p50)} / ${n(u.acquireMs.p99)}`,
           `${n(u.releaseMs.p50)} / ${n(u.releaseMs.p99)}`,
         ];
@@ -227,6 +266,8 @@ export function renderMarkdown(results: BenchResults, targets: readonly TargetCh
     ),
     '',
   );
+
+  out.push(...parallelSection(results, rounds));
 
   const handoff = results.handoff;
   const hand = (id: string, waiters: number): HandoffResult | undefined =>
@@ -295,7 +336,9 @@ export function renderMarkdown(results: BenchResults, targets: readonly TargetCh
   out.push(
     'Workers re-acquire at once after release (or after the think time). wait: acquire called → resolved; hold: acquire resolved → release called (the GET + SET); ' +
       'switches: share of consecutive grants, in counter order across all processes, that went to another worker; lost: grants − final counter; ' +
-      "gave up: acquires that exhausted the contender's own retry budget (retried). Multi-process runs use child_process.fork.",
+      "gave up: acquires that exhausted the contender's own retry budget (retried). Multi-process runs use child_process.fork. " +
+      'handoff: release called → the next grant (in counter order, across processes) resolved. ' +
+      `Ideal FIFO wait: (workers − 1) x (hold p50 + handoff p50), the wait of a worker served after all the others; the target is wait p99 ≤ ${FIFO_WAIT_FACTOR}x it.`,
     '',
   );
   for (const variant of variants) {
@@ -312,6 +355,8 @@ export function renderMarkdown(results: BenchResults, targets: readonly TargetCh
           'x floor',
           'wait p50 / p99 / max',
           'hold p50',
+          'handoff p50',
+          'wait p99 / ideal FIFO',
           'switches',
           'lost',
           'gave up',
@@ -319,7 +364,19 @@ export function renderMarkdown(results: BenchResults, targets: readonly TargetCh
         ],
         rows.map((c) => {
           if (isError(c))
-            return [c.adapter, `error: ${c.error.slice(0, 120)}`, '', '', '', '', '', '', ''];
+            return [
+              c.adapter,
+              `error: ${c.error.slice(0, 120)}`,
+              '',
+              '',
+              '',
+              '',
+              '',
+              '',
+              '',
+              '',
+              '',
+            ];
           const floor = FLOOR_FOR_THROUGHPUT[backendOf(results, c.adapter)];
           return [
             c.adapter,
@@ -327,6 +384,8 @@ export function renderMarkdown(results: BenchResults, targets: readonly TargetCh
             floor ? x(ratio(c.grantsPerSec, grants(floor))) : '–',
             `${n(c.waitMs.p50)} / ${n(c.waitMs.p99)} / ${n(c.waitMs.max)}`,
             n(c.holdP50Ms),
+            n(c.handoffP50Ms),
+            `${x(ratio(c.waitMs.p99, c.idealFifoWaitMs))} (${n(c.idealFifoWaitMs)})`,
             `${n(c.ownerSwitchPct)}%`,
             String(c.lostUpdates),
             String(c.failedAcquires),
@@ -343,8 +402,9 @@ export function renderMarkdown(results: BenchResults, targets: readonly TargetCh
     '',
   );
   out.push(
-    'Short ttl so that renewal (about every ttl/3) is observed within the window. Redis: requests = EVALSHA + EVAL calls; INFO commandstats also counts the commands a script runs ' +
-      '(hmget, pexpire...) under their own names, shown as commands/s. etcd: gRPC messages received, from /metrics. Lag: monitorEventLoopDelay (1 ms resolution) minus the resolution.',
+    'Each window lasts longer than one renewal period (ttl/3), so every lock is renewed in it. Redis: requests = EVALSHA + EVAL calls; INFO commandstats also counts the commands a script runs ' +
+      '(hmget, pexpire...) under their own names, shown as commands/s. etcd: gRPC messages received, from /metrics (etcd is measured at 10,000 locks only: 100,000 acquires would take minutes each way). ' +
+      'Lag: monitorEventLoopDelay (1 ms resolution) minus the resolution. Heap per lock: heap used after full collections with every lock held, less before the first acquire, over the lock count.',
     '',
   );
   out.push(
@@ -360,11 +420,25 @@ export function renderMarkdown(results: BenchResults, targets: readonly TargetCh
         'lag p50 / p99 / max',
         'RSS (Δ)',
         'heap',
+        'heap / lock',
         'lost',
       ],
       results.heldScale.map((h) => {
         if (isError(h))
-          return [h.adapter, `error: ${h.error.slice(0, 120)}`, '', '', '', '', '', '', '', '', ''];
+          return [
+            h.adapter,
+            `error: ${h.error.slice(0, 120)}`,
+            '',
+            '',
+            '',
+            '',
+            '',
+            '',
+            '',
+            '',
+            '',
+            '',
+          ];
         const r: HeldScaleResult = h;
         return [
           r.adapter,
@@ -379,6 +453,7 @@ export function renderMarkdown(results: BenchResults, targets: readonly TargetCh
           `${n(r.lagP50Ms)} / ${n(r.lagP99Ms)} / ${n(r.lagMaxMs)}`,
           `${n(r.rssMb)} MB (+${n(r.rssDeltaMb)})`,
           `${n(r.heapUsedMb)} MB`,
+          r.heapPerLockBytes === null ? '–' : `${n(r.heapPerLockBytes)} B`,
           String(r.lost),
         ];
       }),

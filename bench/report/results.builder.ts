@@ -38,10 +38,16 @@ export function benchResults(
       rounds: config.rounds,
       acquireWaitMs: 10_000,
       uncontended: `${config.uncontended.cycles} cycles or ${config.uncontended.ms} ms`,
+      parallel: `${config.parallel.callers} callers, ${config.parallel.cycles} cycles or ${config.parallel.ms} ms`,
       handoff: `${config.handoff.samples} samples or ${config.handoff.ms} ms, settle ${config.handoff.settleMs}-${config.handoff.settleMs + 3} ms`,
       handoffQueued: `${config.handoffQueued.waiters} waiters + holder, hold ${config.handoffQueued.holdMs} ms`,
       contended: `${config.contended.targetGrants} grants or ${config.contended.ms} ms`,
-      heldScale: `${config.heldScale.locks} locks, ttl ${config.heldScale.ttl} ms, window ${config.heldScale.windowMs} ms`,
+      heldScale: config.heldScale
+        .map(
+          (h) =>
+            `${h.locks} locks ttl ${h.ttl} ms window ${h.windowMs} ms (${h.backends.join('/')})`,
+        )
+        .join('; '),
       faults: `${config.faults.deadWaiter.repetitions} dead-waiter repetitions, live waiter wait ${config.faults.deadWaiter.liveWait} ms; commandTimeout ${config.faults.deadWaiter.tuning.commandTimeout} ms, claimWindow ${config.faults.deadWaiter.tuning.claimWindow} ms, sessionTtl ${config.faults.deadWaiter.tuning.sessionTtl} ms`,
       peers: [
         `redlock ${packageVersion(root, 'redlock')}`,
@@ -55,6 +61,7 @@ export function benchResults(
     adapters: run.adapters,
     floors: run.floors,
     uncontended: run.uncontended,
+    parallel: run.parallel,
     contended: run.contended,
     handoff: run.handoff,
     heldScale: run.heldScale,

@@ -9,8 +9,26 @@ export interface UncontendedResult {
   readonly rounds: number;
   /** Median of the rounds' rates. */
   readonly cyclesPerSec: number;
+  /** Each round's rate, in round order (ratios to a floor are taken round by round). */
+  readonly roundRates: readonly number[];
   readonly acquireMs: LatencySummary;
   readonly releaseMs: LatencySummary;
+}
+
+/** Many concurrent callers in one process, each on its own distinct keys (a busy web server). */
+export interface ParallelResult {
+  readonly adapter: string;
+  /** Concurrent acquire + release loops sharing the contender's one client. */
+  readonly callers: number;
+  readonly cycles: number;
+  readonly seconds: number;
+  readonly rounds: number;
+  /** Median of the rounds' rates. */
+  readonly cyclesPerSec: number;
+  /** Each round's rate, in round order. */
+  readonly roundRates: readonly number[];
+  /** Latency of one acquire + release cycle, all rounds pooled. */
+  readonly cycleMs: LatencySummary;
 }
 
 /** Which contended run: in one process or across processes, with or without think time. */
@@ -30,6 +48,16 @@ export interface ContendedResult extends ContendedVariant {
   readonly waitMs: LatencySummary;
   /** Median time from acquire resolving to release starting (the GET + SET critical section). */
   readonly holdP50Ms: number;
+  /**
+   * Median time from one grant's release being called to the next grant (in counter order, across
+   * processes) resolving: what handing the lock on costs.
+   */
+  readonly handoffP50Ms: number;
+  /**
+   * The wait of a worker served in FIFO order behind everyone else: (workers − 1) x (hold p50 +
+   * handoff p50).
+   */
+  readonly idealFifoWaitMs: number;
   /** Share of grants (in counter order) that went to a different worker than the previous one. */
   readonly ownerSwitchPct: number;
   /** Grants whose increment was lost: grants minus the final counter value. */
@@ -77,6 +105,12 @@ export interface HeldScaleResult {
   readonly rssDeltaMb: number;
   /** Locks no longer held at the end of the window (should be 0). */
   readonly lost: number;
+  /**
+   * Heap growth per held lock, in bytes: heap used after a full GC with every lock held (and
+   * renewed once), less heap used after a full GC before the first acquire, over `locks`. Null
+   * when the process has no `gc()` (`--expose-gc`).
+   */
+  readonly heapPerLockBytes: number | null;
 }
 
 /**
@@ -150,8 +184,16 @@ export interface BenchResults {
   readonly floors: {
     readonly redisSetPerSec: number;
     readonly etcdPutPerSec: number;
+    /** Redis `SET` round trip, p50 ms (sequential, one connection). */
+    readonly redisSetP50Ms: number;
+    /**
+     * Redis pub/sub delivery, p50 ms: `PUBLISH` sent on one connection → message received on a
+     * subscribed connection of the same process.
+     */
+    readonly redisPubSubP50Ms: number;
   };
   readonly uncontended: readonly Outcome<UncontendedResult>[];
+  readonly parallel: readonly Outcome<ParallelResult>[];
   readonly contended: readonly ContendedRow[];
   readonly handoff: readonly Outcome<HandoffResult>[];
   readonly heldScale: readonly Outcome<HeldScaleResult>[];

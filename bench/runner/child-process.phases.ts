@@ -40,7 +40,7 @@ export async function multiProcessPhase(
   }
 }
 
-/** Held-lock scale of our library, each backend in a fresh child process. */
+/** Held-lock scale of our library: every row of the config, each backend in a fresh child process. */
 export async function heldScalePhase(
   ids: readonly string[],
   env: BenchEnv,
@@ -48,29 +48,34 @@ export async function heldScalePhase(
   childPids: Set<number>,
 ): Promise<Outcome<HeldScaleResult>[]> {
   const out: Outcome<HeldScaleResult>[] = [];
-  for (const id of ids.filter((i) => adapterInfo(i).kind === 'ours')) {
-    const backend = adapterInfo(id).backend;
-    const pool = ChildPool.start(HELD_SCALE_CHILD, 1, {});
-    pool.pids.forEach((pid) => childPids.add(pid));
-    try {
-      const task: HeldScaleTask = {
-        backend,
-        env,
-        ...config.heldScale,
-        keyPrefix: `bench:${Date.now().toString(36)}:held`,
-      };
-      const r = await step('held-lock scale', id, 240_000, () =>
-        pool.call<HeldScaleResult>(0, 'run', task, 230_000),
-      );
-      out.push(r);
-      if (!('error' in r)) {
-        log(
-          `${id} held ${r.locks}: ${r.renewOpsPerSec?.toFixed(1) ?? '-'} requests/s, lag p99 ${r.lagP99Ms.toFixed(1)} ms, rss ${r.rssMb.toFixed(0)} MB`,
+  for (const row of config.heldScale) {
+    const { backends, ...bounds } = row;
+    for (const id of ids.filter((i) => adapterInfo(i).kind === 'ours')) {
+      const backend = adapterInfo(id).backend;
+      if (!backends.includes(backend)) continue;
+      // --expose-gc: heap per lock is read after full collections.
+      const pool = ChildPool.start(HELD_SCALE_CHILD, 1, {}, ['--expose-gc']);
+      pool.pids.forEach((pid) => childPids.add(pid));
+      try {
+        const task: HeldScaleTask = {
+          backend,
+          env,
+          ...bounds,
+          keyPrefix: `bench:${Date.now().toString(36)}:held`,
+        };
+        const r = await step(`held-lock scale ${row.locks}`, id, 240_000, () =>
+          pool.call<HeldScaleResult>(0, 'run', task, 230_000),
         );
+        out.push(r);
+        if (!('error' in r)) {
+          log(
+            `${id} held ${r.locks} ttl ${r.ttlMs}: ${r.renewOpsPerSec?.toFixed(1) ?? '-'} requests/s, lag p99 ${r.lagP99Ms.toFixed(1)} ms max ${r.lagMaxMs.toFixed(1)} ms, heap ${r.heapPerLockBytes?.toFixed(0) ?? '-'} B/lock, rss ${r.rssMb.toFixed(0)} MB`,
+          );
+        }
+      } finally {
+        await pool.stop();
+        pool.pids.forEach((pid) => childPids.delete(pid));
       }
-    } finally {
-      await pool.stop();
-      pool.pids.forEach((pid) => childPids.delete(pid));
     }
   }
   return out;

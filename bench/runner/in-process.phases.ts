@@ -7,6 +7,7 @@ import type {
   ContendedRow,
   HandoffResult,
   Outcome,
+  ParallelResult,
   UncontendedResult,
 } from '../report/results.types';
 import { runContendedInProcess, variantLabel } from '../scenarios/contended.scenario';
@@ -16,6 +17,7 @@ import {
   runHandoffSingleRound,
   summarizeHandoffSingle,
 } from '../scenarios/handoff.scenario';
+import { ParallelRound, runParallelRound, summarizeParallel } from '../scenarios/parallel.scenario';
 import {
   runUncontendedRound,
   summarizeUncontended,
@@ -29,6 +31,7 @@ import { logContended, step } from './phase.step';
 export interface InProcessResults {
   readonly adapters: BenchResults['adapters'][number][];
   readonly uncontended: Outcome<UncontendedResult>[];
+  readonly parallel: Outcome<ParallelResult>[];
   readonly handoff: Outcome<HandoffResult>[];
   readonly contended: ContendedRow[];
 }
@@ -68,6 +71,7 @@ export async function openContenders(
       log(`${id}: cannot create: ${error}`);
       results.adapters.push({ id, backend: info.backend, kind: info.kind, settings: '', error });
       results.uncontended.push({ adapter: id, error });
+      results.parallel.push({ adapter: id, error });
       results.handoff.push({ adapter: id, error: `[1w] ${error}` });
       results.handoff.push({ adapter: id, error: `[${config.handoffQueued.waiters}w] ${error}` });
       if (info.topology) continue;
@@ -80,8 +84,9 @@ export async function openContenders(
 }
 
 /**
- * Uncontended and single-waiter handoff, in `config.rounds` short rounds interleaved across all
- * contenders, so that a noisy moment on the shared machine does not land on one contender only.
+ * Uncontended, parallel and single-waiter handoff, in `config.rounds` short rounds interleaved
+ * across all contenders, so that a noisy moment on the shared machine does not land on one
+ * contender only (and ratios to a floor are taken round by round).
  */
 export async function interleavedPhase(
   contenders: readonly Contender[],
@@ -90,12 +95,18 @@ export async function interleavedPhase(
 ): Promise<void> {
   const R = config.rounds;
   const unc = new Map<string, UncontendedRound[]>();
+  const par = new Map<string, ParallelRound[]>();
   const hand = new Map<string, HandoffRound[]>();
   const failed = new Map<string, string>();
   const uncRound = {
     ...config.uncontended,
     cycles: Math.ceil(config.uncontended.cycles / R),
     ms: config.uncontended.ms / R,
+  };
+  const parRound = {
+    ...config.parallel,
+    cycles: Math.ceil(config.parallel.cycles / R),
+    ms: config.parallel.ms / R,
   };
   const handRound = {
     ...config.handoff,
@@ -114,6 +125,16 @@ export async function interleavedPhase(
         if ('error' in u) failed.set(`u:${c.id}`, u.error);
         else unc.set(c.id, [...(unc.get(c.id) ?? []), u]);
       }
+      if (!failed.has(`p:${c.id}`)) {
+        const p = await step('parallel', c.id, parRound.ms + 30_000, () =>
+          runParallelRound(c.adapter, `${c.tag}:p${r}`, {
+            ...parRound,
+            warmup: r === 0 ? parRound.warmup : 1,
+          }),
+        );
+        if ('error' in p) failed.set(`p:${c.id}`, p.error);
+        else par.set(c.id, [...(par.get(c.id) ?? []), p]);
+      }
       if (!failed.has(`h:${c.id}`)) {
         const h = await step('[1w] handoff', c.id, handRound.ms + 40_000, () =>
           runHandoffSingleRound(c.adapter, `${c.tag}:h1`, handRound),
@@ -131,6 +152,12 @@ export async function interleavedPhase(
       : summarizeUncontended(c.id, unc.get(c.id) ?? []);
     results.uncontended.push(u);
     if (!('error' in u)) log(`${c.id} uncontended: ${u.cyclesPerSec.toFixed(0)} cycles/s`);
+    const pError = failed.get(`p:${c.id}`);
+    const p = pError
+      ? { adapter: c.id, error: pError }
+      : summarizeParallel(c.id, config.parallel.callers, par.get(c.id) ?? []);
+    results.parallel.push(p);
+    if (!('error' in p)) log(`${c.id} parallel: ${p.cyclesPerSec.toFixed(0)} cycles/s`);
     const hError = failed.get(`h:${c.id}`);
     const h = hError
       ? { adapter: c.id, error: hError }

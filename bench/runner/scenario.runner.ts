@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
 import type { BenchConfig } from '../bench.config';
-import { etcdPutRate, redisSetRate } from '../floors/round-trip.floor';
+import { etcdPutRate, redisPubSubP50, redisSetRate } from '../floors/round-trip.floor';
 import { ADAPTER_IDS, adapterInfo } from '../peers/adapter.registry';
 import type { BenchEnv } from '../peers/lock-adapter.interface';
 import type { BenchResults } from '../report/results.types';
@@ -39,8 +39,8 @@ export interface ScenarioResults extends FaultRunResults, InProcessResults {
 }
 
 /**
- * Every scenario, in this order: round-trip floors; per contender uncontended and single-waiter
- * handoff (interleaved rounds), then queued handoff and in-process contended; multi-process
+ * Every scenario, in this order: round-trip floors; per contender uncontended, parallel and
+ * single-waiter handoff (interleaved rounds), then queued handoff and in-process contended; multi-process
  * contended; held-lock scale; the fault scenarios.
  */
 export async function runScenarios({
@@ -52,14 +52,21 @@ export async function runScenarios({
   const versions = await serverVersions(env, counter);
   const setRate = await redisSetRate(env, config.roundTrip.ms, config.roundTrip.maxOps);
   const putRate = await etcdPutRate(env, config.roundTrip.ms, config.roundTrip.maxOps);
+  const pubSubMs = await redisPubSubP50(env, config.roundTrip.ms, config.roundTrip.pubSubSamples);
   log(
-    `floors: redis SET ${setRate.perSecond.toFixed(0)}/s, etcd put ${putRate.perSecond.toFixed(0)}/s`,
+    `floors: redis SET ${setRate.perSecond.toFixed(0)}/s (p50 ${setRate.p50Ms.toFixed(3)} ms), pub/sub delivery p50 ${pubSubMs.toFixed(3)} ms, etcd put ${putRate.perSecond.toFixed(0)}/s`,
   );
 
   const ids = ADAPTER_IDS.filter((id) => !config.only || config.only.test(id));
   const topologies = new Set(ids.flatMap((id) => adapterInfo(id).topology ?? []));
   const topologyEnv: BenchEnv = { ...env, ...(await servers.startTopologies(topologies)) };
-  const partial: InProcessResults = { adapters: [], uncontended: [], handoff: [], contended: [] };
+  const partial: InProcessResults = {
+    adapters: [],
+    uncontended: [],
+    parallel: [],
+    handoff: [],
+    contended: [],
+  };
   const contenders = await openContenders(ids, topologyEnv, config, partial);
   try {
     await interleavedPhase(contenders, config, partial);
@@ -75,7 +82,12 @@ export async function runScenarios({
   const faults = await faultsPhase(env, config, servers);
   return {
     versions,
-    floors: { redisSetPerSec: setRate.perSecond, etcdPutPerSec: putRate.perSecond },
+    floors: {
+      redisSetPerSec: setRate.perSecond,
+      etcdPutPerSec: putRate.perSecond,
+      redisSetP50Ms: setRate.p50Ms,
+      redisPubSubP50Ms: pubSubMs,
+    },
     ...partial,
     heldScale,
     ...faults,

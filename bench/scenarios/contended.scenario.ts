@@ -5,7 +5,12 @@ import type { ContendedResult, ContendedVariant } from '../report/results.types'
 import { median, summarize } from '../stats';
 import { ChildPool } from '../support/child.pool';
 import { epochMs } from '../support/time.util';
-import { ContendedPartial, ContendedTask, runContendedWorkers } from './contended.worker';
+import {
+  ContendedPartial,
+  ContendedTask,
+  RECORD_FIELDS,
+  runContendedWorkers,
+} from './contended.worker';
 
 /** Bounds of one contended run. */
 export interface ContendedConfig {
@@ -55,15 +60,27 @@ function merge(
   startAt: number,
   counterValue: number,
 ): ContendedResult {
-  const pairs: [number, number][] = [];
+  // [counter value, worker id, granted at, release called at] per grant.
+  const pairs: [number, number, number, number][] = [];
   for (const p of partials) {
-    for (let i = 0; i + 1 < p.records.length; i += 2) pairs.push([p.records[i], p.records[i + 1]]);
+    const r = p.records;
+    for (let i = 0; i + RECORD_FIELDS <= r.length; i += RECORD_FIELDS) {
+      pairs.push([r[i], r[i + 1], r[i + 2], r[i + 3]]);
+    }
   }
   pairs.sort((a, b) => a[0] - b[0]);
   let switches = 0;
-  for (let i = 1; i < pairs.length; i++) if (pairs[i][1] !== pairs[i - 1][1]) switches++;
+  const handoffs: number[] = [];
+  for (let i = 1; i < pairs.length; i++) {
+    if (pairs[i][1] !== pairs[i - 1][1]) switches++;
+    // Consecutive counter values only: a gap means a grant whose record is missing.
+    if (pairs[i][0] === pairs[i - 1][0] + 1) handoffs.push(pairs[i][2] - pairs[i - 1][3]);
+  }
   const waits = partials.flatMap((p) => p.waits);
   const holds = partials.flatMap((p) => p.holds);
+  const holdP50Ms = median(holds);
+  const handoffP50Ms = median(handoffs);
+  const workers = variant.processes * variant.workersPerProcess;
   const endedAt = Math.max(...partials.map((p) => p.endedAt));
   const seconds = Math.max(1e-3, (endedAt - startAt) / 1000);
   return {
@@ -73,7 +90,9 @@ function merge(
     seconds,
     grantsPerSec: pairs.length / seconds,
     waitMs: summarize(waits),
-    holdP50Ms: median(holds),
+    holdP50Ms,
+    handoffP50Ms,
+    idealFifoWaitMs: (workers - 1) * (holdP50Ms + handoffP50Ms),
     ownerSwitchPct: pairs.length > 1 ? (100 * switches) / (pairs.length - 1) : Number.NaN,
     lostUpdates: pairs.length - counterValue,
     failedAcquires: partials.reduce((sum, p) => sum + p.failed, 0),

@@ -2,6 +2,9 @@ import type { Redis } from 'ioredis';
 import { BusyError, LockAdapter } from '../peers/lock-adapter.interface';
 import { epochMs, nowMs, sleep } from '../support/time.util';
 
+/** Numbers per grant in {@link ContendedPartial.records}. */
+export const RECORD_FIELDS = 4;
+
 /** What every process of a contended run is told. */
 export interface ContendedTask {
   /** The one lock key every worker competes for. */
@@ -23,7 +26,10 @@ export interface ContendedTask {
 
 /** What one process measured; the orchestrator merges these. */
 export interface ContendedPartial {
-  /** Flat pairs: counter value read in the critical section, then the worker id. */
+  /**
+   * Flat groups of {@link RECORD_FIELDS}: counter value read in the critical section, worker id,
+   * epoch ms at which the acquire resolved, epoch ms at which the release was called.
+   */
   readonly records: number[];
   readonly waits: number[];
   readonly holds: number[];
@@ -64,14 +70,16 @@ export async function runContendedWorkers(
         continue;
       }
       const t1 = nowMs();
+      const grantedAt = epochMs();
       const value = Number((await counter.get(task.counterKey)) ?? '0');
       await counter.set(task.counterKey, String(value + 1));
       const t2 = nowMs();
+      const releasedAt = epochMs();
       await adapter.release(handle);
       endedAt = Math.max(endedAt, epochMs());
       waits.push(t1 - t0);
       holds.push(t2 - t1);
-      records.push(value, id);
+      records.push(value, id, grantedAt, releasedAt);
       if (value + 1 >= task.targetGrants) stop = true;
       if (task.thinkMs > 0) await sleep(task.thinkMs);
     }

@@ -33,6 +33,16 @@ function lagMs(nanoseconds: number): number {
   return Math.max(0, nanoseconds / 1e6 - LAG_RESOLUTION_MS);
 }
 
+/** Heap used after full collections, or null when this process has no `gc()` (`--expose-gc`). */
+function collectedHeap(): number | null {
+  const gc = (globalThis as { gc?: () => void }).gc;
+  if (!gc) return null;
+  // Twice: objects freed by the first collection's finalizers go in the second.
+  gc();
+  gc();
+  return process.memoryUsage().heapUsed;
+}
+
 /** Runs `fn(i)` for i in [0, count) with at most `concurrency` calls in flight. */
 async function pool(
   count: number,
@@ -52,7 +62,8 @@ async function pool(
 /**
  * Our library only: `locks` locks held at once with renewal on (ttl `ttl`, so renewed about every
  * ttl/3), then a measurement window: backend requests per second (Redis INFO commandstats, etcd
- * /metrics), event-loop delay (monitorEventLoopDelay), RSS and heap. Then everything is released.
+ * /metrics), event-loop delay (monitorEventLoopDelay), RSS and heap (per lock: after full
+ * collections, against the heap before the first acquire). Then everything is released.
  */
 export async function runHeldScale(task: HeldScaleTask): Promise<HeldScaleResult> {
   const rssBefore = process.memoryUsage().rss;
@@ -60,6 +71,11 @@ export async function runHeldScale(task: HeldScaleTask): Promise<HeldScaleResult
   const counters = await BackendCounters.open(task.backend, task.env);
   const handles: Lock[] = new Array<Lock>(task.locks);
   try {
+    // Warm the paths up (scripts loaded, connections open) before the heap is read.
+    await pool(task.concurrency, task.concurrency, async (i) => {
+      await (await adapter.acquire(`${task.keyPrefix}:warm:${i}`, task.ttl)).release();
+    });
+    const heapBefore = collectedHeap();
     const t0 = nowMs();
     await pool(task.locks, task.concurrency, async (i) => {
       handles[i] = await adapter.acquire(`${task.keyPrefix}:${i}`, task.ttl);
@@ -76,6 +92,7 @@ export async function runHeldScale(task: HeldScaleTask): Promise<HeldScaleResult
     const windowSeconds = (nowMs() - w0) / 1000;
     const after = await counters.read();
     const memory = process.memoryUsage();
+    const heapHeld = collectedHeap();
     const lost = handles.filter((h) => !h.held).length;
     let byCommand: Record<string, number> = {};
     let backendOpsPerSec: number | null = null;
@@ -107,6 +124,8 @@ export async function runHeldScale(task: HeldScaleTask): Promise<HeldScaleResult
       heapUsedMb: memory.heapUsed / MB,
       rssDeltaMb: (memory.rss - rssBefore) / MB,
       lost,
+      heapPerLockBytes:
+        heapBefore === null || heapHeld === null ? null : (heapHeld - heapBefore) / task.locks,
     };
   } finally {
     await pool(task.locks, task.concurrency, async (i) => {

@@ -56,12 +56,14 @@ export function summarizeUncontended(
 ): UncontendedResult {
   const cycles = rounds.reduce((sum, r) => sum + r.cycles, 0);
   const seconds = rounds.reduce((sum, r) => sum + r.seconds, 0);
+  const roundRates = rounds.map((r) => r.cycles / r.seconds);
   return {
     adapter,
     cycles,
     seconds,
     rounds: rounds.length,
-    cyclesPerSec: median(rounds.map((r) => r.cycles / r.seconds)),
+    cyclesPerSec: median(roundRates),
+    roundRates,
     acquireMs: summarize(rounds.flatMap((r) => r.acquire)),
     releaseMs: summarize(rounds.flatMap((r) => r.release)),
   };

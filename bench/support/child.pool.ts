@@ -51,11 +51,20 @@ export class ChildPool {
     }
   }
 
-  /** Forks `count` copies of `script` (a compiled .js file) with the given extra environment. */
-  static start(script: string, count: number, env: NodeJS.ProcessEnv): ChildPool {
+  /**
+   * Forks `count` copies of `script` (a compiled .js file) with the given extra environment and
+   * node flags.
+   */
+  static start(
+    script: string,
+    count: number,
+    env: NodeJS.ProcessEnv,
+    execArgv: readonly string[] = [],
+  ): ChildPool {
     const children = Array.from({ length: count }, () =>
       fork(script, [], {
         env: { ...process.env, ...env },
+        execArgv: [...process.execArgv, ...execArgv],
         stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       }),
     );

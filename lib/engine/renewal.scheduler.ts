@@ -1,5 +1,5 @@
 import { errorMessage } from '../errors/error.message';
-import type { LockBackend } from '../backends/lock-backend.interface';
+import type { BackendExtendRequest, LockBackend } from '../backends/lock-backend.interface';
 import type { Extension, GrantedLock } from './granted.lock';
 import { monotonicNow } from './clock';
 
@@ -9,19 +9,42 @@ export interface SchedulerLogger {
 }
 
 /**
- * Renews every held lock of one engine and enforces their validity deadlines, with a single timer.
+ * Most renewals one tick sends. A tick runs on the event loop like any request handler: this
+ * bounds how long it (and the handling of its answer) holds the loop, whatever the lock count.
+ * Locks still due after a full tick are sent one batch per millisecond, the loop serving other
+ * work in between.
+ */
+export const RENEWAL_BATCH = 250;
+/** Least time between two "could not renew" warnings; failures in between are counted in the next. */
+export const RENEWAL_WARN_INTERVAL_MS = 1_000;
+
+/**
+ * Renews every held lock of one engine and enforces their validity deadlines, with a single timer
+ * and a queue ordered by due time (a binary heap), so that a tick only touches the locks it acts on.
  *
- * Renewals are due every ttl/3. When one is due, every lock due within the next ttl/6 is renewed
- * in the same batch: renewing a little early is free, and it makes locks acquired at different
- * moments fall into shared cohorts, so 10,000 held locks cost a handful of backend calls per
- * period instead of thousands. What an answer means for a lock (renewed, lost, retry soon) is
- * decided by the lock itself ({@link GrantedLock.endExtension}); the scheduler only decides when.
+ * Renewals are due every ttl/3. A tick runs when the first lock is due; the locks that may be
+ * renewed a little early (from ttl/6) fill its batch, so locks acquired at different moments
+ * share backend calls: 100,000 held locks cost a few dozen calls per second, not thousands. A tick
+ * sends at most {@link RENEWAL_BATCH} renewals, the most urgent first, so a large cohort is renewed
+ * over many short ticks instead of in one event-loop stall. What an answer means for a lock
+ * (renewed, lost, retry soon) is decided by the lock itself ({@link GrantedLock.endExtension});
+ * the scheduler only decides when.
  */
 export class RenewalScheduler {
-  private readonly locks = new Set<GrantedLock>();
+  /*
+   * The queue: a binary min-heap over `times`, with `locks[i]` due at `times[i]` (its renewal or
+   * its validity deadline) and `position` the index of each lock. Parallel arrays, not an entry
+   * object per lock: doubles stored unboxed and no object to allocate, for 100,000 held locks.
+   */
+  private readonly times: number[] = [];
+  private readonly locks: GrantedLock[] = [];
+  private readonly position = new Map<GrantedLock, number>();
   private timer: NodeJS.Timeout | undefined;
   private timerAt = Infinity;
   private stopped = false;
+  private lastWarnAt = -Infinity;
+  /** Locks whose renewal failed since the last warning. */
+  private unreported = 0;
 
   constructor(
     private readonly backend: LockBackend,
@@ -30,19 +53,38 @@ export class RenewalScheduler {
 
   /** Starts renewing `lock` and watching its validity deadline. */
   add(lock: GrantedLock): void {
-    if (this.stopped) return;
-    this.locks.add(lock);
-    this.arm(this.dueAt(lock));
+    if (this.stopped || this.position.has(lock)) return;
+    const at = this.dueAt(lock);
+    const i = this.locks.length;
+    this.locks.push(lock);
+    this.times.push(at);
+    this.position.set(lock, i);
+    this.up(i);
+    this.arm(at);
   }
 
   /** Stops watching `lock` (released or lost). */
   delete(lock: GrantedLock): void {
-    this.locks.delete(lock);
+    const i = this.position.get(lock);
+    if (i === undefined) return;
+    this.position.delete(lock);
+    const lastLock = this.locks.pop() as GrantedLock;
+    const lastAt = this.times.pop() as number;
+    if (i === this.locks.length) return;
+    this.locks[i] = lastLock;
+    this.times[i] = lastAt;
+    this.position.set(lastLock, i);
+    this.up(i);
+    this.down(this.position.get(lastLock) as number);
   }
 
   /** Re-reads a lock's deadlines after they changed. */
   refresh(lock: GrantedLock): void {
-    if (this.locks.has(lock)) this.arm(this.dueAt(lock));
+    const i = this.position.get(lock);
+    if (i === undefined) return;
+    const at = this.dueAt(lock);
+    this.place(i, at);
+    this.arm(at);
   }
 
   /** Stops every timer; locks are no longer renewed. */
@@ -51,13 +93,17 @@ export class RenewalScheduler {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
     this.timerAt = Infinity;
-    this.locks.clear();
+    this.position.clear();
+    this.locks.length = 0;
+    this.times.length = 0;
   }
 
   private dueAt(lock: GrantedLock): number {
-    return lock.renew && !lock.extending
-      ? Math.min(lock.nextRenewAt, lock.validUntil)
-      : lock.validUntil;
+    return this.renewable(lock) ? Math.min(lock.nextRenewAt, lock.validUntil) : lock.validUntil;
+  }
+
+  private renewable(lock: GrantedLock): boolean {
+    return lock.renew && !lock.extending;
   }
 
   private arm(at: number): void {
@@ -73,43 +119,53 @@ export class RenewalScheduler {
     this.timer = undefined;
     this.timerAt = Infinity;
     const now = monotonicNow();
-    const due: GrantedLock[] = [];
-    let next = Infinity;
-    for (const lock of this.locks) {
-      // Reading `held` checks the validity deadline; a lock past it is lost and leaves the set.
-      if (!lock.held) continue;
-      if (lock.renew && !lock.extending && lock.renewFrom <= now) {
-        due.push(lock);
-        continue;
-      }
-      next = Math.min(next, this.dueAt(lock));
-    }
-    // One call: each backend splits a batch by its own cost (Redis by keys per script, etcd by
-    // operations per transaction).
-    if (due.length > 0) void this.renewBatch(due);
-    for (const lock of due) next = Math.min(next, lock.validUntil);
-    if (next < Infinity) this.arm(next);
-  }
-
-  private async renewBatch(batch: GrantedLock[]): Promise<void> {
     const sent: GrantedLock[] = [];
     const extensions: Extension[] = [];
-    for (const lock of batch) {
-      const extension = lock.beginExtension(lock.ttl);
-      if (!extension) continue;
-      sent.push(lock);
-      extensions.push(extension);
+    let full = false;
+    // Each pass sends the first lock (at most RENEWAL_BATCH times), moves it past `now`, or drops
+    // it (lost): bounded by the queue's length.
+    for (let pass = this.locks.length + RENEWAL_BATCH; pass > 0 && this.locks.length > 0; pass--) {
+      const lock = this.locks[0];
+      if (this.renewable(lock) && lock.renewFrom <= now) {
+        if (sent.length >= RENEWAL_BATCH) {
+          full = true;
+          break;
+        }
+        // Checks the validity first: a lock past it is lost and leaves the queue.
+        const extension = lock.beginExtension(lock.ttl);
+        if (extension) {
+          sent.push(lock);
+          extensions.push(extension);
+        }
+      } else if (this.times[0] <= now) {
+        // Reading `held` checks the validity deadline; a lock past it is lost and leaves the queue.
+        if (!lock.held) continue;
+      } else {
+        break;
+      }
+      // Still queued: due next at its validity deadline (extending) or its new renewal time.
+      if (this.locks[0] === lock) this.place(0, this.dueAt(lock));
     }
-    if (sent.length === 0) return;
-    const requests = sent.map((lock, i) => ({ ...lock.ref, ttl: extensions[i].ttl }));
+    if (sent.length > 0) void this.renewBatch(sent, extensions);
+    if (this.locks.length === 0) return;
+    // Early renewals only fill a due lock's batch: renewing every lock as soon as it may be would
+    // renew it every ttl/6, twice the backend load.
+    const first = this.times[0];
+    this.arm(full && first <= now ? now + 1 : first);
+  }
+
+  private async renewBatch(sent: GrantedLock[], extensions: Extension[]): Promise<void> {
+    const requests: BackendExtendRequest[] = sent.map((lock, i) => ({
+      keys: lock.ref.keys,
+      token: lock.ref.token,
+      ttl: extensions[i].ttl,
+    }));
     let results: (boolean | Error)[];
     try {
       results = await this.backend.extend(requests);
     } catch (err) {
       sent.forEach((lock, i) => lock.endExtension(extensions[i], err));
-      this.logger.warn(
-        `could not renew ${sent.length} lock(s) (${this.backend.name}): ${errorMessage(err)}`,
-      );
+      this.warnFailure(sent.length, err);
       return;
     }
     let failed: Error | undefined;
@@ -122,10 +178,68 @@ export class RenewalScheduler {
       }
       lock.endExtension(extensions[i], result instanceof Error ? result : result === true);
     });
-    if (failed) {
-      this.logger.warn(
-        `could not renew ${failures} lock(s) (${this.backend.name}): ${errorMessage(failed)}`,
-      );
+    if (failed) this.warnFailure(failures, failed);
+  }
+
+  /** One warning per interval, however many batches fail: an outage fails every batch. */
+  private warnFailure(locks: number, err: unknown): void {
+    this.unreported += locks;
+    const now = monotonicNow();
+    if (now - this.lastWarnAt < RENEWAL_WARN_INTERVAL_MS) return;
+    this.lastWarnAt = now;
+    const count = this.unreported;
+    this.unreported = 0;
+    this.logger.warn(
+      `could not renew ${count} lock(s) (${this.backend.name}): ${errorMessage(err)}`,
+    );
+  }
+
+  /** Moves the lock at heap index `i` to due time `at`. */
+  private place(i: number, at: number): void {
+    const before = this.times[i];
+    this.times[i] = at;
+    if (at < before) this.up(i);
+    else if (at > before) this.down(i);
+  }
+
+  private up(index: number): void {
+    const { times, locks, position } = this;
+    const at = times[index];
+    const lock = locks[index];
+    let i = index;
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      if (times[parent] <= at) break;
+      times[i] = times[parent];
+      locks[i] = locks[parent];
+      position.set(locks[i], i);
+      i = parent;
     }
+    if (i === index) return;
+    times[i] = at;
+    locks[i] = lock;
+    position.set(lock, i);
+  }
+
+  private down(index: number): void {
+    const { times, locks, position } = this;
+    const n = times.length;
+    const at = times[index];
+    const lock = locks[index];
+    let i = index;
+    for (;;) {
+      let child = 2 * i + 1;
+      if (child >= n) break;
+      if (child + 1 < n && times[child + 1] < times[child]) child++;
+      if (times[child] >= at) break;
+      times[i] = times[child];
+      locks[i] = locks[child];
+      position.set(locks[i], i);
+      i = child;
+    }
+    if (i === index) return;
+    times[i] = at;
+    locks[i] = lock;
+    position.set(lock, i);
   }
 }

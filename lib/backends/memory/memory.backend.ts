@@ -146,9 +146,11 @@ export class MemoryLockBackend implements LockBackend {
   }
 
   async release(ref: BackendLockRef): Promise<boolean> {
-    const owned = this.ownsAll(ref);
+    let owned = true;
     for (const key of ref.keys) {
-      if (this.keys.get(key)?.holder?.token === ref.token) this.free(key);
+      const state = this.keys.get(key);
+      if (state?.holder?.token === ref.token) this.free(key, state);
+      else owned = false;
     }
     return owned;
   }
@@ -207,11 +209,15 @@ export class MemoryLockBackend implements LockBackend {
   }
 
   /** Drops the holder of `key` and hands the key to the first live waiter that can take all its keys. */
-  private free(key: string): void {
-    const state = this.keys.get(key);
+  private free(key: string, state = this.keys.get(key)): void {
     if (!state) return;
     if (state.holder) clearTimeout(state.holder.timer);
     state.holder = undefined;
+    // The usual release: nobody waits, the key's state goes.
+    if (state.queue.length === 0) {
+      this.dropIfIdle(key, state);
+      return;
+    }
     const now = monotonicNow();
     this.purgeQueue(key, now);
     const next = state.queue[0];
@@ -238,9 +244,9 @@ export class MemoryLockBackend implements LockBackend {
 
   private purgeQueue(key: string, now: number): void {
     const state = this.keys.get(key);
-    if (!state) return;
+    // Called on every acquire: no array allocated unless an entry is dead.
+    if (!state || !state.queue.some((w) => w.deadline <= now)) return;
     const live = state.queue.filter((w) => w.deadline > now);
-    if (live.length === state.queue.length) return;
     state.queue = live;
     // A dead entry may have been all that kept a free key from its next waiter.
     if (!state.holder) this.free(key);
@@ -248,6 +254,7 @@ export class MemoryLockBackend implements LockBackend {
   }
 
   private dequeue(state: KeyState, token: string): void {
+    if (state.queue.length === 0) return;
     const i = state.queue.findIndex((w) => w.token === token);
     if (i >= 0) state.queue.splice(i, 1);
   }
