@@ -50,6 +50,13 @@ const ENTRIES: readonly Entry[] = [
     create: (env) => OursAdapter.onTopology('redis-sentinel', env),
   },
   {
+    id: 'ours/redis-cluster',
+    backend: 'redis',
+    kind: 'ours',
+    topology: 'redis-cluster',
+    create: (env) => OursAdapter.onTopology('redis-cluster', env),
+  },
+  {
     id: 'ours/redlock-5',
     backend: 'redis',
     kind: 'ours',

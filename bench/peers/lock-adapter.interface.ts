@@ -16,6 +16,8 @@ export interface BenchEnv {
   };
   /** `redis://127.0.0.1:<port>` of each independent master, when the Redlock contender is selected. */
   readonly redlockUrls?: readonly string[];
+  /** The nodes of the run's Redis Cluster, when a contender on it is selected. */
+  readonly cluster?: readonly { readonly host: string; readonly port: number }[];
 }
 
 /** Which store a contender locks in. */
@@ -23,9 +25,10 @@ export type BackendKind = 'redis' | 'etcd' | 'memory';
 
 /**
  * A multi-node Redis topology of our library, started by the bench only when a contender on it
- * is selected: one primary, one replica and three sentinels, or five independent masters.
+ * is selected: one primary, one replica and three sentinels; a Redis Cluster of three primaries;
+ * or five independent masters.
  */
-export type BenchTopology = 'redis-sentinel' | 'redlock-5';
+export type BenchTopology = 'redis-sentinel' | 'redis-cluster' | 'redlock-5';
 
 /** Static description of a contender, known without connecting. */
 export interface AdapterInfo {

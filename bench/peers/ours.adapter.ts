@@ -21,6 +21,8 @@ import {
 const TOPOLOGY_SETTINGS: Readonly<Record<BenchTopology, string>> = {
   'redis-sentinel':
     "{ type: 'redis', sentinels, name }: 1 primary + 1 replica + 3 sentinels; x floor is against the single-node Redis floors of this run",
+  'redis-cluster':
+    "{ type: 'redis', cluster }: 3 primaries, no replicas; keys spread over the 3; x floor is against the single-node Redis floors of this run",
   'redlock-5':
     "{ type: 'redlock', urls }: 5 independent masters, quorum 3; x floor is against the single-node Redis floors of this run",
 };

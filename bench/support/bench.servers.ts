@@ -2,6 +2,7 @@ import type { Redis } from 'ioredis';
 import { startEtcd } from '../../test/servers/etcd.server';
 import { startRedisMasters } from '../../test/servers/redis-masters.topology';
 import { startSentinelTopology } from '../../test/servers/redis-sentinel.topology';
+import { startRedisCluster } from '../../test/servers/redis-cluster.topology';
 import { startRedis } from '../../test/servers/redis.server';
 import { removeDir, ServerProcess, stopPid } from '../../test/servers/server.process';
 import type { BenchEnv, BenchTopology } from '../peers/lock-adapter.interface';
@@ -57,7 +58,8 @@ export class BenchServers {
 
   /**
    * Starts the topologies of the selected contenders on free 127.0.0.1 ports: one primary, one
-   * replica and three sentinels; five independent masters. Returns where they listen.
+   * replica and three sentinels; a Redis Cluster of three primaries; five independent masters.
+   * Returns where they listen.
    */
   async startTopologies(needed: ReadonlySet<BenchTopology>): Promise<Partial<BenchEnv>> {
     const env: { -readonly [K in keyof BenchEnv]?: BenchEnv[K] } = {};
@@ -72,6 +74,16 @@ export class BenchServers {
         );
       } catch (err) {
         log(`sentinel topology did not start: ${errorMessage(err)}`);
+      }
+    }
+    if (needed.has('redis-cluster')) {
+      try {
+        const cluster = await startRedisCluster({ primaries: 3 });
+        this.topologies.push(() => cluster.stop());
+        env.cluster = cluster.startupNodes;
+        log(`redis cluster: pids ${cluster.nodes.map((n) => n.pid).join(', ')}`);
+      } catch (err) {
+        log(`redis cluster did not start: ${errorMessage(err)}`);
       }
     }
     if (needed.has('redlock-5')) {

@@ -43,13 +43,17 @@ export function backendConfig(
 
 /**
  * The module's backend config on the run's `topology`, at the backend's defaults: Redis through
- * Sentinel (`{ sentinels, name }`) or Redlock over the independent masters (`{ urls }`).
+ * Sentinel (`{ sentinels, name }`), Redis Cluster (`{ cluster }`) or Redlock over the independent
+ * masters (`{ urls }`).
  */
 export function topologyConfig(topology: BenchTopology, env: BenchEnv): LockBackendConfig {
   switch (topology) {
     case 'redis-sentinel':
       if (!env.sentinel) throw new Error('the Sentinel topology was not started');
       return { type: 'redis', sentinels: env.sentinel.sentinels, name: env.sentinel.name };
+    case 'redis-cluster':
+      if (!env.cluster) throw new Error('the Redis Cluster was not started');
+      return { type: 'redis', cluster: env.cluster };
     case 'redlock-5':
       if (!env.redlockUrls) throw new Error('the Redlock masters were not started');
       return { type: 'redlock', urls: env.redlockUrls };
