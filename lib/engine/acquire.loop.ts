@@ -111,7 +111,17 @@ export async function acquireGrant(host: AcquireHost, request: GrantRequest): Pr
       const result = await host.track(host.call('acquire', () => backend.acquire(request)));
       let lock: GrantedLock | undefined;
       if (result.acquired) {
-        lock = host.hold(keys, ref, result.fencingTokens, ttl, renew, sentAt, ttl);
+        // An answer that came back with less than half its validity left (a slow or paused
+        // backend, or a blocked event loop) is not handed out: the lock could be lost, or be
+        // already, before the caller's work starts. The next attempt, with the same token,
+        // takes the grant again with a fresh ttl; out of wait, it is given back by the cancel.
+        if (validityDeadline(sentAt, ttl) - monotonicNow() >= ttl / 2) {
+          lock = host.hold(keys, ref, result.fencingTokens, ttl, renew, sentAt, ttl);
+        } else if (deadline - monotonicNow() <= 0) {
+          break;
+        } else {
+          continue;
+        }
       } else {
         leftState = queueFor > 0; // a busy try without queueing leaves no trace
         retryAfter = result.retryAfter;

@@ -60,6 +60,53 @@ describe('LockEngine handoff', () => {
   });
 });
 
+describe('LockEngine: a grant whose answer came back late', () => {
+  afterEach(() => jest.useRealTimers());
+
+  /** A memory backend whose next `slow` acquire answers arrive `delay` ms late. */
+  function lateBackend(delay: number, slow: number): MemoryLockBackend & { attempts: number } {
+    const backend = Object.assign(new MemoryLockBackend(), { attempts: 0 });
+    const acquire = backend.acquire.bind(backend);
+    let left = slow;
+    backend.acquire = async (request) => {
+      backend.attempts++;
+      const result = await acquire(request);
+      if (left-- > 0) await new Promise((r) => setTimeout(r, delay));
+      return result;
+    };
+    return backend;
+  }
+
+  it('is not handed out with less than half its ttl left: a try gives it back and answers busy', async () => {
+    jest.useFakeTimers();
+    const backend = lateBackend(300, 1);
+    const engine = new LockEngine(backend, { keyPrefix: '', ttl: 400, wait: 0 }, quiet);
+    const trying = engine.acquire('k', {}, 'try');
+    await jest.advanceTimersByTimeAsync(350);
+    // Without the check: a lock whose validity ended 100 ms before the caller got it.
+    await expect(trying).resolves.toBeNull();
+    await jest.advanceTimersByTimeAsync(10);
+    expect((await backend.inspect('k')).held).toBe(false);
+    await engine.shutdown();
+  });
+
+  it('is taken again, with a fresh ttl, while the wait lasts', async () => {
+    jest.useFakeTimers();
+    const backend = lateBackend(300, 1);
+    const engine = new LockEngine(backend, { keyPrefix: '', ttl: 400, wait: 5_000 }, quiet);
+    const acquiring = engine.acquire('k', {}, 'wait');
+    await jest.advanceTimersByTimeAsync(350);
+    const lock = await acquiring;
+    // The late answer was declined, and the grant taken again by a second attempt.
+    expect(backend.attempts).toBe(2);
+    expect(lock.held).toBe(true);
+    expect(lock.signal.aborted).toBe(false);
+    expect(lock.expiresAt - Date.now()).toBeGreaterThan(200);
+    await lock.release();
+    await engine.shutdown();
+  });
+});
+
 describe('LockEngine extensions', () => {
   // Fake timers move performance.now() with setTimeout: the engine's deadlines follow exactly.
   afterEach(() => jest.useRealTimers());
