@@ -44,13 +44,16 @@ const LONE_SURROGATE = /[\uD800-\uDFFF]/u;
  * which every backend takes them, so that two callers locking [a, b] and [b, a] cannot deadlock.
  */
 export function normalizeKeys(keys: unknown): string[] {
-  const list: unknown[] = Array.isArray(keys) ? keys : [keys];
+  // The common single key: no Set, spread or sort on every acquisition.
+  if (!Array.isArray(keys)) {
+    assertValidKey(keys, 'lock key');
+    return [keys];
+  }
+  const list: unknown[] = keys;
   if (list.length === 0) {
     throw new TypeError('a multi-key lock needs at least one key');
   }
-  list.forEach((key, i) =>
-    assertValidKey(key, Array.isArray(keys) ? `lock key #${i}` : 'lock key'),
-  );
+  list.forEach((key, i) => assertValidKey(key, `lock key #${i}`));
   return [...new Set(list as string[])].sort(compareCodeUnits);
 }
 

@@ -127,7 +127,8 @@ export class LockEngine implements LockOwner, AcquireHost {
     if (inherited.size === userKeys.length)
       return new ReentrantLock(userKeys, inherited, undefined);
     this.shutdown$.signal.throwIfAborted();
-    const missing = userKeys.filter((key) => !inherited.has(key));
+    // The usual case inherits nothing: no second array (it would live as long as the lock).
+    const missing = inherited.size === 0 ? userKeys : userKeys.filter((key) => !inherited.has(key));
     // The keys this call takes itself: inherited ones are held already, whatever their slot.
     const assertKeys = this.backend.assertKeys;
     if (assertKeys) assertKeys(missing.map((key) => this.defaults.keyPrefix + key));

@@ -379,16 +379,19 @@ export class RedisLockBackend implements LockBackend {
   }
 
   private async extendChunk(requests: readonly BackendExtendRequest[]): Promise<boolean[]> {
-    const keys: string[] = [];
-    const args: (string | number)[] = [];
+    // KEYS then ARGV in one array, built once (no spread of two halves per call).
+    let keyCount = 0;
+    for (const request of requests) keyCount += request.keys.length;
+    const argv = new Array<string | number>(keyCount + 3 * requests.length);
+    let k = 0;
+    let a = keyCount;
     for (const request of requests) {
-      for (const key of request.keys) keys.push(lockHashKey(key));
-      args.push(request.keys.length, request.token, Math.ceil(request.ttl));
+      for (const key of request.keys) argv[k++] = lockHashKey(key);
+      argv[a++] = request.keys.length;
+      argv[a++] = request.token;
+      argv[a++] = Math.ceil(request.ttl);
     }
-    const reply = await this.writeScript('extend', this.scripts.extend, keys.length, [
-      ...keys,
-      ...args,
-    ]);
+    const reply = await this.writeScript('extend', this.scripts.extend, keyCount, argv);
     if (!isIntegerArray(reply) || reply.length !== requests.length) {
       throw this.badReply('extend', reply);
     }
