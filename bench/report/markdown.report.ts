@@ -138,11 +138,12 @@ function topologyNote(results: BenchResults): string[] {
       `${id} ${x(ratio(rate(id), rate('ours/redis')))} the cycles/s and ${x(ratio(p50(id), p50('ours/redis')))} the 1-waiter handoff p50 of ours/redis`,
   );
   return [
-    '### Beyond one Redis: Sentinel and Redlock over 5 masters',
+    '### Beyond one Redis: Sentinel, Cluster and Redlock over 5 masters',
     '',
-    `${ids.join(' and ')} run on topologies the bench starts on 127.0.0.1 (one primary, one replica and three sentinels; five independent masters) and are measured uncontended and in handoff only; ` +
+    `${ids.join(' and ')} run on topologies the bench starts on 127.0.0.1 (one primary, one replica and three sentinels; a Redis Cluster of three primaries; five independent masters) and are measured uncontended and in handoff only; ` +
       'their "x floor" is against the single-node Redis floors of this run (floor/redis-poll, floor/redis-push), so it reads as the price of the topology. ' +
       'Sentinel costs what one node costs: the sentinels are asked for the primary at connect and after a failover, every lock command then goes to the primary alone, and replication is asynchronous (off the path unless `replicaAcks` is set). ' +
+      "Cluster runs one node's script on the slot's primary, through ioredis's `Cluster` client (more client CPU per command than a standalone client), with three servers on the same cores. " +
       'Redlock asks all five masters in parallel and decides once a quorum (3) agreed, so each step costs the slowest master of the fastest quorum (the third reply of five), plus the client CPU of sending five requests and reading five replies; ' +
       "a handoff is a release on a quorum, a wake-up (the first of the masters' copies counts) and a fresh attempt on all five, with no FIFO queue across masters; " +
       "its 1-waiter figure can undercut one node's because the first master to release already wakes the waiter while the holder's `release()` still waits for the third. " +
