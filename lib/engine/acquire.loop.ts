@@ -94,6 +94,8 @@ export async function acquireGrant(host: AcquireHost, request: GrantRequest): Pr
   // was lost): if so, and no lock is returned, `cancel` must clean it up.
   let leftState = false;
   let retryAfter: number | undefined;
+  // A late grant was declined once already (see below).
+  let declined = false;
   try {
     // Bounded by the deadline; every round parks at least 1 ms or awaits a backend round trip.
     for (;;) {
@@ -111,15 +113,21 @@ export async function acquireGrant(host: AcquireHost, request: GrantRequest): Pr
       const result = await host.track(host.call('acquire', () => backend.acquire(request)));
       let lock: GrantedLock | undefined;
       if (result.acquired) {
-        // An answer that came back with less than half its validity left (a slow or paused
-        // backend, or a blocked event loop) is not handed out: the lock could be lost, or be
-        // already, before the caller's work starts. The next attempt, with the same token,
-        // takes the grant again with a fresh ttl; out of wait, it is given back by the cancel.
-        if (validityDeadline(sentAt, ttl) - monotonicNow() >= ttl / 2) {
+        // An answer that took more than half the ttl (a slow or paused backend, or a blocked
+        // event loop) is not handed out at once: the lock could be lost, or be already, before
+        // the caller's work starts. One more attempt, with the same token, takes the grant again
+        // with a fresh ttl; if that answer is late too, the lock is handed out only while still
+        // valid. Otherwise (or out of wait) the cancel gives it back: a slow client does not keep
+        // a free key from others for its whole wait.
+        const now = monotonicNow();
+        if (now - sentAt <= ttl / 2 || (declined && validityDeadline(sentAt, ttl) > now)) {
           lock = host.hold(keys, ref, result.fencingTokens, ttl, renew, sentAt, ttl);
-        } else if (deadline - monotonicNow() <= 0) {
+        } else if (declined || deadline - now <= 0) {
           break;
         } else {
+          declined = true;
+          signal?.throwIfAborted();
+          stopping.throwIfAborted();
           continue;
         }
       } else {

@@ -100,6 +100,11 @@ export class GrantedLock implements Lock {
     return Math.min(this.ownValidUntil, this.owner.leaseDeadline());
   }
 
+  /** Neither released, being released nor lost (read without checking the validity deadline). */
+  get live(): boolean {
+    return this.state === 'held';
+  }
+
   /** An extension of this lock is in flight. */
   get extending(): boolean {
     return this.inFlightExtension !== undefined;

@@ -53,7 +53,8 @@ export function normalizeKeys(keys: unknown): string[] {
   if (list.length === 0) {
     throw new TypeError('a multi-key lock needs at least one key');
   }
-  list.forEach((key, i) => assertValidKey(key, `lock key #${i}`));
+  // Indexed, not forEach: a hole in a sparse array must be refused, not skipped.
+  for (let i = 0; i < list.length; i++) assertValidKey(list[i], `lock key #${i}`);
   return [...new Set(list as string[])].sort(compareCodeUnits);
 }
 

@@ -1,6 +1,7 @@
 import type { BackendAcquireRequest, BackendHandoff } from '../backends/lock-backend.interface';
 import { MemoryLockBackend } from '../backends/memory/memory.backend';
 import { LockEngine } from './lock.engine';
+import { LockNotAcquiredError } from '../errors/lock-not-acquired.error';
 
 const quiet = { warn: () => undefined, error: () => undefined };
 
@@ -103,6 +104,66 @@ describe('LockEngine: a grant whose answer came back late', () => {
     expect(lock.signal.aborted).toBe(false);
     expect(lock.expiresAt - Date.now()).toBeGreaterThan(200);
     await lock.release();
+    await engine.shutdown();
+  });
+});
+
+describe('LockEngine: late grants, the bounds of declining them', () => {
+  afterEach(() => jest.useRealTimers());
+
+  /** A memory backend whose acquire answers arrive `delay` ms late, every time. */
+  function alwaysLate(delay: number): MemoryLockBackend & { attempts: number } {
+    const backend = Object.assign(new MemoryLockBackend(), { attempts: 0 });
+    const acquire = backend.acquire.bind(backend);
+    backend.acquire = async (request) => {
+      backend.attempts++;
+      const result = await acquire(request);
+      await new Promise((r) => setTimeout(r, delay));
+      return result;
+    };
+    return backend;
+  }
+
+  it('grants a tiny ttl from a backend that answers at once, on the first attempt', async () => {
+    // Fake timers: the clock moves only when told, so "at once" is exact.
+    jest.useFakeTimers();
+    const backend = Object.assign(new MemoryLockBackend(), { attempts: 0 });
+    const acquire = backend.acquire.bind(backend);
+    backend.acquire = (request) => {
+      backend.attempts++;
+      return acquire(request);
+    };
+    const engine = new LockEngine(backend, { keyPrefix: '', ttl: 2, wait: 200 }, quiet);
+    const lock = await engine.acquire('tiny', { renew: false }, 'wait');
+    expect(backend.attempts).toBe(1);
+    await lock.release().catch(() => undefined);
+    await engine.shutdown();
+  });
+
+  it('declines once: a second late answer is handed out while still valid', async () => {
+    jest.useFakeTimers();
+    const backend = alwaysLate(250); // more than half of 400, less than all of it
+    const engine = new LockEngine(backend, { keyPrefix: '', ttl: 400, wait: 5_000 }, quiet);
+    const acquiring = engine.acquire('k', { renew: false }, 'wait');
+    await jest.advanceTimersByTimeAsync(600);
+    const lock = await acquiring;
+    expect(backend.attempts).toBe(2);
+    expect(lock.held).toBe(true);
+    await lock.release();
+    await engine.shutdown();
+  });
+
+  it('gives the key back after two answers that came too late to be valid, instead of holding it for the whole wait', async () => {
+    jest.useFakeTimers();
+    const backend = alwaysLate(450); // longer than the ttl
+    const engine = new LockEngine(backend, { keyPrefix: '', ttl: 400, wait: 60_000 }, quiet);
+    const acquiring = engine.acquire('k', {}, 'wait');
+    const settled = expect(acquiring).rejects.toThrow(LockNotAcquiredError);
+    await jest.advanceTimersByTimeAsync(1_000);
+    await settled;
+    expect(backend.attempts).toBe(2);
+    await jest.advanceTimersByTimeAsync(10);
+    expect((await backend.inspect('k')).held).toBe(false);
     await engine.shutdown();
   });
 });

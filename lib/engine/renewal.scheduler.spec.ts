@@ -270,3 +270,63 @@ describe('RenewalScheduler spreading', () => {
     await engine.shutdown();
   });
 });
+
+describe('RenewalScheduler: a lock whose release is in flight', () => {
+  beforeEach(() => jest.useFakeTimers());
+  afterEach(() => jest.useRealTimers());
+
+  /** A memory backend whose releases wait for `finish()`; records the tokens it extends. */
+  function slowReleases(): { backend: MemoryLockBackend; extended: string[]; finish(): void } {
+    const backend = new MemoryLockBackend();
+    const extended: string[] = [];
+    const extend = backend.extend.bind(backend);
+    backend.extend = async (requests) => {
+      extended.push(...requests.map((r) => r.token));
+      return extend(requests);
+    };
+    let finish: () => void = () => undefined;
+    const gate = new Promise<void>((r) => (finish = r));
+    const release = backend.release.bind(backend);
+    backend.release = async (ref) => {
+      await gate;
+      return release(ref);
+    };
+    return { backend, extended, finish };
+  }
+
+  it('keeps renewing the other locks while one release hangs in its renewal window', async () => {
+    const { backend, extended, finish } = slowReleases();
+    const engine = new LockEngine(backend, { keyPrefix: '', ttl: 3000, wait: 0 }, quiet);
+    const a = await engine.acquire('a', {}, 'wait');
+    await jest.advanceTimersByTimeAsync(10);
+    const b = await engine.acquire('b', {}, 'wait');
+    await jest.advanceTimersByTimeAsync(600); // a may renew early from 500 ms
+    const releasing = a.release();
+    await jest.advanceTimersByTimeAsync(2_500); // past b's first validity
+    expect(extended.filter((t) => t === b.token).length).toBeGreaterThanOrEqual(1);
+    expect(b.held).toBe(true);
+    finish();
+    // a's own ttl ran out while its release hung: that release reports the loss.
+    await expect(releasing).rejects.toThrow(/was lost/);
+    await b.release();
+    await engine.shutdown();
+  });
+
+  it('keeps renewing the other locks while a renew: false lock on a lease is released', async () => {
+    const { backend, extended, finish } = slowReleases();
+    // A session lease kept alive all along: its deadline stays 1 s ahead.
+    Object.assign(backend, { leaseDeadline: () => performance.now() + 1000 });
+    const engine = new LockEngine(backend, { keyPrefix: '', ttl: 6000, wait: 0 }, quiet);
+    const a = await engine.acquire('a', { renew: false }, 'wait');
+    await jest.advanceTimersByTimeAsync(10);
+    const b = await engine.acquire('b', {}, 'wait');
+    await jest.advanceTimersByTimeAsync(900);
+    const releasing = a.release();
+    await jest.advanceTimersByTimeAsync(3_000); // b was due at about 2010 ms
+    expect(extended.filter((t) => t === b.token).length).toBeGreaterThanOrEqual(1);
+    finish();
+    await releasing;
+    await b.release();
+    await engine.shutdown();
+  });
+});

@@ -103,7 +103,7 @@ export class RenewalScheduler {
   }
 
   private renewable(lock: GrantedLock): boolean {
-    return lock.renew && !lock.extending;
+    return lock.live && lock.renew && !lock.extending;
   }
 
   private arm(at: number): void {
@@ -126,6 +126,11 @@ export class RenewalScheduler {
     // it (lost): bounded by the queue's length.
     for (let pass = this.locks.length + RENEWAL_BATCH; pass > 0 && this.locks.length > 0; pass--) {
       const lock = this.locks[0];
+      if (!lock.live) {
+        // Being released (or ended without leaving yet): nothing left to renew or to watch.
+        this.delete(lock);
+        continue;
+      }
       if (this.renewable(lock) && lock.renewFrom <= now) {
         if (sent.length >= RENEWAL_BATCH) {
           full = true;
@@ -143,8 +148,9 @@ export class RenewalScheduler {
       } else {
         break;
       }
-      // Still queued: due next at its validity deadline (extending) or its new renewal time.
-      if (this.locks[0] === lock) this.place(0, this.dueAt(lock));
+      // Still queued: due next at its validity deadline (extending) or its new renewal time;
+      // never left on top as due, which would hold up every lock below it.
+      if (this.locks[0] === lock) this.place(0, Math.max(this.dueAt(lock), now + 1));
     }
     if (sent.length > 0) void this.renewBatch(sent, extensions);
     if (this.locks.length === 0) return;
