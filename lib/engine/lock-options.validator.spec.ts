@@ -2,6 +2,7 @@ import type { LockBackend } from '../backends/lock-backend.interface';
 import { MemoryLockBackend } from '../backends/memory/memory.backend';
 import { LockEngine } from './lock.engine';
 import { MAX_DURATION } from './lock-options.validator';
+import { normalizeKeys } from './lock-key.validator';
 
 const quiet = { warn: () => undefined, error: () => undefined };
 
@@ -141,6 +142,13 @@ describe("keys: the backend's own check (assertKeys)", () => {
     expect(seen).toEqual([['p:a', 'p:b'], ['p:a']]);
     await lock.release();
     await local.shutdown();
+  });
+});
+
+describe('keys: sparse arrays', () => {
+  it('refuses a hole in a key array instead of skipping it', () => {
+    // eslint-disable-next-line no-sparse-arrays
+    expect(() => normalizeKeys(['a', , 'b'])).toThrow(/lock key #1 must be a string/);
   });
 });
 
