@@ -59,7 +59,7 @@ export async function runLab(
   let server: LabServer | undefined;
   let resource: ResourceProcess | undefined;
   const proxies: TcpProxy[] = [];
-  let workers: WorkerProcess[] = [];
+  const workers: WorkerProcess[] = [];
   let workerOps: (number | undefined)[] = [];
   const workerErrors: string[] = [];
   try {
@@ -71,7 +71,8 @@ export async function runLab(
       proxies.push(proxy);
     }
     const keys = Array.from({ length: profile.keys }, (_, i) => `k${i}`);
-    workers = await Promise.all(
+    // allSettled: workers that did start are stopped below even when another one failed to.
+    const started = await Promise.allSettled(
       workerPaths.map((historyPath, i) =>
         WorkerProcess.start({
           process: `w${i}`,
@@ -95,6 +96,9 @@ export async function runLab(
         }),
       ),
     );
+    for (const result of started) if (result.status === 'fulfilled') workers.push(result.value);
+    const failed = started.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
     nemesis.log({
       t: labNow(),
       process: 'nemesis',

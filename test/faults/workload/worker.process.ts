@@ -43,14 +43,20 @@ export class WorkerProcess {
 
   /** SIGSTOP: the whole process freezes, timers and sockets included (a GC pause, a swap-out). */
   freeze(): void {
+    // Never a signal to a PID whose process exited (the number may belong to another by now).
+    if (!this.alive) return;
     process.kill(this.child.pid, 'SIGSTOP');
     this.frozen = true;
   }
 
   thaw(): void {
     if (!this.frozen) return;
-    process.kill(this.child.pid, 'SIGCONT');
     this.frozen = false;
+    if (this.alive) process.kill(this.child.pid, 'SIGCONT');
+  }
+
+  private get alive(): boolean {
+    return this.child.child.exitCode === null && this.child.child.signalCode === null;
   }
 
   /** Lets the clients finish their operation and the app close; kills it after `ms`. */
