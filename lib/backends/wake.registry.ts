@@ -51,6 +51,14 @@ export class WakeRegistry {
     }
   }
 
+  /**
+   * Tells every listener to re-check within `recheckAfter` ms (wake-ups may have been lost for
+   * all of them: a subscription dropped).
+   */
+  recheckAll(recheckAfter: number): void {
+    for (const token of [...this.listeners.keys()]) this.wake(token, undefined, recheckAfter);
+  }
+
   /** Removes every listener (the backend is closing). */
   clear(): void {
     this.listeners.clear();

@@ -172,11 +172,14 @@ export class RedisClusterWakeSubscriber implements RedisWakeChannels {
     // After a slot map refresh that changed something: a slot whose primary changed lost its
     // subscription, whether or not its sunsubscribe push was reported.
     client.on('subscribersReady', () => {
+      let moved = false;
       for (const entry of this.slots.values()) {
         if (entry.state === 'live' && entry.owner !== this.ownerOf(entry.slot)) {
           entry.state = 'stale';
+          moved = true;
         }
       }
+      if (moved) this.listeners.recheckAll(0);
       this.heal();
     });
     this.connection = new RedisConnection(client, true, this.commandTimeout);
@@ -195,6 +198,10 @@ export class RedisClusterWakeSubscriber implements RedisWakeChannels {
       any = true;
     }
     if (!any) return;
+    // Waiters told, before this, to sleep until a holder's ttl would miss a handoff published
+    // meanwhile: each re-checks now, and is answered a retryAfter capped while the slot is not
+    // live. Rare (a slot moved, a node left), so waking every local waiter once is affordable.
+    this.listeners.recheckAll(0);
     // ioredis refreshes its slot map on its own only every slotsRefreshInterval (or after a
     // MOVED on this client); a moved slot's subscription comes back sooner after a refresh.
     if (refreshSlots) this.connection?.client.refreshSlotsCache();
