@@ -55,6 +55,11 @@ function errorCell<T extends object>(o: Outcome<T>): string | undefined {
   return isError(o) ? `error: ${o.error.slice(0, 120)}` : undefined;
 }
 
+/** A table row for a contender that failed: its id, the error, then `blanks` empty cells. */
+function errorRow(adapter: string, error: string, blanks: number): string[] {
+  return [adapter, `error: ${error.slice(0, 120)}`, ...new Array<string>(blanks).fill('')];
+}
+
 function targetsTable(targets: readonly TargetCheck[]): string {
   return table(
     ['target', 'met', 'numbers'],
@@ -77,7 +82,7 @@ function faultsSection(results: Pick<BenchResults, 'deadWaiter' | 'frozenServer'
     table(
       ['contender', 'dead waiter median / max', 'samples', 'bound', 'live waiter wait', 'gave up'],
       results.deadWaiter.map((o) => {
-        if (isError(o)) return [o.adapter, `error: ${o.error.slice(0, 120)}`, '', '', '', ''];
+        if (isError(o)) return errorRow(o.adapter, o.error, 4);
         const d: DeadWaiterResult = o;
         return [
           d.adapter,
@@ -101,7 +106,7 @@ function faultsSection(results: Pick<BenchResults, 'deadWaiter' | 'frozenServer'
         'outcome',
       ],
       results.frozenServer.map((o) => {
-        if (isError(o)) return [o.adapter, `error: ${o.error.slice(0, 120)}`, '', '', ''];
+        if (isError(o)) return errorRow(o.adapter, o.error, 3);
         const r: FrozenServerResult = o;
         return [
           r.adapter,
@@ -169,7 +174,7 @@ function parallelSection(results: BenchResults, rounds: number): string[] {
     table(
       ['contender', 'cycles/s', 'x floor', 'cycle p50 / p99', 'cycles'],
       par.map((p) => {
-        if (isError(p)) return [p.adapter, `error: ${p.error.slice(0, 120)}`, '', '', ''];
+        if (isError(p)) return errorRow(p.adapter, p.error, 3);
         const floor = FLOOR_FOR_THROUGHPUT[backendOf(results, p.adapter)];
         return [
           p.adapter,
@@ -364,20 +369,7 @@ export function renderMarkdown(results: BenchResults, targets: readonly TargetCh
           'grants',
         ],
         rows.map((c) => {
-          if (isError(c))
-            return [
-              c.adapter,
-              `error: ${c.error.slice(0, 120)}`,
-              '',
-              '',
-              '',
-              '',
-              '',
-              '',
-              '',
-              '',
-              '',
-            ];
+          if (isError(c)) return errorRow(c.adapter, c.error, 9);
           const floor = FLOOR_FOR_THROUGHPUT[backendOf(results, c.adapter)];
           return [
             c.adapter,
@@ -425,21 +417,7 @@ export function renderMarkdown(results: BenchResults, targets: readonly TargetCh
         'lost',
       ],
       results.heldScale.map((h) => {
-        if (isError(h))
-          return [
-            h.adapter,
-            `error: ${h.error.slice(0, 120)}`,
-            '',
-            '',
-            '',
-            '',
-            '',
-            '',
-            '',
-            '',
-            '',
-            '',
-          ];
+        if (isError(h)) return errorRow(h.adapter, h.error, 10);
         const r: HeldScaleResult = h;
         return [
           r.adapter,

@@ -11,6 +11,7 @@ import { TcpProxy } from '../proxy/tcp.proxy';
 import { ResourceProcess } from '../resource/resource.process';
 import { WorkerProcess } from '../workload/worker.process';
 import type { LabPhase, LabProfile } from './lab.profile';
+import { seededRandom } from '../runtime/seeded.random';
 
 /** What one run of one backend produced. */
 export interface LabRun {
@@ -22,18 +23,6 @@ export interface LabRun {
   readonly workerOps: readonly (number | undefined)[];
   /** stderr of workers that printed any (crashes, unexpected logs). */
   readonly workerErrors: readonly string[];
-}
-
-/** Seeded PRNG of the nemesis (mulberry32), so a run's fault schedule repeats with its seed. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /**
@@ -107,7 +96,7 @@ export async function runLab(
       settleBoundMs: entry.settleBoundMs,
       epochAtT: Date.now(),
     });
-    const ctx = context(entry, server, workers, proxies, nemesis, random(seed));
+    const ctx = context(entry, server, workers, proxies, nemesis, seededRandom(seed));
     for (const w of workers) w.go();
     for (const p of phases) await runPhase(p, ctx, nemesis, resource);
   } finally {

@@ -19,21 +19,10 @@ import { ClientEvent, labNow, labTimeOfEpoch } from '../history/history.event';
 import { HistoryWriter } from '../history/history.writer';
 import { ResourceClient } from '../resource/resource.client';
 import type { WorkerConfig } from './workload.config';
+import { seededRandom } from '../runtime/seeded.random';
 
 function emit(line: Record<string, unknown>): void {
   process.stdout.write(`${JSON.stringify(line)}\n`);
-}
-
-/** Small deterministic PRNG (mulberry32), so a run's key choices repeat with its seed. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 type Fields<E> = E extends ClientEvent
@@ -61,7 +50,7 @@ async function main(): Promise<void> {
 
   async function client(index: number): Promise<number> {
     const name = `${config.process}/c${index}`;
-    const next = random(config.seed * 1000 + index);
+    const next = seededRandom(config.seed * 1000 + index);
     let op = 0;
     for (; op < config.maxOps && !stopping && labNow() < deadline;) {
       op += 1;
