@@ -14,6 +14,7 @@ module.exports = {
     '^nestjs-distributed-lock$': '<rootDir>/lib/index.ts',
     '^nestjs-distributed-lock/backend$': '<rootDir>/lib/backend.ts',
     '^nestjs-distributed-lock/testing$': '<rootDir>/lib/testing.ts',
+    '^nestjs-distributed-lock/(prometheus|opentelemetry|terminus)$': '<rootDir>/lib/$1.ts',
   },
   globalSetup: '<rootDir>/test/servers/global-setup.ts',
   globalTeardown: '<rootDir>/test/servers/global-teardown.ts',

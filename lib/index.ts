@@ -9,6 +9,8 @@
  * keys or listeners a backend tracks), the member carries the JSDoc tag `internal`: `stripInternal`
  * drops it from the published .d.ts, and tests, which compile against lib/, still see it. (The tag
  * is not written out here: in the comment before a declaration, it would strip that declaration.)
+ *
+ * @module nestjs-distributed-lock
  */
 export { DistributedLockModule } from './module/distributed-lock.module';
 export type {
@@ -28,7 +30,21 @@ export type { LockableMethod, LockedDecorator, LockedOptions } from './decorator
 export type { LockedKey } from './decorators/key-template.compiler';
 export { LockInterceptor } from './interceptors/lock.interceptor';
 export { LockService } from './service/lock.service';
-export type { AcquireOptions } from './engine/acquire-options.interface';
+export type { AcquireOptions, WithLockOptions } from './engine/acquire-options.interface';
+export type {
+  LockAcquiredEvent,
+  LockBackendErrorEvent,
+  LockBusyEvent,
+  LockEventBase,
+  LockEventListener,
+  LockEventMap,
+  LockEventType,
+  LockExtendedEvent,
+  LockLostEvent,
+  LockReleasedEvent,
+  LockSkippedEvent,
+} from './observability/lock.events';
+export type { LockCallInfo, LockInstrumentation } from './observability/lock.instrumentation';
 export type { Lock } from './engine/lock.interface';
 export type { LockKeys } from './engine/lock-key.validator';
 export { LockError } from './errors/lock.error';

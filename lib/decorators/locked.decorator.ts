@@ -6,6 +6,8 @@ import { LockError } from '../errors/lock.error';
 import {
   assertKnownOptions,
   assertOptionalBoolean,
+  MAX_NAME_LENGTH,
+  toName,
   toTtl,
   toWait,
 } from '../engine/lock-options.validator';
@@ -28,6 +30,21 @@ export interface LockedOptions {
   /** Extend the lock in the background while the method runs. Default true. */
   renew?: boolean;
   /**
+   * The lock's name in events, metrics and spans. Default: the key template when `key` is a
+   * string (`'order:<id>'`) or an array of them (joined with `,`), else `Class.method`.
+   */
+  name?: string;
+  /**
+   * Shortest time the lock is held, in ms, even when the method ends sooner (run-once cron: other
+   * instances whose tick fires up to that much later skip it). Default 0.
+   */
+  holdAtLeast?: number;
+  /**
+   * Longest time the lock is held, in ms: then it is released and the method's
+   * `LockService.current().signal` aborts with `LockLostError`. Default: no limit.
+   */
+  maxHold?: number;
+  /**
    * On a controller, the `Retry-After` of the 409 a busy lock answers, in ms (sent as whole
    * seconds, rounded up): a hint, not the holder's remaining time. Default: module
    * `busyRetryAfter` (1000).
@@ -46,6 +63,7 @@ export type LockableMethod<T> = T extends (
 ) => PromiseLike<unknown> | Observable<unknown>
   ? unknown
   : {
+      /** Never present on a method: its name is the compile error's explanation. */
       readonly '@Locked applies only to methods that return a Promise or an Observable: make the method async': true;
     };
 
@@ -61,7 +79,17 @@ const LOCK_SERVICE = Symbol('distributedLock.lockService');
 
 type AnyMethod = (this: unknown, ...args: unknown[]) => unknown;
 
-const LOCKED_OPTIONS = ['ttl', 'wait', 'onBusy', 'renew', 'busyRetryAfter', 'busyMessage'] as const;
+const LOCKED_OPTIONS = [
+  'ttl',
+  'wait',
+  'onBusy',
+  'renew',
+  'name',
+  'holdAtLeast',
+  'maxHold',
+  'busyRetryAfter',
+  'busyMessage',
+] as const;
 
 /**
  * Runs the decorated method under a distributed lock: acquire before, renew during, release after.
@@ -88,6 +116,11 @@ export function Locked(key: LockedKey, options: LockedOptions = {}): LockedDecor
   const runOptions: RunLockedOptions = { ...lockOptions };
   if (options.ttl !== undefined) runOptions.ttl = toTtl(options.ttl, '@Locked ttl');
   if (options.wait !== undefined) runOptions.wait = toWait(options.wait, '@Locked wait');
+  if (options.name !== undefined) runOptions.name = toName(options.name, '@Locked name');
+  if (options.maxHold !== undefined) runOptions.maxHold = toTtl(options.maxHold, '@Locked maxHold');
+  if (options.holdAtLeast !== undefined) {
+    runOptions.holdAtLeast = toWait(options.holdAtLeast, '@Locked holdAtLeast');
+  }
   if (busyRetryAfter !== undefined || busyMessage !== undefined) {
     runOptions.busy = busyOverrides(busyRetryAfter, busyMessage, '@Locked');
   }
@@ -109,6 +142,11 @@ export function Locked(key: LockedKey, options: LockedOptions = {}): LockedDecor
     }
     const method = original as AnyMethod;
     const resolveKeys = compileKeyResolver(key, method, where);
+    // The key's template, never its values: a label whose cardinality stays bounded.
+    const methodOptions: RunLockedOptions = {
+      ...runOptions,
+      name: runOptions.name ?? defaultLockName(key, className, propertyKey),
+    };
     // Property injection: works for providers and controllers, and keeps each app's own service.
     // Optional, so that a module without DistributedLockModule (a unit test) still compiles and
     // the call says what to import, rather than Nest naming a hidden symbol.
@@ -134,7 +172,7 @@ export function Locked(key: LockedKey, options: LockedOptions = {}): LockedDecor
       } catch (err) {
         return Promise.reject(err);
       }
-      return service.runLocked(keys, runOptions, () => method.apply(this, args));
+      return service.runLocked(keys, methodOptions, () => method.apply(this, args));
     };
     // A method declared to return an Observable keeps returning one (cold: the lock is taken on
     // subscription, held until it ends); Nest emits the declared type as design:returntype.
@@ -156,4 +194,11 @@ export function Locked(key: LockedKey, options: LockedOptions = {}): LockedDecor
     descriptor.value = wrapped;
     UseInterceptors(LockInterceptor)(target, propertyKey, descriptor);
   };
+}
+
+/** The name a `@Locked` method's lock has in events, metrics and spans unless given one. */
+function defaultLockName(key: LockedKey, className: string, propertyKey: string | symbol): string {
+  const template = typeof key === 'string' ? key : Array.isArray(key) ? key.join(',') : undefined;
+  const name = template ?? `${className}.${String(propertyKey)}`;
+  return name.length <= MAX_NAME_LENGTH ? name : name.slice(0, MAX_NAME_LENGTH);
 }

@@ -20,8 +20,11 @@ export interface LockOwner {
   watch(call: Promise<unknown>): void;
   /** Called once, when the lock stops being held for whatever reason. */
   forget(lock: GrantedLock): void;
-  /** Called when the lock's renewal times changed (a renewal answered, or must be retried). */
-  rescheduled(lock: GrantedLock): void;
+  /**
+   * Called when the lock's renewal times changed: an extension answered `true` (`outcome`), or
+   * failed with `outcome` (an error) and must be retried.
+   */
+  rescheduled(lock: GrantedLock, outcome: unknown): void;
   /** Monotonic ms until which the backend's shared lease is alive (`Infinity`: no lease). */
   leaseDeadline(): number;
   /** The backend, named in the error of a fencing token asked of a backend that issues none. */
@@ -250,7 +253,7 @@ export class GrantedLock implements Lock {
       const left = Math.max(1, (this.validUntil - now) / 3);
       this.nextRenewAt = this.renewFrom = now + Math.min(Math.max(this.ttl / 10, 10), 1000, left);
     }
-    this.owner.rescheduled(this);
+    this.owner.rescheduled(this, outcome);
   }
 
   /**

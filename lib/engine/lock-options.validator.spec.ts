@@ -106,7 +106,7 @@ describe('options: checked by type and by name', () => {
       /unknown option "tll"; did you mean "ttl"\?/,
     );
     await expect(engine.acquire('k', { colour: 1 } as never, 'wait')).rejects.toThrow(
-      /unknown option "colour" \(known: ttl, wait, signal, renew\)/,
+      /unknown option "colour" \(known: ttl, wait, signal, renew, name, maxHold\)/,
     );
   });
 

@@ -43,6 +43,23 @@ export function toWait(value: unknown, where: string): number {
   return toDuration(value, where, 0);
 }
 
+/** Longest `name` of a lock, in characters: names label metrics, where short is the point. */
+export const MAX_NAME_LENGTH = 200;
+
+/**
+ * Checks a lock's `name` (a bounded label for events, metrics and spans).
+ *
+ * @throws TypeError unless `value` is a non-empty string of at most {@link MAX_NAME_LENGTH} characters
+ */
+export function toName(value: unknown, where: string): string {
+  if (typeof value !== 'string' || value.length === 0 || value.length > MAX_NAME_LENGTH) {
+    throw new TypeError(
+      `${where} must be a non-empty string of at most ${MAX_NAME_LENGTH} characters, got ${describeValue(value)}`,
+    );
+  }
+  return value;
+}
+
 /** @throws TypeError unless `value` is `undefined` or a boolean */
 export function assertOptionalBoolean(value: unknown, where: string): void {
   if (value !== undefined && typeof value !== 'boolean') {

@@ -5,7 +5,9 @@ import { LockBackendError } from '../errors/lock-backend.error';
 import { LockError } from '../errors/lock.error';
 import { LockShutdownError } from '../errors/lock-shutdown.error';
 import { LockNotAcquiredError } from '../errors/lock-not-acquired.error';
-import type { AcquireOptions } from './acquire-options.interface';
+import type { AcquireOptions, WithLockOptions } from './acquire-options.interface';
+import { LockEventBus } from '../observability/lock-event.bus';
+import type { LockCallInfo, LockInstrumentation } from '../observability/lock.instrumentation';
 import { monotonicNow } from './clock';
 import { BackgroundTasks } from './background.tasks';
 import { acquireGrant, AcquireHost } from './acquire.loop';
@@ -13,12 +15,34 @@ import { GrantedLock, LockOwner } from './granted.lock';
 import { LockContext } from './lock.context';
 import type { Lock } from './lock.interface';
 import { assertValidKey, LockKeys, normalizeKeys } from './lock-key.validator';
-import { assertKnownOptions, assertOptionalBoolean, toTtl, toWait } from './lock-options.validator';
+import {
+  assertKnownOptions,
+  assertOptionalBoolean,
+  toName,
+  toTtl,
+  toWait,
+} from './lock-options.validator';
 import { ReentrantLock } from './reentrant.lock';
 import { RenewalScheduler } from './renewal.scheduler';
 
-/** The options `acquire`, `tryAcquire` and `withLock` take. */
-const ACQUIRE_OPTIONS = ['ttl', 'wait', 'signal', 'renew'] as const;
+/** The options `acquire` and `tryAcquire` take. */
+const ACQUIRE_OPTIONS = ['ttl', 'wait', 'signal', 'renew', 'name', 'maxHold'] as const;
+/** The options `withLock` and `@Locked` take. */
+const WORK_OPTIONS = [...ACQUIRE_OPTIONS, 'holdAtLeast'] as const;
+
+/**
+ * How a call acquires: `wait` and `try` as `acquire` and `tryAcquire`; `work` waits like `wait`
+ * for `withLock` and `@Locked` (which also take `holdAtLeast`); `skip` is `work` for a
+ * `@Locked({ onBusy: 'skip' })` method, whose refusals are reported as skipped rather than busy.
+ */
+export type AcquireMode = 'wait' | 'try' | 'work' | 'skip';
+
+/** What the engine remembers of a grant while someone observes it (events, hold times). */
+interface Observation {
+  readonly name: string | undefined;
+  /** Monotonic ms of the grant. */
+  readonly at: number;
+}
 
 /** Defaults an engine applies to every call. */
 export interface EngineDefaults {
@@ -57,6 +81,17 @@ export class LockEngine implements LockOwner, AcquireHost {
   private readonly grantListeners: ((lock: Lock, ttl: number) => void)[] = [];
   /** See {@link LockOwner.leaseDeadline}; bound once, read on every validity check. */
   readonly leaseDeadline: () => number;
+  /** Lifecycle events; costs nothing while nobody listens. */
+  readonly events: LockEventBus;
+  /** Grants made while someone listened to events, for their names and hold times. */
+  private readonly observed = new Map<GrantedLock, Observation>();
+  private instrumentation: LockInstrumentation | undefined;
+  /** `maxHold` timers, by lock. */
+  private readonly maxHoldTimers = new Map<GrantedLock, NodeJS.Timeout>();
+  /** Monotonic ms until which a lock must stay held (`holdAtLeast`), by lock. */
+  private readonly holdUntil = new Map<GrantedLock, number>();
+  /** Locks whose work ended and which stay held until their `holdAtLeast` has passed. */
+  private readonly lingering = new Map<GrantedLock, NodeJS.Timeout>();
 
   constructor(
     readonly backend: LockBackend,
@@ -65,6 +100,7 @@ export class LockEngine implements LockOwner, AcquireHost {
   ) {
     this.scheduler = new RenewalScheduler(backend, logger);
     this.tasks = new BackgroundTasks(logger);
+    this.events = new LockEventBus(logger);
     const lease = backend.leaseDeadline?.bind(backend);
     this.leaseDeadline = lease ? () => lease() : () => Infinity;
     // Every parked waiter listens to this signal; thousands may wait at once.
@@ -86,17 +122,29 @@ export class LockEngine implements LockOwner, AcquireHost {
   }
 
   /**
+   * Installs `instrumentation` around every acquisition and locked section from now on, in place
+   * of the previous one; returns the function that removes it.
+   */
+  instrument(instrumentation: LockInstrumentation): () => void {
+    this.instrumentation = instrumentation;
+    return () => {
+      if (this.instrumentation === instrumentation) this.instrumentation = undefined;
+    };
+  }
+
+  /**
    * Acquires `keys`, waiting up to `wait` ms. In `try` mode a busy lock resolves `null` instead of
    * throwing `LockNotAcquiredError`.
    */
-  async acquire(keys: LockKeys, options: AcquireOptions, mode: 'wait'): Promise<Lock>;
-  async acquire(keys: LockKeys, options: AcquireOptions, mode: 'try'): Promise<Lock | null>;
   async acquire(
     keys: LockKeys,
-    options: AcquireOptions,
-    mode: 'wait' | 'try',
-  ): Promise<Lock | null> {
-    assertKnownOptions(options, ACQUIRE_OPTIONS, 'lock options');
+    options: WithLockOptions,
+    mode: 'wait' | 'work' | 'skip',
+  ): Promise<Lock>;
+  async acquire(keys: LockKeys, options: AcquireOptions, mode: 'try'): Promise<Lock | null>;
+  async acquire(keys: LockKeys, options: WithLockOptions, mode: AcquireMode): Promise<Lock | null> {
+    const work = mode === 'work' || mode === 'skip';
+    assertKnownOptions(options, work ? WORK_OPTIONS : ACQUIRE_OPTIONS, 'lock options');
     const userKeys = normalizeKeys(keys);
     const limit = this.backend.maxKeys;
     if (limit !== undefined && userKeys.length > limit) {
@@ -115,6 +163,11 @@ export class LockEngine implements LockOwner, AcquireHost {
     if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) {
       throw new TypeError('signal must be an AbortSignal');
     }
+    const name = options.name === undefined ? undefined : toName(options.name, 'name');
+    const maxHold = options.maxHold === undefined ? undefined : toTtl(options.maxHold, 'maxHold');
+    const holdAtLeast =
+      options.holdAtLeast === undefined ? 0 : toWait(options.holdAtLeast, 'holdAtLeast');
+    if (holdAtLeast > 0) assertHoldAtLeast(holdAtLeast, maxHold, ttl, options.renew ?? true);
     options.signal?.throwIfAborted();
 
     const chain = this.context.heldKeys();
@@ -132,20 +185,80 @@ export class LockEngine implements LockOwner, AcquireHost {
     // The keys this call takes itself: inherited ones are held already, whatever their slot.
     const assertKeys = this.backend.assertKeys;
     if (assertKeys) assertKeys(missing.map((key) => this.defaults.keyPrefix + key));
+    // Read once: a listener that subscribes meanwhile sees the next acquisitions, whole.
+    const observing = this.events.active;
+    const startedAt = observing ? monotonicNow() : 0;
+    const request = {
+      keys: missing,
+      ttl,
+      wait,
+      renew: options.renew ?? true,
+      signal: options.signal,
+    };
+    const instrumentation = this.instrumentation;
     let own: GrantedLock;
     try {
-      own = await acquireGrant(this, {
-        keys: missing,
-        ttl,
-        wait,
-        renew: options.renew ?? true,
-        signal: options.signal,
-      });
+      own = await (instrumentation
+        ? instrumentation.acquire(this.callInfo(name, userKeys), () => acquireGrant(this, request))
+        : acquireGrant(this, request));
     } catch (err) {
+      if (observing) this.reportRefusal(err, name, userKeys, startedAt, mode === 'skip');
       if (mode === 'try' && err instanceof LockNotAcquiredError) return null;
       throw err;
     }
+    if (observing) {
+      const at = monotonicNow();
+      this.observed.set(own, { name, at });
+      this.events.emit('acquired', {
+        name,
+        keys: userKeys,
+        backend: this.backend.name,
+        waited: at - startedAt,
+      });
+    }
+    if (maxHold !== undefined) this.limitHold(own, maxHold);
+    if (holdAtLeast > 0) this.holdUntil.set(own, monotonicNow() + holdAtLeast);
     return inherited.size > 0 ? new ReentrantLock(userKeys, inherited, own) : own;
+  }
+
+  /** Reports a refused or failed acquisition to event listeners. */
+  private reportRefusal(
+    err: unknown,
+    name: string | undefined,
+    keys: readonly string[],
+    startedAt: number,
+    skipping: boolean,
+  ): void {
+    const backend = this.backend.name;
+    if (err instanceof LockNotAcquiredError) {
+      // A skipped call is reported once, as skipped, by the service.
+      if (!skipping)
+        this.events.emit('busy', {
+          name,
+          keys,
+          backend,
+          waited: monotonicNow() - startedAt,
+          error: err,
+        });
+    } else if (err instanceof LockBackendError) {
+      this.events.emit('error', { name, keys, backend, operation: 'acquire', error: err });
+    }
+  }
+
+  /** The call as instrumentation sees it. */
+  private callInfo(name: string | undefined, keys: readonly string[]): LockCallInfo {
+    return { name, keys, backend: this.backend.name };
+  }
+
+  /** Ends `lock` once it has been held for `maxHold` ms (if it is still held then). */
+  private limitHold(lock: GrantedLock, maxHold: number): void {
+    const timer = setTimeout(() => {
+      this.maxHoldTimers.delete(lock);
+      void lock.lose(`it reached its maxHold of ${maxHold} ms`, { mayHold: true });
+    }, maxHold);
+    // The lock has its ttl on the backend: this timer must not keep a process alive.
+    timer.unref();
+    this.maxHoldTimers.set(lock, timer);
   }
 
   /**
@@ -154,10 +267,24 @@ export class LockEngine implements LockOwner, AcquireHost {
    * over a result whose work goes on after it returns (an Observable): it returns what the caller
    * gets instead and becomes responsible for the release.
    */
-  async runHolding<T>(
+  runHolding<T>(
     lock: Lock,
     fn: () => T | Promise<T>,
     handOver?: (result: T) => T | undefined,
+    name?: string,
+  ): Promise<T> {
+    const instrumentation = this.instrumentation;
+    if (!instrumentation) return this.holdWhile(lock, fn, handOver);
+    // The release is part of the locked section's span: a lock lost by then fails it.
+    return instrumentation.work(this.callInfo(name, lock.keys), fencingTokenOf(lock), () =>
+      this.holdWhile(lock, fn, handOver),
+    );
+  }
+
+  private async holdWhile<T>(
+    lock: Lock,
+    fn: () => T | Promise<T>,
+    handOver: ((result: T) => T | undefined) | undefined,
   ): Promise<T> {
     let result: T;
     try {
@@ -177,6 +304,7 @@ export class LockEngine implements LockOwner, AcquireHost {
    * caller must know); an unreachable backend is logged, since the lock then expires on its own.
    */
   async releaseAfterWork(lock: Lock): Promise<void> {
+    if (this.lingers(lock)) return;
     try {
       await lock.release();
     } catch (err) {
@@ -190,11 +318,33 @@ export class LockEngine implements LockOwner, AcquireHost {
 
   /** Releases after failed work without masking the work's error. */
   async releaseQuietly(lock: Lock): Promise<void> {
+    if (this.lingers(lock)) return;
     try {
       await lock.release();
     } catch (err) {
       this.logger.warn(`release of lock "${lock.key}" after a failed call: ${errorMessage(err)}`);
     }
+  }
+
+  /**
+   * When `lock` was taken with `holdAtLeast` and that time has not passed, keeps it held (and
+   * renewed) until then and returns true; its work is over, so it is then released quietly.
+   */
+  private lingers(lock: Lock): boolean {
+    if (this.holdUntil.size === 0 || !(lock instanceof GrantedLock)) return false;
+    const until = this.holdUntil.get(lock);
+    if (until === undefined) return false;
+    this.holdUntil.delete(lock);
+    const left = until - monotonicNow();
+    if (left < 1 || !lock.held) return false;
+    const timer = setTimeout(() => {
+      this.lingering.delete(lock);
+      void this.releaseQuietly(lock);
+    }, left);
+    // Not needed to keep the process alive: the lock then ends with its ttl (or etcd session).
+    timer.unref();
+    this.lingering.set(lock, timer);
+    return true;
   }
 
   /** Calls `listener` with every grant (and its ttl) this engine makes from now on, reentrant handles excluded. */
@@ -242,7 +392,8 @@ export class LockEngine implements LockOwner, AcquireHost {
 
   private async stop(grace: number): Promise<void> {
     this.refuseNewLocks();
-    if (grace > 0 && this.held.size > 0) {
+    // Lingering locks (holdAtLeast) have no work left to wait for: released at once, below.
+    if (grace > 0 && this.held.size > this.lingering.size) {
       let timer: NodeJS.Timeout | undefined;
       await new Promise<void>((resolve) => {
         this.onNoneHeld = resolve;
@@ -252,6 +403,10 @@ export class LockEngine implements LockOwner, AcquireHost {
       clearTimeout(timer);
       this.onNoneHeld = undefined;
     }
+    const lingering = [...this.lingering.keys()];
+    for (const timer of this.lingering.values()) clearTimeout(timer);
+    this.lingering.clear();
+    await Promise.allSettled(lingering.map((lock) => this.releaseQuietly(lock)));
     const held = [...this.held.values()];
     this.scheduler.stop();
     this.stopLossReports?.();
@@ -285,7 +440,22 @@ export class LockEngine implements LockOwner, AcquireHost {
 
   /** {@inheritDoc LockOwner.sendRelease} */
   sendRelease(lock: GrantedLock): Promise<boolean> {
-    return this.track(this.call('release', () => this.backend.release(lock.ref)));
+    const sent = this.track(this.call('release', () => this.backend.release(lock.ref)));
+    if (this.observed.size === 0) return sent;
+    const seen = this.observed.get(lock);
+    if (!seen) return sent;
+    return sent.catch((err: unknown) => {
+      if (err instanceof LockBackendError) {
+        this.events.emit('error', {
+          name: seen.name,
+          keys: lock.keys,
+          backend: this.backend.name,
+          operation: 'release',
+          error: err,
+        });
+      }
+      throw err;
+    });
   }
 
   /** {@inheritDoc LockOwner.releaseOrphan} */
@@ -306,12 +476,47 @@ export class LockEngine implements LockOwner, AcquireHost {
   forget(lock: GrantedLock): void {
     this.held.delete(lock.token);
     this.scheduler.delete(lock);
-    if (this.held.size === 0) this.onNoneHeld?.();
+    if (this.maxHoldTimers.size > 0) {
+      clearTimeout(this.maxHoldTimers.get(lock));
+      this.maxHoldTimers.delete(lock);
+    }
+    if (this.lingering.size > 0) {
+      clearTimeout(this.lingering.get(lock));
+      this.lingering.delete(lock);
+    }
+    if (this.holdUntil.size > 0) this.holdUntil.delete(lock);
+    if (this.observed.size > 0) this.reportEnd(lock);
+    if (this.held.size === this.lingering.size) this.onNoneHeld?.();
   }
 
   /** {@inheritDoc LockOwner.rescheduled} */
-  rescheduled(lock: GrantedLock): void {
+  rescheduled(lock: GrantedLock, outcome: unknown): void {
     this.scheduler.refresh(lock);
+    if (this.observed.size === 0) return;
+    const seen = this.observed.get(lock);
+    if (!seen) return;
+    const base = { name: seen.name, keys: lock.keys, backend: this.backend.name };
+    if (outcome === true) {
+      this.events.emit('extended', { ...base, held: monotonicNow() - seen.at, ttl: lock.ttl });
+    } else if (outcome instanceof Error) {
+      this.events.emit('error', {
+        ...base,
+        operation: 'extend',
+        error: this.asBackendError('extend', outcome),
+      });
+    }
+  }
+
+  /** Reports the end of an observed grant: released, or lost. */
+  private reportEnd(lock: GrantedLock): void {
+    const seen = this.observed.get(lock);
+    if (!seen) return;
+    this.observed.delete(lock);
+    const held = monotonicNow() - seen.at;
+    const base = { name: seen.name, keys: lock.keys, backend: this.backend.name, held };
+    const lost = lock.lossError;
+    if (lost) this.events.emit('lost', { ...base, error: lost });
+    else this.events.emit('released', base);
   }
 
   // --- AcquireHost: called by the acquire loop ------------------------------------------------
@@ -363,6 +568,17 @@ export class LockEngine implements LockOwner, AcquireHost {
     });
   }
 
+  /** `err` as the LockBackendError an event reports. */
+  private asBackendError(operation: string, err: Error): LockBackendError {
+    const error = this.backendError(operation, err);
+    return error instanceof LockBackendError
+      ? error
+      : new LockBackendError(this.backend.name, operation, errorMessage(err), {
+          cause: err,
+          endpoint: this.backend.endpoint,
+        });
+  }
+
   /** Every backend failure leaves the engine as a LockBackendError naming where it happened. */
   private backendError(operation: string, err: unknown): Error {
     const endpoint = this.backend.endpoint;
@@ -392,6 +608,35 @@ export class LockEngine implements LockOwner, AcquireHost {
       backend.ping
         ? backend.ping()
         : backend.inspect(`${this.defaults.keyPrefix}startup-check`).then(() => undefined),
+    );
+  }
+}
+
+/** A lock's fencing token, or undefined on a backend that issues none. */
+function fencingTokenOf(lock: Lock): number | undefined {
+  try {
+    return lock.fencingToken;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * @throws TypeError when `holdAtLeast` cannot be honoured: longer than `maxHold`, or than a ttl
+ *   that is not renewed
+ */
+function assertHoldAtLeast(
+  holdAtLeast: number,
+  maxHold: number | undefined,
+  ttl: number,
+  renew: boolean,
+): void {
+  if (maxHold !== undefined && holdAtLeast > maxHold) {
+    throw new TypeError(`holdAtLeast (${holdAtLeast} ms) must be <= maxHold (${maxHold} ms)`);
+  }
+  if (!renew && holdAtLeast > ttl) {
+    throw new TypeError(
+      `holdAtLeast (${holdAtLeast} ms) must be <= ttl (${ttl} ms) when renew is false: the lock would expire first`,
     );
   }
 }

@@ -12,15 +12,18 @@ import { LockBackendError } from '../errors/lock-backend.error';
 import { LockNotAcquiredError } from '../errors/lock-not-acquired.error';
 import { LockShutdownError } from '../errors/lock-shutdown.error';
 import { attachBusyResponse, BusyResponse } from '../interceptors/busy.response';
-import type { AcquireOptions } from '../engine/acquire-options.interface';
+import type { AcquireOptions, WithLockOptions } from '../engine/acquire-options.interface';
+import { monotonicNow } from '../engine/clock';
+import type { LockEventListener, LockEventType } from '../observability/lock.events';
+import type { LockInstrumentation } from '../observability/lock.instrumentation';
 import { LockEngine } from '../engine/lock.engine';
 import type { Lock } from '../engine/lock.interface';
-import type { LockKeys } from '../engine/lock-key.validator';
+import { normalizeKeys, type LockKeys } from '../engine/lock-key.validator';
 import { DISTRIBUTED_LOCK_RUNTIME } from '../module/distributed-lock.constants';
 import type { LockRuntime } from '../module/lock-runtime.factory';
 
 /** @internal What `@Locked` passes to {@link LockService.runLocked}. */
-export interface RunLockedOptions extends AcquireOptions {
+export interface RunLockedOptions extends WithLockOptions {
   /**
    * `'skip'`: a busy lock, or one refused because the app is shutting down, resolves `undefined`
    * without running the method. Default `'throw'`.
@@ -68,10 +71,31 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown, OnA
   async withLock<T>(
     keys: LockKeys,
     fn: (lock: Lock) => T | Promise<T>,
-    options: AcquireOptions = {},
+    options: WithLockOptions = {},
   ): Promise<T> {
-    const lock = await this.engine.acquire(keys, options, 'wait');
-    return this.engine.runHolding(lock, () => fn(lock));
+    const lock = await this.engine.acquire(keys, options, 'work');
+    return this.engine.runHolding(lock, () => fn(lock), undefined, options.name);
+  }
+
+  /**
+   * Calls `listener` synchronously with every lock event of `type` from now on: `acquired`,
+   * `busy`, `skipped`, `released`, `extended`, `lost`, `error` (see {@link LockEventMap}). A
+   * listener that throws is logged, never propagated into the lock. While nobody listens, the
+   * engine builds no event. Returns the function that unsubscribes.
+   *
+   * @throws TypeError for an unknown event type or a listener that is not a function
+   */
+  on<E extends LockEventType>(type: E, listener: LockEventListener<E>): () => void {
+    return this.engine.events.on(type, listener);
+  }
+
+  /**
+   * Installs `instrumentation` around every acquisition and locked section (what
+   * `nestjs-distributed-lock/opentelemetry` does), replacing the previous one. Returns the
+   * function that removes it.
+   */
+  instrument(instrumentation: LockInstrumentation): () => void {
+    return this.engine.instrument(instrumentation);
   }
 
   /** Whether `key` is currently held by anyone. */
@@ -95,21 +119,37 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown, OnA
     invoke: () => T,
   ): Promise<T | undefined> {
     const { onBusy, busy, ...acquireOptions } = options;
+    const skip = onBusy === 'skip';
+    const startedAt = skip ? monotonicNow() : 0;
     let lock: Lock;
     try {
-      lock = await this.engine.acquire(keys, acquireOptions, 'wait');
+      lock = await this.engine.acquire(keys, acquireOptions, skip ? 'skip' : 'work');
     } catch (err) {
       const refused = err instanceof LockNotAcquiredError || err instanceof LockShutdownError;
-      if (onBusy === 'skip' && refused) {
+      if (skip && refused) {
         this.logger.debug?.(`skipped: ${(err as Error).message}`);
+        if (this.engine.events.active) this.reportSkip(keys, acquireOptions.name, startedAt);
         return undefined;
       }
       if (busy && err instanceof LockNotAcquiredError) attachBusyResponse(err, busy);
       throw err;
     }
-    return this.engine.runHolding(lock, invoke, (result) =>
-      isObservable(result) ? (holdUntilComplete(this.engine, result, lock) as T) : undefined,
+    return this.engine.runHolding(
+      lock,
+      invoke,
+      (result) =>
+        isObservable(result) ? (holdUntilComplete(this.engine, result, lock) as T) : undefined,
+      acquireOptions.name,
     );
+  }
+
+  private reportSkip(keys: LockKeys, name: string | undefined, startedAt: number): void {
+    this.engine.events.emit('skipped', {
+      name,
+      keys: normalizeKeys(keys),
+      backend: this.runtime.backend.name,
+      waited: monotonicNow() - startedAt,
+    });
   }
 
   /**

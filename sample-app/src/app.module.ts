@@ -1,10 +1,14 @@
 import { Module } from '@nestjs/common';
 import { ScheduleModule } from '@nestjs/schedule';
 import { DistributedLockModule } from 'nestjs-distributed-lock';
+import { DistributedLockPrometheusModule } from 'nestjs-distributed-lock/prometheus';
+import { Registry } from 'prom-client';
 import { lockOptionsFromEnv } from './config/lock-options.factory';
 import { InventoryController } from './inventory/inventory.controller';
 import { InventoryService } from './inventory/inventory.service';
 import { CleanupJob } from './jobs/cleanup.job';
+import { MetricsController } from './ops/metrics.controller';
+import { MetricsRegistryModule } from './ops/metrics-registry.module';
 import { OrdersController } from './orders/orders.controller';
 import { OrdersService } from './orders/orders.service';
 import { ReportsController } from './reports/reports.controller';
@@ -13,8 +17,15 @@ import { ReportsController } from './reports/reports.controller';
   imports: [
     ScheduleModule.forRoot(),
     DistributedLockModule.forRootAsync({ useFactory: () => lockOptionsFromEnv(process.env) }),
+    MetricsRegistryModule,
+    // Lock metrics on the app's registry, served at GET /metrics.
+    DistributedLockPrometheusModule.forRootAsync({
+      imports: [MetricsRegistryModule],
+      inject: [Registry],
+      useFactory: (registry: Registry) => ({ registry }),
+    }),
   ],
-  controllers: [OrdersController, ReportsController, InventoryController],
+  controllers: [OrdersController, ReportsController, InventoryController, MetricsController],
   providers: [OrdersService, InventoryService, CleanupJob],
 })
 export class AppModule {}

@@ -1,0 +1,84 @@
+import type { LockBackendError } from '../errors/lock-backend.error';
+import type { LockLostError } from '../errors/lock-lost.error';
+import type { LockNotAcquiredError } from '../errors/lock-not-acquired.error';
+
+/** What every lock event carries. */
+export interface LockEventBase {
+  /**
+   * A bounded name for the lock: the key template of a `@Locked` method (`'order:<id>'`), or the
+   * `name` option given to `LockService` calls; `undefined` when neither was given. Metrics and
+   * spans label with this, never with the raw keys.
+   */
+  readonly name: string | undefined;
+  /** The raw keys of the call (without the module's `keyPrefix`). Unbounded: do not label with them. */
+  readonly keys: readonly string[];
+  /** The backend's name: `'memory'`, `'redis'`, `'etcd'` or `'redlock'` (or a custom backend's). */
+  readonly backend: string;
+}
+
+/** A lock was granted to this instance (reentrant re-entries excluded). */
+export interface LockAcquiredEvent extends LockEventBase {
+  /** Time from the call to the grant, in ms. */
+  readonly waited: number;
+}
+
+/** A lock was not granted within its wait (`LockNotAcquiredError`, or `null` from `tryAcquire`). */
+export interface LockBusyEvent extends LockEventBase {
+  /** Time from the call to the refusal, in ms. */
+  readonly waited: number;
+  /** The refusal. */
+  readonly error: LockNotAcquiredError;
+}
+
+/** A `@Locked({ onBusy: 'skip' })` call did not run because the lock was busy or the app was shutting down. */
+export interface LockSkippedEvent extends LockEventBase {
+  /** Time from the call to the refusal, in ms. */
+  readonly waited: number;
+}
+
+/** A held lock was released by its owner. */
+export interface LockReleasedEvent extends LockEventBase {
+  /** Time from the grant to the release, in ms. */
+  readonly held: number;
+}
+
+/** A held lock was extended (a background renewal or `lock.extend()`). */
+export interface LockExtendedEvent extends LockEventBase {
+  /** Time since the grant, in ms. */
+  readonly held: number;
+  /** The ttl it was extended to, in ms. */
+  readonly ttl: number;
+}
+
+/** A held lock was lost: it expired, was taken over, or the app shut down with it still held. */
+export interface LockLostEvent extends LockEventBase {
+  /** Time from the grant to the loss, in ms. */
+  readonly held: number;
+  /** The error the lock's signal aborted with. */
+  readonly error: LockLostError;
+}
+
+/** A backend call failed (acquire, release or extend); a failed extend is retried while the lock is valid. */
+export interface LockBackendErrorEvent extends LockEventBase {
+  /** What was attempted: `'acquire'`, `'release'` or `'extend'`. */
+  readonly operation: 'acquire' | 'release' | 'extend';
+  /** The failure. */
+  readonly error: LockBackendError;
+}
+
+/** Every lock event, by type, for {@link LockService.on}. */
+export interface LockEventMap {
+  acquired: LockAcquiredEvent;
+  busy: LockBusyEvent;
+  skipped: LockSkippedEvent;
+  released: LockReleasedEvent;
+  extended: LockExtendedEvent;
+  lost: LockLostEvent;
+  error: LockBackendErrorEvent;
+}
+
+/** The type of a lock event: a key of {@link LockEventMap}. */
+export type LockEventType = keyof LockEventMap;
+
+/** A function called, synchronously, with each event of one type. */
+export type LockEventListener<E extends LockEventType> = (event: LockEventMap[E]) => void;
