@@ -131,6 +131,13 @@ const ENTRIES: readonly Entry[] = [
     create: (env) => OursAdapter.create('memory', env),
   },
   {
+    id: 'ours/memory+metrics',
+    backend: 'memory',
+    kind: 'ours',
+    singleProcess: true,
+    create: (env) => OursAdapter.withMetrics('memory', env),
+  },
+  {
     id: 'floor/async-mutex',
     backend: 'memory',
     kind: 'floor',

@@ -5,7 +5,8 @@ import type {
   LockBackend,
   LockService,
 } from 'nestjs-distributed-lock';
-import { loadBackendClass, loadLibrary } from '../support/library.loader';
+import { loadBackendClass, loadLibrary, loadPrometheus } from '../support/library.loader';
+import { Registry } from 'prom-client';
 import { backendConfig, createLockContext, topologyConfig } from '../support/lock-service.factory';
 import { errorMessage } from '../support/time.util';
 import {
@@ -82,11 +83,28 @@ export class OursAdapter implements LockAdapter<Lock> {
     private readonly ownedBackend: LockBackend | undefined,
     readonly note: string | undefined,
     readonly topology?: BenchTopology,
+    private readonly stopMetrics?: () => void,
   ) {
-    this.id = `ours/${topology ?? backend}`;
+    this.id = `ours/${topology ?? backend}${stopMetrics ? '+metrics' : ''}`;
     this.singleProcess = backend === 'memory';
     const settings = `LockService.acquire(key, { ttl, wait: ${ACQUIRE_WAIT_MS} }), renewal on, module defaults`;
-    this.settings = topology ? `${settings}; ${TOPOLOGY_SETTINGS[topology]}` : settings;
+    this.settings = topology
+      ? `${settings}; ${TOPOLOGY_SETTINGS[topology]}`
+      : stopMetrics
+        ? `${settings}; registerLockMetrics on a prom-client Registry (a listener on every lock event)`
+        : settings;
+  }
+
+  /**
+   * Our library with Prometheus metrics recorded (`registerLockMetrics`, so every lock event has
+   * a listener): beside the plain contender, what observing costs, and that not observing is free.
+   */
+  static async withMetrics(kind: BackendKind, env: BenchEnv): Promise<OursAdapter> {
+    const lib = loadLibrary();
+    const app = await createLockContext(moduleOptions(backendConfig(kind, env)), ['error', 'warn']);
+    const locks = app.get(lib.LockService);
+    const stop = loadPrometheus().registerLockMetrics(locks, { registry: new Registry() });
+    return new OursAdapter(kind, app, locks, undefined, undefined, undefined, stop);
   }
 
   /**
@@ -134,6 +152,7 @@ export class OursAdapter implements LockAdapter<Lock> {
   }
 
   async close(): Promise<void> {
+    this.stopMetrics?.();
     await this.app.close();
     await this.ownedBackend?.close?.();
   }

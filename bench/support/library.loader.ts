@@ -37,3 +37,10 @@ export function loadBackendClass(kind: 'redis' | 'etcd'): BackendClass | undefin
     return undefined;
   }
 }
+
+/** The built `nestjs-distributed-lock/prometheus` entry, from the same place as the library. */
+export function loadPrometheus(): typeof import('nestjs-distributed-lock/prometheus') {
+  return load(
+    join(libraryDir(), 'prometheus'),
+  ) as typeof import('nestjs-distributed-lock/prometheus');
+}

@@ -2,7 +2,7 @@ import { INestApplication, Injectable } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
 import { Locked } from 'nestjs-distributed-lock';
 import { registerLockMetrics } from 'nestjs-distributed-lock/prometheus';
-import { Registry } from 'prom-client';
+import { Counter, Registry } from 'prom-client';
 import request from 'supertest';
 import { AppModule } from '../../sample-app/src/app.module';
 import { createLockApp } from '../support/test-app';
@@ -162,6 +162,17 @@ describe('lock metrics (Prometheus)', () => {
         0,
       );
     }, 120_000);
+
+    it('refuses a metric name already taken by a metric it did not make, and bad options', () => {
+      const taken = new Registry();
+      new Counter({ name: 'distributed_lock_held', help: 'not ours', registers: [taken] });
+      expect(() => registerLockMetrics(app.locks, { registry: taken })).toThrow(
+        'already registered by someone else',
+      );
+      expect(() => registerLockMetrics(app.locks, { prefix: 'bad-prefix' })).toThrow(TypeError);
+      expect(() => registerLockMetrics(app.locks, { buckets: [] })).toThrow(TypeError);
+      expect(() => registerLockMetrics(app.locks, { maxNames: 0 })).toThrow(TypeError);
+    });
 
     it('stops updating once unregistered, and shares metrics with a second registration', async () => {
       const shared = new Registry();

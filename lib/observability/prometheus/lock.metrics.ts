@@ -52,116 +52,215 @@ export function registerLockMetrics(
     throw new TypeError('metrics buckets must be a non-empty list of positive numbers of seconds');
   }
   const labels = new LockLabels(options.maxNames ?? 100);
+  const tallies = new Map<MetricLabels, Tally>();
+  const tally = (backend: string, name: string | undefined): Tally => {
+    const l = labels.of(backend, name);
+    let t = tallies.get(l);
+    if (!t) tallies.set(l, (t = newTally(l)));
+    return t;
+  };
   const make = metricMaker(registry, prefix);
-
-  const wait = make(
+  const histogram = (name: string, help: string): Histogram<Labels | 'outcome'> =>
+    make(name, (hooked) => {
+      const metric = new Histogram({
+        name: `${prefix}${name}`,
+        help,
+        labelNames: ['backend', 'lock', 'outcome'] as const,
+        buckets,
+        registers: [registry],
+      });
+      hooked(metric);
+      return metric;
+    });
+  // Counts and the gauge are tallied in plain numbers on the lock path and handed to prom-client
+  // when it collects (a scrape): prom-client validates and hashes labels on every update.
+  const counter = (name: string, help: string, field: CountField): Counter<string> =>
+    make(name, (hooked) => {
+      const metric: Counter<string> = new Counter({
+        name: `${prefix}${name}`,
+        help,
+        labelNames: field === 'errors' ? ['backend', 'lock', 'operation'] : ['backend', 'lock'],
+        registers: [registry],
+        collect: () => flush(metric),
+      });
+      hooked(metric, field);
+      return metric;
+    });
+  const wait = histogram(
     'wait_seconds',
-    () =>
-      new Histogram({
-        name: `${prefix}wait_seconds`,
-        help: 'Time from a lock call to its grant or refusal, in seconds.',
-        labelNames: ['backend', 'lock', 'outcome'] as const,
-        buckets,
-        registers: [registry],
-      }),
+    'Time from a lock call to its grant or refusal, in seconds.',
   );
-  const hold = make(
-    'hold_seconds',
-    () =>
-      new Histogram({
-        name: `${prefix}hold_seconds`,
-        help: 'Time from a grant to its release or loss, in seconds.',
-        labelNames: ['backend', 'lock', 'outcome'] as const,
-        buckets,
-        registers: [registry],
-      }),
-  );
-  const counter = (name: string, help: string): Counter<Labels> =>
-    make(
-      name,
-      () =>
-        new Counter({
-          name: `${prefix}${name}`,
-          help,
-          labelNames: ['backend', 'lock'] as const,
-          registers: [registry],
-        }),
-    );
-  const acquired = counter('acquired_total', 'Locks granted.');
-  const busy = counter(
-    'busy_total',
-    'Lock calls refused because the lock stayed busy for their wait.',
-  );
-  const skipped = counter('skipped_total', "@Locked({ onBusy: 'skip' }) calls skipped.");
-  const lost = counter(
-    'lost_total',
-    'Held locks lost (expired, taken over, or ended at shutdown).',
-  );
-  const errors = make(
-    'backend_errors_total',
-    () =>
-      new Counter({
-        name: `${prefix}backend_errors_total`,
-        help: 'Failed backend calls, by operation (acquire, release, extend).',
-        labelNames: ['backend', 'lock', 'operation'] as const,
-        registers: [registry],
-      }),
-  );
-  const held = make(
-    'held',
-    () =>
-      new Gauge({
+  const hold = histogram('hold_seconds', 'Time from a grant to its release or loss, in seconds.');
+  const metrics = [
+    counter('acquired_total', 'Locks granted.', 'acquired'),
+    counter(
+      'busy_total',
+      'Lock calls refused because the lock stayed busy for their wait.',
+      'busy',
+    ),
+    counter('skipped_total', "@Locked({ onBusy: 'skip' }) calls skipped.", 'skipped'),
+    counter('lost_total', 'Held locks lost (expired, taken over, or ended at shutdown).', 'lost'),
+    counter(
+      'backend_errors_total',
+      'Failed backend calls, by operation (acquire, release, extend).',
+      'errors',
+    ),
+    make('held', (hooked) => {
+      const metric: Gauge<string> = new Gauge({
         name: `${prefix}held`,
         help: 'Locks held by this process.',
         labelNames: ['backend', 'lock'] as const,
         registers: [registry],
-      }),
-  );
+        collect: () => flush(metric),
+      });
+      hooked(metric, 'held');
+      return metric;
+    }),
+  ];
+  for (const metric of metrics) sourcesOf(metric).add(tallies);
 
   const offs = [
     locks.on('acquired', (e) => {
-      const l = labels.of(e.backend, e.name);
-      acquired.inc(l);
-      held.inc(l);
-      wait.observe({ ...l, outcome: 'acquired' }, e.waited / 1000);
+      const t = tally(e.backend, e.name);
+      t.counts.acquired++;
+      t.counts.held++;
+      wait.observe(t.outcome.acquired, e.waited / 1000);
     }),
     locks.on('busy', (e) => {
-      const l = labels.of(e.backend, e.name);
-      busy.inc(l);
-      wait.observe({ ...l, outcome: 'busy' }, e.waited / 1000);
+      const t = tally(e.backend, e.name);
+      t.counts.busy++;
+      wait.observe(t.outcome.busy, e.waited / 1000);
     }),
     locks.on('skipped', (e) => {
-      const l = labels.of(e.backend, e.name);
-      skipped.inc(l);
-      wait.observe({ ...l, outcome: 'skipped' }, e.waited / 1000);
+      const t = tally(e.backend, e.name);
+      t.counts.skipped++;
+      wait.observe(t.outcome.skipped, e.waited / 1000);
     }),
     locks.on('released', (e) => {
-      const l = labels.of(e.backend, e.name);
-      held.dec(l);
-      hold.observe({ ...l, outcome: 'released' }, e.held / 1000);
+      const t = tally(e.backend, e.name);
+      t.counts.held--;
+      hold.observe(t.outcome.released, e.held / 1000);
     }),
     locks.on('lost', (e) => {
-      const l = labels.of(e.backend, e.name);
-      lost.inc(l);
-      held.dec(l);
-      hold.observe({ ...l, outcome: 'lost' }, e.held / 1000);
+      const t = tally(e.backend, e.name);
+      t.counts.lost++;
+      t.counts.held--;
+      hold.observe(t.outcome.lost, e.held / 1000);
     }),
     locks.on('error', (e) => {
-      errors.inc({ ...labels.of(e.backend, e.name), operation: e.operation });
+      tally(e.backend, e.name).errors[e.operation]++;
     }),
   ];
+  let stopped = false;
   return () => {
+    if (stopped) return;
+    stopped = true;
     for (const off of offs) off();
+    // What was counted stays counted: hand it over now, then stop reporting this source.
+    for (const metric of metrics) {
+      flush(metric);
+      sourcesOf(metric).delete(tallies);
+    }
   };
 }
 
+type CountField = 'acquired' | 'busy' | 'skipped' | 'lost' | 'held' | 'errors';
+type Operation = 'acquire' | 'release' | 'extend';
+type MetricLabels = { readonly backend: string; readonly lock: string };
+
+/** One label pair's counts (as tallied, and as already handed to prom-client). */
+interface Tally {
+  readonly labels: MetricLabels;
+  /** The histogram labels of each outcome, made once. */
+  readonly outcome: Readonly<
+    Record<'acquired' | 'busy' | 'skipped' | 'released' | 'lost', Record<string, string>>
+  >;
+  readonly counts: Record<Exclude<CountField, 'errors'>, number>;
+  readonly reported: Record<Exclude<CountField, 'errors'>, number>;
+  readonly errors: Record<Operation, number>;
+  readonly reportedErrors: Record<Operation, number>;
+}
+
+function newTally(labels: MetricLabels): Tally {
+  const zero = () => ({ acquired: 0, busy: 0, skipped: 0, lost: 0, held: 0 });
+  const outcome = (name: string) => ({ backend: labels.backend, lock: labels.lock, outcome: name });
+  return {
+    labels,
+    outcome: {
+      acquired: outcome('acquired'),
+      busy: outcome('busy'),
+      skipped: outcome('skipped'),
+      released: outcome('released'),
+      lost: outcome('lost'),
+    },
+    counts: zero(),
+    reported: zero(),
+    errors: { acquire: 0, release: 0, extend: 0 },
+    reportedErrors: { acquire: 0, release: 0, extend: 0 },
+  };
+}
+
+/** Which field each tallied metric reports, and the tallies (one per registration) it sums. */
+const fieldOf = new WeakMap<object, CountField>();
+const sources = new WeakMap<object, Set<Map<MetricLabels, Tally>>>();
+
+function sourcesOf(metric: object): Set<Map<MetricLabels, Tally>> {
+  let set = sources.get(metric);
+  if (!set) sources.set(metric, (set = new Set()));
+  return set;
+}
+
+/** Hands what the tallies counted since the last flush to `metric` (deltas: registrations add up). */
+function flush(metric: Counter<string> | Gauge<string>): void {
+  const field = fieldOf.get(metric);
+  if (!field) return;
+  for (const tallies of sources.get(metric) ?? []) {
+    for (const t of tallies.values()) {
+      if (field === 'errors') {
+        for (const operation of ['acquire', 'release', 'extend'] as const) {
+          const delta = t.errors[operation] - t.reportedErrors[operation];
+          if (delta === 0) continue;
+          t.reportedErrors[operation] = t.errors[operation];
+          (metric as Counter<string>).inc({ ...t.labels, operation }, delta);
+        }
+        continue;
+      }
+      const delta = t.counts[field] - t.reported[field];
+      // A counter is exported from its first series on, at 0; the gauge too.
+      if (delta === 0 && t.reported[field] !== 0) continue;
+      t.reported[field] = t.counts[field];
+      if (field === 'held') (metric as Gauge<string>).inc({ ...t.labels }, delta);
+      else (metric as Counter<string>).inc({ ...t.labels }, delta);
+    }
+  }
+}
+
+/** Metrics this module created, so a name taken by someone else's metric is refused. */
+const ours = new WeakSet<object>();
+
 /**
- * Returns a function that gives the registry's metric of that name if one exists (registered by
- * an earlier call, for instance a second application in the process), else creates it.
+ * Returns a function that gives the registry's metric of that name when this module made it
+ * (an earlier registration, for instance a second application in the process), else creates it.
+ *
+ * @throws Error when the name is taken on the registry by a metric this module did not make
  */
 function metricMaker(registry: Registry, prefix: string) {
-  return <M>(name: string, create: () => M): M => {
+  return <M extends object>(
+    name: string,
+    create: (hooked: (metric: object, field?: CountField) => void) => M,
+  ): M => {
     const existing = registry.getSingleMetric(`${prefix}${name}`);
-    return existing ? (existing as unknown as M) : create();
+    if (existing) {
+      if (!ours.has(existing)) {
+        throw new Error(
+          `metric ${prefix}${name} is already registered by someone else; pass another prefix`,
+        );
+      }
+      return existing as unknown as M;
+    }
+    return create((metric, field) => {
+      ours.add(metric);
+      if (field) fieldOf.set(metric, field);
+    });
   };
 }
