@@ -10,6 +10,7 @@ export default tseslint.config(
       'dist-bench/',
       'coverage/',
       'bench/results/',
+      'docs/api/',
     ],
   },
   js.configs.recommended,

@@ -4,6 +4,8 @@
  *
  * A separate entry point so that application code, which only takes locks, sees a small API from
  * `nestjs-distributed-lock`; the request and response shapes below change only with the contract.
+ *
+ * @module nestjs-distributed-lock/backend
  */
 export type {
   BackendAcquireRequest,

@@ -1,6 +1,8 @@
 /**
  * `nestjs-distributed-lock/opentelemetry`: spans around lock waits and locked sections through
  * `@opentelemetry/api` (an optional peer dependency, needed only by this entry point).
+ *
+ * @module nestjs-distributed-lock/opentelemetry
  */
 export {
   instrumentLockTracing,

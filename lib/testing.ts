@@ -8,6 +8,8 @@
  * }).compile();
  * const testing = moduleRef.get(LockTesting);
  * ```
+ *
+ * @module nestjs-distributed-lock/testing
  */
 export { DistributedLockTestingModule } from './testing/distributed-lock-testing.module';
 export type { DistributedLockTestingOptions } from './testing/distributed-lock-testing.module';

@@ -53,6 +53,7 @@ export interface BackendHandoff {
 /** Outcome of one acquire attempt. */
 export type BackendAcquireResult =
   | {
+      /** Granted: the caller holds every key of the request. */
       readonly acquired: true;
       /**
        * One fencing token per key, in the order of `keys`; strictly increasing per key. Empty on
@@ -61,6 +62,7 @@ export type BackendAcquireResult =
       readonly fencingTokens: readonly number[];
     }
   | {
+      /** Busy: someone else holds at least one of the keys; nothing was granted. */
       readonly acquired: false;
       /**
        * Upper bound, in ms, after which a new attempt may succeed without any wake-up (usually the

@@ -2,8 +2,8 @@ import { LockError } from './lock.error';
 
 /**
  * The backend failed or could not be reached in time. Never used for "busy": a busy lock is a
- * {@link LockNotAcquiredError}. The message names the backend, where it connects (when known)
- * and the underlying cause, which is also kept as `cause`.
+ * {@link nestjs-distributed-lock!LockNotAcquiredError}. The message names the backend, where it
+ * connects (when known) and the underlying cause, which is also kept as `cause`.
  */
 export class LockBackendError extends LockError {
   /** What went wrong, as reported by the backend or its client (the message's last part). */

@@ -12,6 +12,7 @@ import type { RedlockLockBackendOptions } from '../backends/redlock';
 
 /** Selects the embedded in-memory backend (one process only). */
 export interface MemoryBackendConfig extends MemoryLockBackendOptions {
+  /** The in-memory backend. */
   type: 'memory';
 }
 
@@ -22,20 +23,29 @@ export interface MemoryBackendConfig extends MemoryLockBackendOptions {
  * `{ type: 'redis', options }` (ioredis options). Needs the
  * optional peer dependency `ioredis`.
  */
-export type RedisBackendConfig = { type: 'redis' } & RedisLockBackendOptions;
+export type RedisBackendConfig = {
+  /** The Redis backend (single node, Sentinel or Cluster). */
+  type: 'redis';
+} & RedisLockBackendOptions;
 
 /**
  * Selects etcd: `{ type: 'etcd', hosts }` plus etcd3 client options, or `{ type: 'etcd', client }`
  * (an `Etcd3` you own; never closed by the module). Needs the optional peer dependency `etcd3`.
  */
-export type EtcdBackendConfig = { type: 'etcd' } & EtcdLockBackendOptions;
+export type EtcdBackendConfig = {
+  /** The etcd backend. */
+  type: 'etcd';
+} & EtcdLockBackendOptions;
 
 /**
  * Selects Redlock over independent Redis masters: `{ type: 'redlock', urls: [...] }` or
  * `{ type: 'redlock', clients: [...] }` (ioredis clients you own; never closed by the module), an
  * odd number of 3 or more. No fencing tokens (`lock.fencingToken` throws). Needs `ioredis`.
  */
-export type RedlockBackendConfig = { type: 'redlock' } & RedlockLockBackendOptions;
+export type RedlockBackendConfig = {
+  /** The Redlock backend over independent Redis masters. */
+  type: 'redlock';
+} & RedlockLockBackendOptions;
 
 /** A backend described by configuration; the module creates it and closes it at shutdown. */
 export type LockBackendConfig =
@@ -84,6 +94,10 @@ export interface DistributedLockModuleOptions {
 
 /** A class that produces the module options, for `forRootAsync({ useClass | useExisting })`. */
 export interface DistributedLockOptionsFactory {
+  /**
+   * Returns the module options, or a Promise of them; called once, at bootstrap. Invalid options
+   * (or a rejection) stop the application start.
+   */
   createDistributedLockOptions():
     DistributedLockModuleOptions | Promise<DistributedLockModuleOptions>;
 }

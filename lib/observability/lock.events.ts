@@ -68,12 +68,19 @@ export interface LockBackendErrorEvent extends LockEventBase {
 
 /** Every lock event, by type, for {@link LockService.on}. */
 export interface LockEventMap {
+  /** A lock was granted: {@link LockAcquiredEvent}. */
   acquired: LockAcquiredEvent;
+  /** A lock was not granted within its wait: {@link LockBusyEvent}. */
   busy: LockBusyEvent;
+  /** An `onBusy: 'skip'` call did not run: {@link LockSkippedEvent}. */
   skipped: LockSkippedEvent;
+  /** A held lock was released: {@link LockReleasedEvent}. */
   released: LockReleasedEvent;
+  /** A held lock was extended: {@link LockExtendedEvent}. */
   extended: LockExtendedEvent;
+  /** A held lock was lost: {@link LockLostEvent}. */
   lost: LockLostEvent;
+  /** A backend call failed: {@link LockBackendErrorEvent}. */
   error: LockBackendErrorEvent;
 }
 

@@ -16,25 +16,35 @@ export const DEFAULT_ETCD_COMMAND_TIMEOUT = 2_000;
 export interface EtcdClientOptions {
   /** TLS client credentials, passed to grpc-js `credentials.createSsl`. */
   readonly credentials?: {
+    /** PEM of the certificate authority that signed the etcd servers' certificates. */
     readonly rootCertificate: Buffer;
+    /** PEM of the client's private key, for client-certificate authentication. */
     readonly privateKey?: Buffer;
+    /** PEM of the client's certificate chain, with `privateKey`. */
     readonly certChain?: Buffer;
   };
   /** grpc-js channel options, such as `{ 'grpc.keepalive_time_ms': 10_000 }`. */
   readonly grpcOptions?: object;
   /** Password authentication; `callOptions` are grpc-js call options of the token exchange. */
   readonly auth?: {
+    /** etcd user name. */
     readonly username: string;
+    /** That user's password. */
     readonly password: string;
+    /** grpc-js call options of the token exchange. */
     readonly callOptions?: object;
   };
   /** grpc-js call options of every call, or a function of the call context returning them. */
   readonly defaultCallOptions?: object;
+  /** etcd3's timeout, in ms, of establishing a connection to a host. etcd3's default: 30000. */
   readonly dialTimeout?: number;
   /** cockatiel policies: `host(hostname)` and `global`, and the watch reconnect backoff. */
   readonly faultHandling?: {
+    /** The policy of calls to one host, given its name. */
     readonly host?: (hostname: string) => object;
+    /** The policy wrapped around every call, across hosts. */
     readonly global?: object;
+    /** The backoff between attempts to re-establish a watch. */
     readonly watchBackoff?: object;
   };
 }
@@ -54,8 +64,11 @@ const ETCD3_OPTION_NAMES: readonly (keyof EtcdClientOptions)[] = [
  * `client.namespace(...)`) fits as it is.
  */
 export interface EtcdClientLike {
+  /** etcd3's key-value service client. */
   readonly kv: object;
+  /** etcd3's lease service client. */
   readonly leaseClient: object;
+  /** Starts a watch builder (etcd3's `Etcd3.watch()`). */
   watch(): unknown;
 }
 
@@ -100,6 +113,7 @@ export interface EtcdLockBackendHostsOptions extends EtcdClientOptions, EtcdLock
    * @throws TypeError at construction for anything else, naming it
    */
   readonly hosts: string | readonly string[];
+  /** @hidden */
   readonly client?: never;
 }
 
@@ -107,6 +121,7 @@ export interface EtcdLockBackendHostsOptions extends EtcdClientOptions, EtcdLock
 export interface EtcdLockBackendClientOptions extends EtcdLockBackendTuning {
   /** An etcd3 `Etcd3` client (root namespace). */
   readonly client: EtcdClientLike;
+  /** @hidden */
   readonly hosts?: never;
 }
 

@@ -193,6 +193,7 @@ export class EtcdLockBackend implements LockBackend {
   /**
    * {@inheritDoc LockBackend.cancel}
    *
+   * @privateRemarks
    * Member keys follow from key, lease and token: this deletes every member the token can have on
    * the session, known here or not (an attempt whose answer was lost).
    */
@@ -235,6 +236,7 @@ export class EtcdLockBackend implements LockBackend {
   /**
    * {@inheritDoc LockBackend.onWake}
    *
+   * @privateRemarks
    * When every member ahead of the waiter is deleted, the lock is already its own: the wake-up
    * carries it as a handoff, held until released like any grant.
    */

@@ -7,8 +7,11 @@ import type { Cluster, ClusterOptions, Redis, RedisOptions } from 'ioredis';
  * without ioredis installed: a standalone `Redis` instance of ioredis 5 or 6 fits as it is.
  */
 export interface RedisClientLike {
+  /** ioredis's connection status; commands are sent only while it is `ready`. */
   readonly status: string;
+  /** Sends one command (ioredis's `call`); rejects with the client's error. */
   call(command: string, args: (string | number)[]): Promise<unknown>;
+  /** A new connection with the same options, for pub/sub; the backend closes it. */
   duplicate(override?: object): RedisClientLike;
 }
 
@@ -39,18 +42,32 @@ const IOREDIS_OPTION_NAMES = [
 export interface RedisConnectionOptions extends Partial<
   Readonly<Record<(typeof IOREDIS_OPTION_NAMES)[number], unknown>>
 > {
+  /** Server host name or address. ioredis's default: `localhost`. */
   readonly host?: string;
+  /** Server port. ioredis's default: 6379. */
   readonly port?: number;
   /** A Unix socket, instead of host and port. */
   readonly path?: string;
+  /** ACL user name (Redis 6 or later). */
   readonly username?: string;
+  /** Password (`AUTH`). */
   readonly password?: string;
+  /** Database index. ioredis's default: 0. */
   readonly db?: number;
+  /** TLS options (Node's `tls.connect`); `{}` turns TLS on with the defaults. */
   readonly tls?: ConnectionOptions;
   /** Sentinel: the master group name. */
   readonly name?: string;
-  readonly sentinels?: readonly { readonly host?: string; readonly port?: number }[];
+  /** Sentinel: the sentinels to ask for the primary of `name`. */
+  readonly sentinels?: readonly {
+    /** Sentinel host. ioredis's default: `localhost`. */
+    readonly host?: string;
+    /** Sentinel port. ioredis's default: 26379. */
+    readonly port?: number;
+  }[];
+  /** How long, in ms, ioredis waits for a connection before it retries. ioredis's default: 10000. */
   readonly connectTimeout?: number;
+  /** Name of the connection in `CLIENT LIST` (`CLIENT SETNAME`). */
   readonly connectionName?: string;
 }
 
@@ -111,9 +128,13 @@ export interface RedisReplicaAcks {
 export interface RedisLockBackendUrlOptions extends RedisLockBackendTuning {
   /** Such as `redis://user:password@127.0.0.1:6379/0`, or `rediss://` for TLS. */
   readonly url: string;
+  /** @hidden */
   readonly client?: never;
+  /** @hidden */
   readonly options?: never;
+  /** @hidden */
   readonly sentinels?: never;
+  /** @hidden */
   readonly cluster?: never;
 }
 
@@ -130,9 +151,13 @@ export interface RedisLockBackendClientOptions extends RedisLockBackendTuning {
    * connections (ioredis's `quit()` leaves them open).
    */
   readonly client: RedisClientLike;
+  /** @hidden */
   readonly url?: never;
+  /** @hidden */
   readonly options?: never;
+  /** @hidden */
   readonly sentinels?: never;
+  /** @hidden */
   readonly cluster?: never;
 }
 
@@ -146,14 +171,19 @@ export interface RedisLockBackendConnectionOptions extends RedisLockBackendTunin
    * command). Auto-reconnect stays on.
    */
   readonly options: RedisConnectionOptions;
+  /** @hidden */
   readonly url?: never;
+  /** @hidden */
   readonly client?: never;
+  /** @hidden */
   readonly sentinels?: never;
+  /** @hidden */
   readonly cluster?: never;
 }
 
 /** One sentinel of a {@link RedisLockBackendSentinelOptions}. */
 export interface RedisSentinelAddress {
+  /** Host name or address of the sentinel. */
   readonly host: string;
   /** Default 26379. */
   readonly port?: number;
@@ -173,24 +203,33 @@ export interface RedisLockBackendSentinelOptions extends RedisLockBackendTuning 
   readonly sentinels: readonly RedisSentinelAddress[];
   /** The master group name, as in `sentinel monitor <name> ...`. */
   readonly name: string;
-  /** Credentials and database of the data nodes (primary and replicas). */
+  /** ACL user name on the data nodes (primary and replicas). */
   readonly username?: string;
+  /** Password of the data nodes. */
   readonly password?: string;
+  /** Database index on the data nodes. Default 0. */
   readonly db?: number;
   /** TLS to the data nodes. */
   readonly tls?: ConnectionOptions;
-  /** Credentials and TLS of the sentinels themselves, when they need any. */
+  /** ACL user name on the sentinels themselves, when they need one. */
   readonly sentinelUsername?: string;
+  /** Password of the sentinels themselves, when they need one. */
   readonly sentinelPassword?: string;
+  /** TLS to the sentinels themselves. */
   readonly sentinelTLS?: ConnectionOptions;
+  /** @hidden */
   readonly url?: never;
+  /** @hidden */
   readonly client?: never;
+  /** @hidden */
   readonly options?: never;
+  /** @hidden */
   readonly cluster?: never;
 }
 
 /** One node of a {@link RedisLockBackendClusterOptions}. */
 export interface RedisClusterNode {
+  /** Host name or address of the node. */
   readonly host: string;
   /** Default 6379. */
   readonly port?: number;
@@ -202,11 +241,17 @@ export interface RedisClusterNode {
  * connection (credentials, TLS...).
  */
 export interface RedisClusterConnectionOptions {
+  /** Options of every node connection: credentials, TLS... */
   readonly redisOptions?: RedisConnectionOptions;
+  /** ioredis's `natMap`: addresses the nodes announce, mapped to where to reach them. */
   readonly natMap?: unknown;
+  /** ioredis's `dnsLookup`: resolves node host names. ioredis's default: `dns.lookup`. */
   readonly dnsLookup?: unknown;
+  /** Timeout, in ms, of a slot map refresh. ioredis's default: 1000. */
   readonly slotsRefreshTimeout?: number;
+  /** Time, in ms, between automatic slot map refreshes. ioredis's default: 5000. */
   readonly slotsRefreshInterval?: number;
+  /** Any other ioredis `ClusterOptions`; a near miss of a known name is refused. */
   readonly [option: string]: unknown;
 }
 
@@ -224,9 +269,13 @@ export interface RedisLockBackendClusterOptions extends RedisLockBackendTuning {
   readonly cluster: readonly RedisClusterNode[];
   /** Passed to ioredis's `new Cluster(nodes, clusterOptions)`. */
   readonly clusterOptions?: RedisClusterConnectionOptions;
+  /** @hidden */
   readonly url?: never;
+  /** @hidden */
   readonly client?: never;
+  /** @hidden */
   readonly options?: never;
+  /** @hidden */
   readonly sentinels?: never;
 }
 

@@ -316,7 +316,7 @@ export class RedisLockBackend implements LockBackend {
 
   /**
    * See {@link LockBackend.onWake}. Starts the pub/sub subscription on first use. A release that
-   * hands the lock to a single-key waiter passes the {@link BackendHandoff}.
+   * hands the lock to a single-key waiter passes the {@link nestjs-distributed-lock/backend!BackendHandoff}.
    */
   onWake(token: string, listener: WakeListener): Unsubscribe {
     return this.wake.on(token, listener);

@@ -25,6 +25,7 @@ export interface RedlockLockBackendTuning {
 export interface RedlockLockBackendUrlOptions extends RedlockLockBackendTuning {
   /** One URL per master: an odd number, 3 or more (5 is usual). */
   readonly urls: readonly string[];
+  /** @hidden */
   readonly clients?: never;
 }
 
@@ -35,6 +36,7 @@ export interface RedlockLockBackendUrlOptions extends RedlockLockBackendTuning {
 export interface RedlockLockBackendClientOptions extends RedlockLockBackendTuning {
   /** One standalone ioredis client per master: an odd number, 3 or more (5 is usual). */
   readonly clients: readonly RedisClientLike[];
+  /** @hidden */
   readonly urls?: never;
 }
 

@@ -40,7 +40,12 @@ export class LockTracingInstaller implements OnModuleInit, OnModuleDestroy {
  */
 @Module({})
 export class DistributedLockTracingModule {
-  /** @param options the tracer (default: the global provider's) and whether to record raw keys (default false) */
+  /**
+   * Installs the tracing on the application's `LockService` when the module starts.
+   *
+   * @param options the tracer (default: the global provider's) and whether to record raw keys
+   *   (default false)
+   */
   static forRoot(options: LockTracingOptions = {}): DynamicModule {
     return {
       module: DistributedLockTracingModule,

@@ -52,6 +52,9 @@ export class LockMetricsRecorder implements OnModuleInit, OnModuleDestroy {
 @Module({})
 export class DistributedLockPrometheusModule {
   /**
+   * Registers the lock metrics on the registry and records every lock event of the application's
+   * `LockService` into them.
+   *
    * @param options the registry (default: prom-client's global one), the metric name prefix
    *   (default `'distributed_lock_'`), the most lock names kept as labels (default 100) and the
    *   histogram buckets in seconds
