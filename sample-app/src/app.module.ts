@@ -4,6 +4,7 @@ import { DistributedLockModule } from 'nestjs-distributed-lock';
 import { DistributedLockPrometheusModule } from 'nestjs-distributed-lock/prometheus';
 import { Registry } from 'prom-client';
 import { lockOptionsFromEnv } from './config/lock-options.factory';
+import { paymentLedgerFromEnv } from './config/payment-ledger.factory';
 import { InventoryController } from './inventory/inventory.controller';
 import { InventoryService } from './inventory/inventory.service';
 import { CleanupJob } from './jobs/cleanup.job';
@@ -11,6 +12,7 @@ import { MetricsController } from './ops/metrics.controller';
 import { MetricsRegistryModule } from './ops/metrics-registry.module';
 import { OrdersController } from './orders/orders.controller';
 import { OrdersService } from './orders/orders.service';
+import { PaymentLedger } from './orders/payment.ledger';
 import { ReportsController } from './reports/reports.controller';
 
 @Module({
@@ -26,6 +28,11 @@ import { ReportsController } from './reports/reports.controller';
     }),
   ],
   controllers: [OrdersController, ReportsController, InventoryController, MetricsController],
-  providers: [OrdersService, InventoryService, CleanupJob],
+  providers: [
+    OrdersService,
+    InventoryService,
+    CleanupJob,
+    { provide: PaymentLedger, useFactory: () => paymentLedgerFromEnv(process.env) },
+  ],
 })
 export class AppModule {}

@@ -3,6 +3,10 @@ import { Test } from '@nestjs/testing';
 import request from 'supertest';
 import { AppModule } from '../../sample-app/src/app.module';
 import { lockOptionsFromEnv } from '../../sample-app/src/config/lock-options.factory';
+import { PaymentLedger } from '../../sample-app/src/orders/payment.ledger';
+import { LockService } from 'nestjs-distributed-lock';
+import { sleep } from '../support/async.helpers';
+import { uniqueId } from '../support/test-ids';
 
 describe('sample app (memory backend)', () => {
   let app: INestApplication;
@@ -113,5 +117,70 @@ describe.each([
       ),
     );
     expect(statuses.sort()).toEqual([201, 409]);
+  });
+});
+
+describe('fenced writes: two sample app instances sharing Redis', () => {
+  const apps: INestApplication[] = [];
+
+  beforeAll(async () => {
+    const saved = { ...process.env };
+    Object.assign(process.env, {
+      LOCK_BACKEND: 'redis',
+      LOCK_PREFIX: `sample-fenced-${uniqueId()}:`,
+    });
+    try {
+      for (let i = 0; i < 2; i++) {
+        const moduleRef = await Test.createTestingModule({ imports: [AppModule] }).compile();
+        const app = moduleRef.createNestApplication({ logger: false });
+        await app.init();
+        apps.push(app);
+      }
+    } finally {
+      process.env = saved;
+    }
+  });
+
+  afterAll(async () => {
+    for (const app of apps) await app.close();
+  });
+
+  it('pays an order once across instances, from the shared ledger', async () => {
+    const order = uniqueId();
+    const responses = await Promise.all(
+      [...apps, ...apps].map((app) =>
+        request(app.getHttpServer()).post(`/orders/${order}/pay`).send({ amount: 3 }),
+      ),
+    );
+    expect(responses.map((r) => r.status).sort()).toEqual([201, 409, 409, 409]);
+    // The other instance reads the same payment.
+    const paid = await request(apps[1].getHttpServer()).get(`/orders/${order}`).expect(200);
+    expect(paid.body.fencingToken).toBe(responses.find((r) => r.status === 201)?.body.fencingToken);
+  });
+
+  it('refuses the write of a holder whose lock expired after another instance took it', async () => {
+    const order = uniqueId();
+    const key = `order:${order}`;
+    // Instance 0 takes the lock, then "pauses" past its ttl (no renewal).
+    const stale = await apps[0].get(LockService).acquire(key, { ttl: 300, renew: false });
+    await sleep(450);
+    const fresh = await apps[1].get(LockService).acquire(key, { wait: 2000 });
+    expect(fresh.fencingToken).toBeGreaterThan(stale.fencingToken);
+    const payment = (fencingToken: number) => ({
+      orderId: order,
+      amount: 3,
+      fencingToken,
+      paidAt: new Date().toISOString(),
+    });
+    await expect(apps[1].get(PaymentLedger).record(payment(fresh.fencingToken))).resolves.toBe(
+      'written',
+    );
+    // The paused holder wakes up and writes: the store itself refuses it.
+    await expect(apps[0].get(PaymentLedger).record(payment(stale.fencingToken))).resolves.toBe(
+      'stale',
+    );
+    await fresh.release();
+    const stored = await request(apps[0].getHttpServer()).get(`/orders/${order}`).expect(200);
+    expect(stored.body.fencingToken).toBe(fresh.fencingToken);
   });
 });

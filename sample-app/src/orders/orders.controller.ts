@@ -11,7 +11,7 @@ export class OrdersController {
   }
 
   @Get(':id')
-  find(@Param('id') id: string): Payment {
+  find(@Param('id') id: string): Promise<Payment> {
     return this.orders.find(id);
   }
 }

@@ -1,28 +1,27 @@
 import { ConflictException, Injectable, NotFoundException } from '@nestjs/common';
 import { Locked, LockService } from 'nestjs-distributed-lock';
+import { Payment, PaymentLedger } from './payment.ledger';
 
-/** A payment as the ledger records it, with the fencing token of the lock that wrote it. */
-export interface Payment {
-  orderId: string;
-  amount: number;
-  fencingToken: number;
-  paidAt: string;
-}
+export type { Payment } from './payment.ledger';
 
 /**
- * Pays orders. The ledger here is in memory to keep the sample small; in a real app it is the
- * database, and it would reject writes whose fencing token is older than the last one it saw.
+ * Pays orders. The lock keeps two instances from charging the same order at once; the fencing
+ * token, checked by the ledger itself, keeps a writer whose lock expired while it was paused from
+ * overwriting the payment of the instance that took the lock after it.
  */
 @Injectable()
 export class OrdersService {
-  private readonly ledger = new Map<string, Payment>();
-
-  constructor(private readonly locks: LockService) {}
+  constructor(
+    private readonly locks: LockService,
+    private readonly ledger: PaymentLedger,
+  ) {}
 
   /** Charges an order once. A second concurrent call waits for the lock, then sees it paid. */
   @Locked('order:<orderId>')
   async pay(orderId: string, amount: number): Promise<Payment> {
-    if (this.ledger.has(orderId)) throw new ConflictException(`order ${orderId} is already paid`);
+    if (await this.ledger.find(orderId)) {
+      throw new ConflictException(`order ${orderId} is already paid`);
+    }
     await this.chargeCard(amount);
     const lock = this.locks.current();
     // The lock may have been lost while the gateway was slow: never record a payment then.
@@ -33,12 +32,15 @@ export class OrdersService {
       fencingToken: lock?.fencingToken ?? 0,
       paidAt: new Date().toISOString(),
     };
-    this.ledger.set(orderId, payment);
+    // The check above can still be late (a pause right here): the ledger has the last word.
+    if ((await this.ledger.record(payment)) === 'stale') {
+      throw new ConflictException(`order ${orderId} was written by a newer lock holder`);
+    }
     return payment;
   }
 
-  find(orderId: string): Payment {
-    const payment = this.ledger.get(orderId);
+  async find(orderId: string): Promise<Payment> {
+    const payment = await this.ledger.find(orderId);
     if (!payment) throw new NotFoundException(`order ${orderId} is not paid`);
     return payment;
   }
