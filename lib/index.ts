@@ -36,6 +36,7 @@ export type {
   LockBackendErrorEvent,
   LockBusyEvent,
   LockEventBase,
+  LockGrantEventBase,
   LockEventListener,
   LockEventMap,
   LockEventType,

@@ -120,6 +120,11 @@ export function Locked(key: LockedKey, options: LockedOptions = {}): LockedDecor
   if (options.maxHold !== undefined) runOptions.maxHold = toTtl(options.maxHold, '@Locked maxHold');
   if (options.holdAtLeast !== undefined) {
     runOptions.holdAtLeast = toWait(options.holdAtLeast, '@Locked holdAtLeast');
+    if (runOptions.maxHold !== undefined && runOptions.holdAtLeast > runOptions.maxHold) {
+      throw new TypeError(
+        `@Locked holdAtLeast (${runOptions.holdAtLeast} ms) must be <= maxHold (${runOptions.maxHold} ms)`,
+      );
+    }
   }
   if (busyRetryAfter !== undefined || busyMessage !== undefined) {
     runOptions.busy = busyOverrides(busyRetryAfter, busyMessage, '@Locked');
@@ -177,6 +182,8 @@ export function Locked(key: LockedKey, options: LockedOptions = {}): LockedDecor
     // A method declared to return an Observable keeps returning one (cold: the lock is taken on
     // subscription, held until it ends); Nest emits the declared type as design:returntype.
     const declared: unknown = Reflect.getMetadata('design:returntype', target, propertyKey);
+    // The work of an Observable outlives the call: no span can be the context it runs in.
+    if (declared === Observable) methodOptions.traceHold = false;
     const wrapped =
       declared === Observable
         ? function (this: Record<symbol, unknown>, ...args: unknown[]): Observable<unknown> {

@@ -30,8 +30,9 @@ export interface WithLockOptions extends AcquireOptions {
    * Shortest time the lock is held, in ms, from its grant: work that ends sooner returns at once
    * and the lock stays held (renewed) until then, so instances whose clocks or schedulers differ
    * by up to that much do not run the same cron tick twice (ShedLock's lockAtLeastFor). At
-   * shutdown such a lock is released at once. At most `maxHold`, and at most `ttl` when `renew`
-   * is false. Default 0.
+   * shutdown such a lock is extended once to the time left and let go (etcd: released, since its
+   * locks end with the session). At most `maxHold`, and at most the ttl less its safety margin
+   * when `renew` is false. Default 0.
    */
   holdAtLeast?: number;
 }

@@ -212,7 +212,7 @@ describe('holdAtLeast and maxHold', () => {
     await engine.shutdown();
   });
 
-  it('releases a lingering lock at shutdown without waiting for the grace period', async () => {
+  it('leaves a lingering lock to what holdAtLeast has left at shutdown, without waiting for the grace', async () => {
     jest.useFakeTimers();
     const backend = new MemoryLockBackend();
     const engine = engineOn(backend);
@@ -223,6 +223,10 @@ describe('holdAtLeast and maxHold', () => {
     await jest.advanceTimersByTimeAsync(10);
     expect(stopped).toBe(true);
     await shutdown;
+    // A replica restarting right after its tick does not free the tick for a late replica...
+    expect((await backend.inspect('tick')).held).toBe(true);
+    // ...and the lock ends on its own when holdAtLeast is over.
+    await jest.advanceTimersByTimeAsync(60_000);
     expect((await backend.inspect('tick')).held).toBe(false);
   });
 
@@ -255,6 +259,135 @@ describe('holdAtLeast and maxHold', () => {
       'unknown option "holdAtLeast"',
     );
     expect(acquire).not.toHaveBeenCalled();
+    await engine.shutdown();
+  });
+});
+
+describe('events and hold limits at the edges', () => {
+  afterEach(() => jest.useRealTimers());
+
+  it('does not make shutdown wait out its grace for a holdAtLeast job that ends during it', async () => {
+    jest.useFakeTimers();
+    const backend = new MemoryLockBackend();
+    const engine = engineOn(backend);
+    let finish!: () => void;
+    const lock = await engine.acquire('tick', { holdAtLeast: 60_000 }, 'work');
+    const work = engine.runHolding(lock, () => new Promise<void>((resolve) => (finish = resolve)));
+    let stopped = false;
+    const shutdown = engine.shutdown(30_000).then(() => (stopped = true));
+    await jest.advanceTimersByTimeAsync(100);
+    finish();
+    await work;
+    await jest.advanceTimersByTimeAsync(100);
+    expect(stopped).toBe(true);
+    await shutdown;
+    // Left to its ttl on the backend (extended to what holdAtLeast had left), not released.
+    expect((await backend.inspect('tick')).held).toBe(true);
+  });
+
+  it('keeps locking when a listener throws a value that cannot even be printed', async () => {
+    const engine = engineOn();
+    const unprintable = Object.create(null) as object;
+    engine.events.on('acquired', () => {
+      throw unprintable;
+    });
+    engine.events.on('released', () => {
+      throw unprintable;
+    });
+    const lock = await engine.acquire('k', {}, 'wait');
+    await expect(lock.release()).resolves.toBeUndefined();
+    expect(engine.heldCount).toBe(0);
+    await engine.shutdown();
+  });
+
+  it('reports a holdAtLeast equal to maxHold as released, not lost', async () => {
+    jest.useFakeTimers();
+    const engine = engineOn();
+    const seen = recordAll(engine);
+    const lock = await engine.acquire('tick', { holdAtLeast: 500, maxHold: 500 }, 'work');
+    await engine.runHolding(lock, () => undefined);
+    await jest.advanceTimersByTimeAsync(600);
+    expect(seen.map((r) => r.type)).toEqual(['acquired', 'released']);
+    await engine.shutdown();
+  });
+
+  it('refuses a holdAtLeast beyond an unrenewed lock’s validity, before any backend call', async () => {
+    const engine = engineOn();
+    await expect(
+      engine.acquire('k', { holdAtLeast: 1000, ttl: 1000, renew: false }, 'work'),
+    ).rejects.toThrow('less its safety margin');
+    await engine.shutdown();
+  });
+
+  it('applies holdAtLeast to the keys a partly reentrant call took itself', async () => {
+    jest.useFakeTimers();
+    const backend = new MemoryLockBackend();
+    const engine = engineOn(backend);
+    const outer = await engine.acquire('a', {}, 'work');
+    await engine.runHolding(outer, async () => {
+      const inner = await engine.acquire(['a', 'b'], { holdAtLeast: 10_000 }, 'work');
+      await engine.runHolding(inner, () => undefined);
+      expect((await backend.inspect('b')).held).toBe(true);
+    });
+    await jest.advanceTimersByTimeAsync(5000);
+    expect((await backend.inspect('b')).held).toBe(true);
+    await jest.advanceTimersByTimeAsync(5100);
+    expect((await backend.inspect('b')).held).toBe(false);
+    await engine.shutdown();
+  });
+
+  it('reports a release in flight when shutdown starts as released, not lost', async () => {
+    const backend = new MemoryLockBackend();
+    const engine = engineOn(backend);
+    const seen = recordAll(engine);
+    let answer!: () => void;
+    const slow = new Promise<void>((resolve) => (answer = resolve));
+    const release = backend.release.bind(backend);
+    jest.spyOn(backend, 'release').mockImplementation(async (ref) => {
+      await slow;
+      return release(ref);
+    });
+    const lock = await engine.acquire('k', {}, 'wait');
+    const released = lock.release();
+    const shutdown = engine.shutdown(0);
+    answer();
+    await released;
+    await shutdown;
+    expect(seen.map((r) => r.type)).toEqual(['acquired', 'released']);
+  });
+
+  it('numbers each grant, the same in its start and its end', async () => {
+    const engine = engineOn();
+    const seen = recordAll(engine);
+    const a = await engine.acquire('a', {}, 'wait');
+    const b = await engine.acquire('b', {}, 'wait');
+    await b.release();
+    await a.release();
+    const grant = (i: number) => (seen[i].event as LockEventMap['acquired']).grant;
+    expect(seen.map((r) => r.type)).toEqual(['acquired', 'acquired', 'released', 'released']);
+    expect(grant(0)).not.toBe(grant(1));
+    expect(grant(2)).toBe(grant(1));
+    expect(grant(3)).toBe(grant(0));
+    await engine.shutdown();
+  });
+
+  it('renews in its own async context, not in the context of the caller that acquired', async () => {
+    const { AsyncLocalStorage } = await import('node:async_hooks');
+    const als = new AsyncLocalStorage<string>();
+    const contexts: (string | undefined)[] = [];
+    class RecordingBackend extends MemoryLockBackend {
+      override extend(requests: Parameters<MemoryLockBackend['extend']>[0]) {
+        contexts.push(als.getStore());
+        return super.extend(requests);
+      }
+    }
+    jest.useFakeTimers();
+    const engine = engineOn(new RecordingBackend());
+    const lock = await als.run('request-1', () => engine.acquire('k', { ttl: 300 }, 'wait'));
+    for (let i = 0; i < 20 && contexts.length < 2; i++) await jest.advanceTimersByTimeAsync(50);
+    expect(contexts.length).toBeGreaterThanOrEqual(2);
+    expect(contexts.every((c) => c === undefined)).toBe(true);
+    await lock.release();
     await engine.shutdown();
   });
 });

@@ -1,4 +1,5 @@
 import { errorMessage } from '../errors/error.message';
+import { AsyncResource } from 'node:async_hooks';
 import { setMaxListeners } from 'node:events';
 import type { BackendLockRef, LockBackend } from '../backends/lock-backend.interface';
 import { LockBackendError } from '../errors/lock-backend.error';
@@ -11,7 +12,7 @@ import type { LockCallInfo, LockInstrumentation } from '../observability/lock.in
 import { monotonicNow } from './clock';
 import { BackgroundTasks } from './background.tasks';
 import { acquireGrant, AcquireHost } from './acquire.loop';
-import { GrantedLock, LockOwner } from './granted.lock';
+import { GrantedLock, LockOwner, validityDeadline } from './granted.lock';
 import { LockContext } from './lock.context';
 import type { Lock } from './lock.interface';
 import { assertValidKey, LockKeys, normalizeKeys } from './lock-key.validator';
@@ -42,6 +43,15 @@ interface Observation {
   readonly name: string | undefined;
   /** Monotonic ms of the grant. */
   readonly at: number;
+  /** The grant's number in its events. */
+  readonly grant: number;
+}
+
+/** A lock kept after its work ended (`holdAtLeast`): its release timer, and until when. */
+interface Lingering {
+  readonly timer: NodeJS.Timeout;
+  /** Monotonic ms. */
+  readonly until: number;
 }
 
 /** Defaults an engine applies to every call. */
@@ -91,7 +101,14 @@ export class LockEngine implements LockOwner, AcquireHost {
   /** Monotonic ms until which a lock must stay held (`holdAtLeast`), by lock. */
   private readonly holdUntil = new Map<GrantedLock, number>();
   /** Locks whose work ended and which stay held until their `holdAtLeast` has passed. */
-  private readonly lingering = new Map<GrantedLock, NodeJS.Timeout>();
+  private readonly lingering = new Map<GrantedLock, Lingering>();
+  /** Numbers the grants observed by events, so a listener can match each end to its start. */
+  private grants = 0;
+  /**
+   * The engine's own async context, made with it: its timers (renewal, maxHold, holdAtLeast) run
+   * in it, not in the context of whichever caller happened to arm them (a request, a span).
+   */
+  private readonly scope = new AsyncResource('DistributedLockEngine');
 
   constructor(
     readonly backend: LockBackend,
@@ -206,13 +223,20 @@ export class LockEngine implements LockOwner, AcquireHost {
       if (mode === 'try' && err instanceof LockNotAcquiredError) return null;
       throw err;
     }
+    // Instrumentation may add turns between the grant and here: a shutdown or a loss in between
+    // must not hand out a lock that is gone (the acquire loop checks this itself otherwise).
+    if (instrumentation && !own.live) {
+      throw this.stopping.aborted ? (this.stopping.reason as Error) : own.lossError;
+    }
     if (observing) {
       const at = monotonicNow();
-      this.observed.set(own, { name, at });
+      const grant = ++this.grants;
+      this.observed.set(own, { name, at, grant });
       this.events.emit('acquired', {
         name,
-        keys: userKeys,
+        keys: own.keys,
         backend: this.backend.name,
+        grant,
         waited: at - startedAt,
       });
     }
@@ -252,10 +276,15 @@ export class LockEngine implements LockOwner, AcquireHost {
 
   /** Ends `lock` once it has been held for `maxHold` ms (if it is still held then). */
   private limitHold(lock: GrantedLock, maxHold: number): void {
-    const timer = setTimeout(() => {
-      this.maxHoldTimers.delete(lock);
-      void lock.lose(`it reached its maxHold of ${maxHold} ms`, { mayHold: true });
-    }, maxHold);
+    const timer = this.inScope(
+      setTimeout,
+      () => {
+        this.maxHoldTimers.delete(lock);
+        // A release already on the wire ends it anyway, and must not be reported as a loss.
+        if (lock.live) void lock.lose(`it reached its maxHold of ${maxHold} ms`, { mayHold: true });
+      },
+      maxHold,
+    );
     // The lock has its ttl on the backend: this timer must not keep a process alive.
     timer.unref();
     this.maxHoldTimers.set(lock, timer);
@@ -265,16 +294,18 @@ export class LockEngine implements LockOwner, AcquireHost {
    * Runs `fn` holding `lock`, as `current()` of its async chain, then releases it. The work's own
    * error wins; otherwise a loss during the work surfaces as `LockLostError`. `handOver` may take
    * over a result whose work goes on after it returns (an Observable): it returns what the caller
-   * gets instead and becomes responsible for the release.
+   * gets instead and becomes responsible for the release. `name` labels the instrumentation's
+   * span, which `traced: false` leaves out (an Observable's work outlives the call).
    */
   runHolding<T>(
     lock: Lock,
     fn: () => T | Promise<T>,
     handOver?: (result: T) => T | undefined,
     name?: string,
+    traced = true,
   ): Promise<T> {
     const instrumentation = this.instrumentation;
-    if (!instrumentation) return this.holdWhile(lock, fn, handOver);
+    if (!instrumentation || !traced) return this.holdWhile(lock, fn, handOver);
     // The release is part of the locked section's span: a lock lost by then fails it.
     return instrumentation.work(this.callInfo(name, lock.keys), fencingTokenOf(lock), () =>
       this.holdWhile(lock, fn, handOver),
@@ -330,21 +361,81 @@ export class LockEngine implements LockOwner, AcquireHost {
    * When `lock` was taken with `holdAtLeast` and that time has not passed, keeps it held (and
    * renewed) until then and returns true; its work is over, so it is then released quietly.
    */
-  private lingers(lock: Lock): boolean {
-    if (this.holdUntil.size === 0 || !(lock instanceof GrantedLock)) return false;
+  private lingers(handle: Lock): boolean {
+    if (this.holdUntil.size === 0) return false;
+    // A partly reentrant handle lingers with the grant it made itself.
+    const lock = handle instanceof ReentrantLock ? handle.ownGrant : handle;
+    if (!(lock instanceof GrantedLock)) return false;
     const until = this.holdUntil.get(lock);
     if (until === undefined) return false;
     this.holdUntil.delete(lock);
     const left = until - monotonicNow();
     if (left < 1 || !lock.held) return false;
-    const timer = setTimeout(() => {
-      this.lingering.delete(lock);
-      void this.releaseQuietly(lock);
-    }, left);
+    if (this.stopping.aborted) {
+      // No lingering during shutdown, which waits for nothing left to do: see leaveUntil.
+      this.tasks.watch(this.leaveUntil(lock, until));
+      return true;
+    }
+    // Lingering ends by holdAtLeast <= maxHold: the maxHold timer must not turn it into a loss.
+    this.clearMaxHold(lock);
+    const timer = this.inScope(
+      setTimeout,
+      () => {
+        this.lingering.delete(lock);
+        void this.releaseLingering(lock);
+      },
+      left,
+    );
     // Not needed to keep the process alive: the lock then ends with its ttl (or etcd session).
     timer.unref();
-    this.lingering.set(lock, timer);
+    this.lingering.set(lock, { timer, until });
     return true;
+  }
+
+  /** Releases a lock whose holdAtLeast has passed; its work is long over and succeeded or not. */
+  private async releaseLingering(lock: GrantedLock): Promise<void> {
+    try {
+      await lock.release();
+    } catch (err) {
+      this.logger.warn(
+        `release of lock "${lock.key}" after its holdAtLeast: ${errorMessage(err)}; it ends with its ttl`,
+      );
+    }
+  }
+
+  /**
+   * At shutdown, a lock that must stay held until `until` (holdAtLeast): where the backend keeps
+   * locks by ttl, one extension to the time left, and then the process lets go of it without a
+   * release, so a replica that restarts does not free a tick it ran; where locks live with a
+   * session (etcd), which ends with the process, a release.
+   */
+  private async leaveUntil(lock: GrantedLock, until: number): Promise<void> {
+    const left = Math.ceil(until - monotonicNow());
+    if (left >= 1 && this.backend.leaseDeadline === undefined) {
+      try {
+        await lock.extend(left);
+        lock.discard();
+        return;
+      } catch {
+        // Lost or unreachable: the release below reports it, or the ttl ends it.
+      }
+    }
+    await this.releaseLingering(lock);
+  }
+
+  private clearMaxHold(lock: GrantedLock): void {
+    if (this.maxHoldTimers.size === 0) return;
+    clearTimeout(this.maxHoldTimers.get(lock));
+    this.maxHoldTimers.delete(lock);
+  }
+
+  /** Calls `arm(callback, ms)` (a timer function) in the engine's own async context. */
+  private inScope(
+    arm: (callback: () => void, ms: number) => NodeJS.Timeout,
+    callback: () => void,
+    ms: number,
+  ): NodeJS.Timeout {
+    return this.scope.runInAsyncScope(arm, undefined, callback, ms);
   }
 
   /** Calls `listener` with every grant (and its ttl) this engine makes from now on, reentrant handles excluded. */
@@ -392,7 +483,7 @@ export class LockEngine implements LockOwner, AcquireHost {
 
   private async stop(grace: number): Promise<void> {
     this.refuseNewLocks();
-    // Lingering locks (holdAtLeast) have no work left to wait for: released at once, below.
+    // Lingering locks (holdAtLeast) have no work left to wait for: see leaveUntil, below.
     if (grace > 0 && this.held.size > this.lingering.size) {
       let timer: NodeJS.Timeout | undefined;
       await new Promise<void>((resolve) => {
@@ -403,11 +494,15 @@ export class LockEngine implements LockOwner, AcquireHost {
       clearTimeout(timer);
       this.onNoneHeld = undefined;
     }
-    const lingering = [...this.lingering.keys()];
-    for (const timer of this.lingering.values()) clearTimeout(timer);
+    const lingering = [...this.lingering];
+    for (const [, { timer }] of lingering) clearTimeout(timer);
     this.lingering.clear();
-    await Promise.allSettled(lingering.map((lock) => this.releaseQuietly(lock)));
-    const held = [...this.held.values()];
+    await Promise.allSettled(lingering.map(([lock, { until }]) => this.leaveUntil(lock, until)));
+    const all = [...this.held.values()];
+    // A release already on the wire decides for itself: released, or lost if it was too late.
+    const releasing = all.filter((lock) => !lock.live);
+    const held = all.filter((lock) => lock.live);
+    await Promise.allSettled(releasing.map((lock) => lock.release()));
     this.scheduler.stop();
     this.stopLossReports?.();
     // One try each from here on: shutdown must not wait for a backend that is down.
@@ -450,6 +545,7 @@ export class LockEngine implements LockOwner, AcquireHost {
           name: seen.name,
           keys: lock.keys,
           backend: this.backend.name,
+          grant: seen.grant,
           operation: 'release',
           error: err,
         });
@@ -476,12 +572,9 @@ export class LockEngine implements LockOwner, AcquireHost {
   forget(lock: GrantedLock): void {
     this.held.delete(lock.token);
     this.scheduler.delete(lock);
-    if (this.maxHoldTimers.size > 0) {
-      clearTimeout(this.maxHoldTimers.get(lock));
-      this.maxHoldTimers.delete(lock);
-    }
+    this.clearMaxHold(lock);
     if (this.lingering.size > 0) {
-      clearTimeout(this.lingering.get(lock));
+      clearTimeout(this.lingering.get(lock)?.timer);
       this.lingering.delete(lock);
     }
     if (this.holdUntil.size > 0) this.holdUntil.delete(lock);
@@ -495,7 +588,12 @@ export class LockEngine implements LockOwner, AcquireHost {
     if (this.observed.size === 0) return;
     const seen = this.observed.get(lock);
     if (!seen) return;
-    const base = { name: seen.name, keys: lock.keys, backend: this.backend.name };
+    const base = {
+      name: seen.name,
+      keys: lock.keys,
+      backend: this.backend.name,
+      grant: seen.grant,
+    };
     if (outcome === true) {
       this.events.emit('extended', { ...base, held: monotonicNow() - seen.at, ttl: lock.ttl });
     } else if (outcome instanceof Error) {
@@ -513,7 +611,13 @@ export class LockEngine implements LockOwner, AcquireHost {
     if (!seen) return;
     this.observed.delete(lock);
     const held = monotonicNow() - seen.at;
-    const base = { name: seen.name, keys: lock.keys, backend: this.backend.name, held };
+    const base = {
+      name: seen.name,
+      keys: lock.keys,
+      backend: this.backend.name,
+      grant: seen.grant,
+      held,
+    };
     const lost = lock.lossError;
     if (lost) this.events.emit('lost', { ...base, error: lost });
     else this.events.emit('released', base);
@@ -533,7 +637,8 @@ export class LockEngine implements LockOwner, AcquireHost {
   ): GrantedLock {
     const lock = new GrantedLock(this, keys, ref, fencingTokens, ttl, renew, sentAt, validFor);
     this.held.set(ref.token, lock);
-    this.scheduler.add(lock);
+    // The renewal timer this may arm serves every lock: never in a caller's context.
+    this.scope.runInAsyncScope(this.scheduler.add, this.scheduler, lock);
     for (const listener of this.grantListeners) listener(lock, ttl);
     return lock;
   }
@@ -602,9 +707,9 @@ export class LockEngine implements LockOwner, AcquireHost {
    *
    * @throws LockBackendError naming the backend, where it connects and the cause
    */
-  check(): Promise<void> {
+  check(operation = 'answer a startup check'): Promise<void> {
     const backend = this.backend;
-    return this.call('answer a startup check', () =>
+    return this.call(operation, () =>
       backend.ping
         ? backend.ping()
         : backend.inspect(`${this.defaults.keyPrefix}startup-check`).then(() => undefined),
@@ -634,9 +739,11 @@ function assertHoldAtLeast(
   if (maxHold !== undefined && holdAtLeast > maxHold) {
     throw new TypeError(`holdAtLeast (${holdAtLeast} ms) must be <= maxHold (${maxHold} ms)`);
   }
-  if (!renew && holdAtLeast > ttl) {
+  // Without renewal the lock is ours until its validity deadline: the ttl less a safety margin.
+  const valid = Math.floor(validityDeadline(0, ttl));
+  if (!renew && holdAtLeast > valid) {
     throw new TypeError(
-      `holdAtLeast (${holdAtLeast} ms) must be <= ttl (${ttl} ms) when renew is false: the lock would expire first`,
+      `holdAtLeast (${holdAtLeast} ms) must be <= ${valid} ms (the ttl of ${ttl} ms less its safety margin) when renew is false: the lock would expire first`,
     );
   }
 }

@@ -24,6 +24,11 @@ export class ReentrantLock implements Lock {
     }
   }
 
+  /** The grant this handle made itself for the keys the chain did not hold yet, if any. */
+  get ownGrant(): GrantedLock | undefined {
+    return this.own;
+  }
+
   /** Read when asked: a holder's fencingTokens throws on a backend without fencing tokens. */
   get fencingTokens(): readonly number[] {
     return this.keys.map((key) => {

@@ -79,6 +79,14 @@ export class LockEventBus {
   }
 
   private reportFailure(type: LockEventType, err: unknown): void {
+    try {
+      this.logFailure(type, err);
+    } catch {
+      // Even a thrown value that cannot be printed must not reach the lock path.
+    }
+  }
+
+  private logFailure(type: LockEventType, err: unknown): void {
     this.failures++;
     const now = performance.now();
     if (now - this.reportedAt < REPORT_EVERY) return;

@@ -16,8 +16,18 @@ export interface LockEventBase {
   readonly backend: string;
 }
 
+/** What the events of one grant carry, from `acquired` to its end. */
+export interface LockGrantEventBase extends LockEventBase {
+  /**
+   * The grant's number, unique within the `LockService`: the same in its `acquired`, `extended`,
+   * `released` or `lost` events, so a listener can tell the end of a grant it saw start from one
+   * that started before it subscribed.
+   */
+  readonly grant: number;
+}
+
 /** A lock was granted to this instance (reentrant re-entries excluded). */
-export interface LockAcquiredEvent extends LockEventBase {
+export interface LockAcquiredEvent extends LockGrantEventBase {
   /** Time from the call to the grant, in ms. */
   readonly waited: number;
 }
@@ -36,14 +46,17 @@ export interface LockSkippedEvent extends LockEventBase {
   readonly waited: number;
 }
 
-/** A held lock was released by its owner. */
-export interface LockReleasedEvent extends LockEventBase {
+/**
+ * A held lock was released by its owner. When the release could not reach the backend (an
+ * `error` event came first), the lock was given up all the same: it then ends with its ttl.
+ */
+export interface LockReleasedEvent extends LockGrantEventBase {
   /** Time from the grant to the release, in ms. */
   readonly held: number;
 }
 
 /** A held lock was extended (a background renewal or `lock.extend()`). */
-export interface LockExtendedEvent extends LockEventBase {
+export interface LockExtendedEvent extends LockGrantEventBase {
   /** Time since the grant, in ms. */
   readonly held: number;
   /** The ttl it was extended to, in ms. */
@@ -51,7 +64,7 @@ export interface LockExtendedEvent extends LockEventBase {
 }
 
 /** A held lock was lost: it expired, was taken over, or the app shut down with it still held. */
-export interface LockLostEvent extends LockEventBase {
+export interface LockLostEvent extends LockGrantEventBase {
   /** Time from the grant to the loss, in ms. */
   readonly held: number;
   /** The error the lock's signal aborted with. */
@@ -60,6 +73,8 @@ export interface LockLostEvent extends LockEventBase {
 
 /** A backend call failed (acquire, release or extend); a failed extend is retried while the lock is valid. */
 export interface LockBackendErrorEvent extends LockEventBase {
+  /** The grant a release or extend was for; undefined for an acquisition. */
+  readonly grant?: number;
   /** What was attempted: `'acquire'`, `'release'` or `'extend'`. */
   readonly operation: 'acquire' | 'release' | 'extend';
   /** The failure. */

@@ -31,6 +31,8 @@ export interface RunLockedOptions extends WithLockOptions {
   onBusy?: 'throw' | 'skip';
   /** The method's own 409 answer, over the module's. */
   busy?: Partial<BusyResponse>;
+  /** false: no span around the locked section (a method that returns an Observable). */
+  traceHold?: boolean;
 }
 
 /**
@@ -98,6 +100,16 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown, OnA
     return this.engine.instrument(instrumentation);
   }
 
+  /**
+   * One bounded round trip to the backend (its ping, else a read of one key), as the startup check
+   * makes; what the health indicator of `nestjs-distributed-lock/terminus` calls.
+   *
+   * @throws LockBackendError naming the backend, where it connects and the cause
+   */
+  checkBackend(): Promise<void> {
+    return this.engine.check('answer a backend check');
+  }
+
   /** Whether `key` is currently held by anyone. */
   isLocked(key: string): Promise<boolean> {
     return this.engine.isLocked(key);
@@ -118,7 +130,7 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown, OnA
     options: RunLockedOptions,
     invoke: () => T,
   ): Promise<T | undefined> {
-    const { onBusy, busy, ...acquireOptions } = options;
+    const { onBusy, busy, traceHold, ...acquireOptions } = options;
     const skip = onBusy === 'skip';
     const startedAt = skip ? monotonicNow() : 0;
     let lock: Lock;
@@ -140,6 +152,7 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown, OnA
       (result) =>
         isObservable(result) ? (holdUntilComplete(this.engine, result, lock) as T) : undefined,
       acquireOptions.name,
+      traceHold,
     );
   }
 

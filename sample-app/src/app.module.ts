@@ -1,13 +1,16 @@
 import { Module } from '@nestjs/common';
 import { ScheduleModule } from '@nestjs/schedule';
+import { TerminusModule } from '@nestjs/terminus';
 import { DistributedLockModule } from 'nestjs-distributed-lock';
 import { DistributedLockPrometheusModule } from 'nestjs-distributed-lock/prometheus';
+import { LockHealthIndicator } from 'nestjs-distributed-lock/terminus';
 import { Registry } from 'prom-client';
 import { lockOptionsFromEnv } from './config/lock-options.factory';
 import { paymentLedgerFromEnv } from './config/payment-ledger.factory';
 import { InventoryController } from './inventory/inventory.controller';
 import { InventoryService } from './inventory/inventory.service';
 import { CleanupJob } from './jobs/cleanup.job';
+import { HealthController } from './ops/health.controller';
 import { MetricsController } from './ops/metrics.controller';
 import { MetricsRegistryModule } from './ops/metrics-registry.module';
 import { OrdersController } from './orders/orders.controller';
@@ -19,6 +22,7 @@ import { ReportsController } from './reports/reports.controller';
   imports: [
     ScheduleModule.forRoot(),
     DistributedLockModule.forRootAsync({ useFactory: () => lockOptionsFromEnv(process.env) }),
+    TerminusModule.forRoot({ logger: false }),
     MetricsRegistryModule,
     // Lock metrics on the app's registry, served at GET /metrics.
     DistributedLockPrometheusModule.forRootAsync({
@@ -27,11 +31,18 @@ import { ReportsController } from './reports/reports.controller';
       useFactory: (registry: Registry) => ({ registry }),
     }),
   ],
-  controllers: [OrdersController, ReportsController, InventoryController, MetricsController],
+  controllers: [
+    OrdersController,
+    ReportsController,
+    InventoryController,
+    MetricsController,
+    HealthController,
+  ],
   providers: [
     OrdersService,
     InventoryService,
     CleanupJob,
+    LockHealthIndicator,
     { provide: PaymentLedger, useFactory: () => paymentLedgerFromEnv(process.env) },
   ],
 })

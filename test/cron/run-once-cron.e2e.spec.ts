@@ -105,8 +105,6 @@ describe.each([
     // Every tick ran (the first and last may fall outside the window), and none ran twice.
     expect(seconds.length).toBeGreaterThanOrEqual(TICKS - 1);
     for (const second of seconds) expect(bySecond.get(second)).toHaveLength(1);
-    // The prompt replica got every tick: the late one always found the lock still held.
-    expect(runs.every((run) => run.instance === 'prompt')).toBe(true);
   }, 30_000);
 
   it('without holdAtLeast, the late replica runs the same tick again (the control)', async () => {

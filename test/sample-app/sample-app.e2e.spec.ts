@@ -62,6 +62,20 @@ describe('sample app (memory backend)', () => {
     expect(final.body.apple + final.body.pear).toBe(20);
   });
 
+  it('serves /health (a real acquire + release on the backend) and /metrics', async () => {
+    const server = app.getHttpServer();
+    const health = await request(server).get('/health').expect(200);
+    expect(health.body).toMatchObject({
+      status: 'ok',
+      details: { lock: { status: 'up', backend: 'memory' } },
+    });
+    const metrics = await request(server).get('/metrics').expect(200);
+    // The health check's own lock is counted under one name, whatever its random key.
+    expect(metrics.text).toContain(
+      'distributed_lock_acquired_total{backend="memory",lock="health"}',
+    );
+  });
+
   it('reads the backend from the environment and rejects an unknown one', () => {
     expect(lockOptionsFromEnv({}).backend).toEqual({ type: 'memory' });
     expect(lockOptionsFromEnv({ LOCK_BACKEND: 'redis', REDIS_URL: 'redis://h:1' }).backend).toEqual(

@@ -6,7 +6,7 @@ import {
   Inject,
   Injectable,
   Module,
-  OnModuleDestroy,
+  OnApplicationShutdown,
   OnModuleInit,
 } from '@nestjs/common';
 import { LockService } from '../../service/lock.service';
@@ -24,7 +24,7 @@ export interface LockMetricsAsyncOptions extends Pick<ModuleMetadata, 'imports'>
 
 /** Keeps the lock metrics of the application's `LockService` while the application runs. */
 @Injectable()
-export class LockMetricsRecorder implements OnModuleInit, OnModuleDestroy {
+export class LockMetricsRecorder implements OnModuleInit, OnApplicationShutdown {
   private stop: (() => void) | undefined;
 
   constructor(
@@ -37,8 +37,11 @@ export class LockMetricsRecorder implements OnModuleInit, OnModuleDestroy {
     this.stop ??= registerLockMetrics(this.locks, this.options);
   }
 
-  /** Called by Nest: stops recording (the metrics stay registered on the registry). */
-  onModuleDestroy(): void {
+  /**
+   * Called by Nest after the locks' own shutdown (releases and losses of the grace period are
+   * counted): stops recording; the metrics stay registered on the registry.
+   */
+  onApplicationShutdown(): void {
     this.stop?.();
     this.stop = undefined;
   }

@@ -60,6 +60,10 @@ export function registerLockMetrics(
     return t;
   };
   const make = metricMaker(registry, prefix);
+  // Refuse a name taken by a foreign metric before registering anything.
+  for (const name of METRIC_NAMES) make.check(name);
+  /** Grants whose start this registration counted: only their ends move the gauge and hold times. */
+  const open = new Set<number>();
   const histogram = (name: string, help: string): Histogram<Labels | 'outcome'> =>
     make(name, (hooked) => {
       const metric = new Histogram({
@@ -121,6 +125,7 @@ export function registerLockMetrics(
 
   const offs = [
     locks.on('acquired', (e) => {
+      open.add(e.grant);
       const t = tally(e.backend, e.name);
       t.counts.acquired++;
       t.counts.held++;
@@ -137,13 +142,16 @@ export function registerLockMetrics(
       wait.observe(t.outcome.skipped, e.waited / 1000);
     }),
     locks.on('released', (e) => {
+      if (!open.delete(e.grant)) return;
       const t = tally(e.backend, e.name);
       t.counts.held--;
       hold.observe(t.outcome.released, e.held / 1000);
     }),
     locks.on('lost', (e) => {
+      const counted = open.delete(e.grant);
       const t = tally(e.backend, e.name);
       t.counts.lost++;
+      if (!counted) return;
       t.counts.held--;
       hold.observe(t.outcome.lost, e.held / 1000);
     }),
@@ -156,7 +164,10 @@ export function registerLockMetrics(
     if (stopped) return;
     stopped = true;
     for (const off of offs) off();
-    // What was counted stays counted: hand it over now, then stop reporting this source.
+    // What was counted stays counted: hand it over now, then stop reporting this source. The
+    // locks it saw still held are no longer its to report: the gauge drops them.
+    open.clear();
+    for (const t of tallies.values()) t.counts.held = 0;
     for (const metric of metrics) {
       flush(metric);
       sourcesOf(metric).delete(tallies);
@@ -235,6 +246,18 @@ function flush(metric: Counter<string> | Gauge<string>): void {
   }
 }
 
+/** Every metric a registration makes, without the prefix. */
+const METRIC_NAMES = [
+  'wait_seconds',
+  'hold_seconds',
+  'acquired_total',
+  'busy_total',
+  'skipped_total',
+  'lost_total',
+  'backend_errors_total',
+  'held',
+] as const;
+
 /** Metrics this module created, so a name taken by someone else's metric is refused. */
 const ours = new WeakSet<object>();
 
@@ -245,22 +268,25 @@ const ours = new WeakSet<object>();
  * @throws Error when the name is taken on the registry by a metric this module did not make
  */
 function metricMaker(registry: Registry, prefix: string) {
-  return <M extends object>(
+  const check = (name: string): object | undefined => {
+    const existing = registry.getSingleMetric(`${prefix}${name}`);
+    if (existing && !ours.has(existing)) {
+      throw new Error(
+        `metric ${prefix}${name} is already registered by someone else; pass another prefix`,
+      );
+    }
+    return existing;
+  };
+  const make = <M extends object>(
     name: string,
     create: (hooked: (metric: object, field?: CountField) => void) => M,
   ): M => {
-    const existing = registry.getSingleMetric(`${prefix}${name}`);
-    if (existing) {
-      if (!ours.has(existing)) {
-        throw new Error(
-          `metric ${prefix}${name} is already registered by someone else; pass another prefix`,
-        );
-      }
-      return existing as unknown as M;
-    }
+    const existing = check(name);
+    if (existing) return existing as unknown as M;
     return create((metric, field) => {
       ours.add(metric);
       if (field) fieldOf.set(metric, field);
     });
   };
+  return Object.assign(make, { check });
 }
