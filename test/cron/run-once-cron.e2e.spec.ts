@@ -87,7 +87,7 @@ function runsPerSecond(runs: readonly Run[]): Map<number, Run[]> {
   return bySecond;
 }
 
-const TICKS = 6;
+const TICKS = 4;
 
 describe.each([
   ['redis', () => ({ type: 'redis' as const, url: redisUrl() })],
@@ -110,13 +110,13 @@ describe.each([
   it('without holdAtLeast, the late replica runs the same tick again (the control)', async () => {
     const { runs, close } = await replicas(backend(), 0, 300);
     try {
-      await sleep(3500);
+      await sleep(2600);
     } finally {
       await close();
     }
     const doubled = [...runsPerSecond(runs).values()].filter((list) => list.length > 1);
     // A 20 ms job releases long before the late tick: both replicas run it.
-    expect(doubled.length).toBeGreaterThanOrEqual(2);
+    expect(doubled.length).toBeGreaterThanOrEqual(1);
   }, 30_000);
 });
 
