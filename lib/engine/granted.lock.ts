@@ -29,6 +29,8 @@ export interface LockOwner {
   leaseDeadline(): number;
   /** The backend, named in the error of a fencing token asked of a backend that issues none. */
   readonly backend?: { readonly name: string };
+  /** What makes a user key the backend's key (`keyPrefix` + key). */
+  readonly defaults: { readonly keyPrefix: string };
 }
 
 /** One extension of one lock, from send to answer. */
@@ -39,9 +41,36 @@ export interface Extension {
   readonly ttl: number;
 }
 
+/** The extension in flight, and what waits for its answer. */
+interface PendingExtension extends Extension {
+  /**
+   * Settles when the answer is recorded. Made only when something waits for it (a manual extend
+   * behind this one, an orphan release): background renewals, by far the most, need none.
+   */
+  answered: Promise<void> | undefined;
+  resolveAnswered: (() => void) | undefined;
+  /** The lock was lost while this extension was in flight: the orphan release waits for it. */
+  releaseAfter: boolean;
+}
+
+/**
+ * What a lock needs only once its signal is read, or it is released or lost: one object made then
+ * rather than four fields (32 bytes) on every held lock.
+ */
+interface LockEnd {
+  lostError: LockLostError | undefined;
+  releasing: Promise<void> | undefined;
+  /** The orphan release started once the extension in flight at the loss answered. */
+  orphanRelease: Promise<void> | undefined;
+  controller: AbortController | undefined;
+}
+
 type State = 'held' | 'releasing' | 'released' | 'lost';
 
 const abortedGetter = Object.getOwnPropertyDescriptor(AbortSignal.prototype, 'aborted')?.get;
+
+/** The tokens of a lock from a backend without fencing: one shared empty list. */
+const NO_TOKENS: readonly number[] = Object.freeze([]);
 
 /**
  * One grant made by the backend for one acquisition, and the single owner of its lifecycle:
@@ -49,50 +78,96 @@ const abortedGetter = Object.getOwnPropertyDescriptor(AbortSignal.prototype, 'ab
  * (a renewal, a manual extend, a release, the backend's loss report, the validity deadline,
  * shutdown), and so do the decisions that follow from it: whether the backend may still hold the
  * grant for nobody (then it is released, once, as an orphan) and when the signal aborts.
+ *
+ * An application may hold 100,000 of these at once, so a held lock keeps only what renewal and
+ * validity read: no backend ref (its keys are the user keys with the owner's prefix, rebuilt for
+ * each call), no array for a single key or fencing token, and the state of the rare transitions
+ * in objects made when they happen.
  */
 export class GrantedLock implements Lock {
-  readonly key: string;
+  readonly token: string;
   /** Monotonic ms at which the next background renewal is due. */
   nextRenewAt: number;
-  /** Monotonic ms from which this lock may join an earlier renewal batch. */
-  renewFrom: number;
   /** Monotonic ms after which the grant itself may have ended (the lease aside). */
   private ownValidUntil: number;
-  /**
-   * Settles when the extension in flight answers. One at a time: two overlapping extensions could
-   * be applied in one order and answered in the other, leaving the local deadline later than the
-   * server's.
-   */
-  private inFlightExtension: Promise<void> | undefined;
-  private resolveInFlight: (() => void) | undefined;
-  /** Lost while an extension was in flight: the orphan release waits for its answer. */
-  private releaseAfterExtension = false;
-  /** The orphan release started once that extension answered. */
-  private orphanRelease: Promise<void> | undefined;
+  /** The last extension failed: its retry is due at `nextRenewAt`, never early in a batch. */
+  private retrying = false;
   private state: State = 'held';
-  private lostError: LockLostError | undefined;
-  private releasing: Promise<void> | undefined;
-  /** Created on first access of `signal`: most locks never have theirs read (hot path). */
-  private controller: AbortController | undefined;
+  /**
+   * The extension in flight. One at a time: two overlapping extensions could be applied in one
+   * order and answered in the other, leaving the local deadline later than the server's.
+   */
+  private pending: PendingExtension | undefined;
+  private end: LockEnd | undefined;
+  /**
+   * This lock's index in its owner's renewal queue, -1 when not queued. Kept and updated by the
+   * RenewalScheduler alone: a field here rather than a Map entry per lock over there.
+   */
+  queueIndex = -1;
+  /** The user keys; a single key (the usual case) as the string itself. */
+  private readonly userKeys: string | readonly string[];
+  /** One per key, a single one as the number itself; empty from a backend without fencing tokens. */
+  private readonly tokens: number | readonly number[];
 
+  /**
+   * @param ref the acquisition's backend ref: its keys are the owner's `keyPrefix` + `keys` (the
+   *   acquire loop makes them so), and only its token is kept
+   */
   constructor(
     private readonly owner: LockOwner,
-    readonly keys: readonly string[],
-    readonly ref: BackendLockRef,
-    /** One per key; empty from a backend without fencing tokens (`fencing: false`). */
-    private readonly tokens: readonly number[],
+    keys: readonly string[],
+    ref: BackendLockRef,
+    tokens: readonly number[],
     public ttl: number,
     readonly renew: boolean,
     sentAt: number,
     /** How long the grant is valid from `sentAt`, in ms, when less than `ttl` (a handoff). */
     validFor: number = ttl,
   ) {
-    this.key = keys[0];
+    this.token = ref.token;
+    this.userKeys = keys.length === 1 ? keys[0] : keys;
+    this.tokens =
+      tokens.length === 0
+        ? NO_TOKENS
+        : tokens.length === 1 && keys.length === 1
+          ? tokens[0]
+          : tokens;
     this.ownValidUntil = validityDeadline(sentAt, validFor);
     // From `validFor`: a handed-over lock reserved for less than its ttl is renewed (claimed)
     // well before its reservation ends, also when the first claim failed.
     this.nextRenewAt = sentAt + validFor / 3;
-    this.renewFrom = sentAt + validFor / 6;
+  }
+
+  get key(): string {
+    const keys = this.userKeys;
+    return typeof keys === 'string' ? keys : keys[0];
+  }
+
+  get keys(): readonly string[] {
+    const keys = this.userKeys;
+    return typeof keys === 'string' ? [keys] : keys;
+  }
+
+  /** The keys as the backend knows them, made for the call that needs them. */
+  get backendKeys(): readonly string[] {
+    const prefix = this.owner.defaults.keyPrefix;
+    const keys = this.userKeys;
+    return typeof keys === 'string' ? [prefix + keys] : keys.map((key) => prefix + key);
+  }
+
+  /** What backend calls on this grant take, made for the call that needs it. */
+  get ref(): BackendLockRef {
+    return { keys: this.backendKeys, token: this.token };
+  }
+
+  /**
+   * Monotonic ms from which this lock may join an earlier renewal batch: ttl/6 before it is due,
+   * half its renewal period; a retry after a failure only when it is due. (A handed-over lock
+   * reserved for less than its ttl is being claimed from its creation on, so it is not renewable
+   * before that claim answered and set its times from the full ttl.)
+   */
+  get renewFrom(): number {
+    return this.retrying ? this.nextRenewAt : this.nextRenewAt - this.ttl / 6;
   }
 
   /**
@@ -110,20 +185,19 @@ export class GrantedLock implements Lock {
 
   /** An extension of this lock is in flight. */
   get extending(): boolean {
-    return this.inFlightExtension !== undefined;
-  }
-
-  get token(): string {
-    return this.ref.token;
+    return this.pending !== undefined;
   }
 
   get fencingToken(): number {
-    return this.fencingTokens[0];
+    const tokens = this.tokens;
+    return typeof tokens === 'number' ? tokens : this.fencingTokens[0];
   }
 
   get fencingTokens(): readonly number[] {
+    const tokens = this.tokens;
+    if (typeof tokens === 'number') return [tokens];
     // Never a made-up number: a token that could go backwards defeats its only purpose.
-    if (this.tokens.length !== this.keys.length) {
+    if (tokens.length !== this.keyCount) {
       const backend = this.owner.backend?.name ?? 'lock';
       throw new LockError(
         `Lock "${this.key}" has no fencing token: the ${backend} backend issues no fencing tokens ` +
@@ -131,18 +205,19 @@ export class GrantedLock implements Lock {
           '(memory, redis, etcd) where the protected storage must reject stale writers',
       );
     }
-    return this.tokens;
+    return tokens;
   }
 
   get signal(): AbortSignal {
     this.checkValidity();
-    if (!this.controller) {
-      this.controller = new AbortController();
-      if (this.state === 'lost') this.controller.abort(this.lostError);
-      else if (this.state === 'released') this.controller.abort(this.releasedReason());
-      else this.watchReads(this.controller.signal);
+    const end = this.ending();
+    if (!end.controller) {
+      end.controller = new AbortController();
+      if (this.state === 'lost') end.controller.abort(end.lostError);
+      else if (this.state === 'released') end.controller.abort(this.releasedReason());
+      else this.watchReads(end.controller.signal);
     }
-    return this.controller.signal;
+    return end.controller.signal;
   }
 
   get held(): boolean {
@@ -155,7 +230,7 @@ export class GrantedLock implements Lock {
 
   /** The error that ended this lock, if it was lost. */
   get lossError(): LockLostError | undefined {
-    return this.lostError;
+    return this.end?.lostError;
   }
 
   /**
@@ -166,7 +241,7 @@ export class GrantedLock implements Lock {
    */
   async extend(ttl?: number): Promise<void> {
     const next = ttl === undefined ? this.ttl : toTtl(ttl, 'ttl');
-    for (let i = 0; this.inFlightExtension && i < 100; i++) await this.inFlightExtension;
+    for (let i = 0; this.pending && i < 100; i++) await this.answered(this.pending);
     if (this.checkValidity() !== 'held') throw this.notHeldError();
     const extension = this.beginExtension(next);
     if (!extension) throw this.notHeldError();
@@ -182,11 +257,12 @@ export class GrantedLock implements Lock {
   }
 
   release(): Promise<void> {
-    if (this.checkValidity() === 'lost') return Promise.reject(this.lostError);
-    if (this.state === 'releasing' && this.releasing) return this.releasing;
+    if (this.checkValidity() === 'lost') return Promise.reject(this.lossError);
+    if (this.state === 'releasing' && this.end?.releasing) return this.end.releasing;
     if (this.state !== 'held') return Promise.resolve();
     this.state = 'releasing';
-    this.releasing = this.owner.sendRelease(this).then(
+    const end = this.ending();
+    end.releasing = this.owner.sendRelease(this).then(
       (ok) => {
         if (ok) {
           if (this.state === 'releasing') this.finish('released');
@@ -196,7 +272,7 @@ export class GrantedLock implements Lock {
         this.lose('it had expired or been taken by another owner before it was released', {
           mayHold: false,
         });
-        throw this.lostError;
+        throw this.lossError;
       },
       (err: unknown) => {
         // Renewal stops and the lock ends on its own (its ttl; etcd: the deletion the session owes).
@@ -204,7 +280,7 @@ export class GrantedLock implements Lock {
         throw err;
       },
     );
-    return this.releasing;
+    return end.releasing;
   }
 
   [Symbol.asyncDispose](): Promise<void> {
@@ -216,9 +292,16 @@ export class GrantedLock implements Lock {
    * the result to {@link endExtension} with the backend's answer.
    */
   beginExtension(ttl: number): Extension | undefined {
-    if (this.checkValidity() !== 'held' || this.inFlightExtension) return undefined;
-    this.inFlightExtension = new Promise<void>((resolve) => (this.resolveInFlight = resolve));
-    return { sentAt: monotonicNow(), ttl };
+    if (this.checkValidity() !== 'held' || this.pending) return undefined;
+    const pending: PendingExtension = {
+      sentAt: monotonicNow(),
+      ttl,
+      answered: undefined,
+      resolveAnswered: undefined,
+      releaseAfter: false,
+    };
+    this.pending = pending;
+    return pending;
   }
 
   /**
@@ -227,31 +310,31 @@ export class GrantedLock implements Lock {
    * validity deadline still ends it).
    */
   endExtension(extension: Extension, outcome: boolean | unknown): void {
-    const answered = this.resolveInFlight;
-    this.inFlightExtension = undefined;
-    this.resolveInFlight = undefined;
-    if (this.releaseAfterExtension) {
+    const pending = this.pending;
+    this.pending = undefined;
+    if (pending?.releaseAfter) {
       // Lost meanwhile: unless the answer says the grant is gone, it may be held for nobody.
-      this.releaseAfterExtension = false;
-      if (outcome !== false) this.orphanRelease = this.owner.releaseOrphan(this);
+      pending.releaseAfter = false;
+      if (outcome !== false) this.ending().orphanRelease = this.owner.releaseOrphan(this);
     }
-    answered?.();
+    pending?.resolveAnswered?.();
     if (this.state !== 'held') return; // released or lost meanwhile: nothing to renew
     if (outcome === true) {
       this.ttl = extension.ttl;
       this.ownValidUntil = validityDeadline(extension.sentAt, extension.ttl);
       this.nextRenewAt = extension.sentAt + extension.ttl / 3;
-      this.renewFrom = extension.sentAt + extension.ttl / 6;
+      this.retrying = false;
     } else if (outcome === false) {
       this.lose('it expired or was taken by another owner before it could be extended', {
-        mayHold: this.keys.length > 1,
+        mayHold: this.keyCount > 1,
       });
       return;
     } else {
       // Soon, and well before the validity deadline (a handoff's may be a short reservation).
       const now = monotonicNow();
       const left = Math.max(1, (this.validUntil - now) / 3);
-      this.nextRenewAt = this.renewFrom = now + Math.min(Math.max(this.ttl / 10, 10), 1000, left);
+      this.nextRenewAt = now + Math.min(Math.max(this.ttl / 10, 10), 1000, left);
+      this.retrying = true;
     }
     this.owner.rescheduled(this, outcome);
   }
@@ -263,9 +346,10 @@ export class GrantedLock implements Lock {
    */
   lose(reason: string, options: { cause?: unknown; mayHold: boolean }): Promise<void> | undefined {
     if (this.state === 'lost' || this.state === 'released') return undefined;
+    const end = this.ending();
     // A release of ours on the wire is the one release of this grant.
-    const inFlight = this.state === 'releasing' ? this.releasing : undefined;
-    this.lostError = new LockLostError(
+    const inFlight = this.state === 'releasing' ? end.releasing : undefined;
+    end.lostError = new LockLostError(
       this.key,
       reason,
       options.cause === undefined ? undefined : { cause: options.cause },
@@ -273,9 +357,10 @@ export class GrantedLock implements Lock {
     this.finish('lost');
     if (inFlight) return inFlight.catch(() => undefined);
     if (!options.mayHold) return undefined;
-    if (this.inFlightExtension) {
-      this.releaseAfterExtension = true;
-      const released = this.inFlightExtension.then(() => this.orphanRelease);
+    const pending = this.pending;
+    if (pending) {
+      pending.releaseAfter = true;
+      const released = this.answered(pending).then(() => end.orphanRelease);
       this.owner.watch(released);
       return released;
     }
@@ -288,6 +373,27 @@ export class GrantedLock implements Lock {
    */
   discard(): void {
     if (this.state === 'held') this.finish('released');
+  }
+
+  private get keyCount(): number {
+    const keys = this.userKeys;
+    return typeof keys === 'string' ? 1 : keys.length;
+  }
+
+  private ending(): LockEnd {
+    this.end ??= {
+      lostError: undefined,
+      releasing: undefined,
+      orphanRelease: undefined,
+      controller: undefined,
+    };
+    return this.end;
+  }
+
+  /** Settles when `pending` is answered. */
+  private answered(pending: PendingExtension): Promise<void> {
+    pending.answered ??= new Promise<void>((resolve) => (pending.resolveAnswered = resolve));
+    return pending.answered;
   }
 
   /** Checks the validity deadline now (a stalled event loop runs no timer) and returns the state. */
@@ -308,7 +414,8 @@ export class GrantedLock implements Lock {
   private finish(state: 'released' | 'lost'): void {
     this.state = state;
     this.owner.forget(this);
-    this.controller?.abort(state === 'lost' ? this.lostError : this.releasedReason());
+    const end = this.end;
+    end?.controller?.abort(state === 'lost' ? end.lostError : this.releasedReason());
   }
 
   /**
@@ -338,7 +445,7 @@ export class GrantedLock implements Lock {
   }
 
   private notHeldError(): Error {
-    return this.lostError ?? new LockError(`Lock "${this.key}" is no longer held`);
+    return this.end?.lostError ?? new LockError(`Lock "${this.key}" is no longer held`);
   }
 
   private releasedReason(): LockError {

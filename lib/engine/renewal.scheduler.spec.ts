@@ -245,6 +245,38 @@ describe('RenewalScheduler spreading', () => {
     await engine.shutdown();
   });
 
+  it("retries a failed renewal when the retry is due, not early in another lock's batch", async () => {
+    const start = performance.now();
+    const { backend, calls } = recordingBackend(start);
+    const extend = backend.extend.bind(backend);
+    let failNext = true;
+    // The first renewal of `a` fails: its retry is due 300 ms later (ttl/10).
+    (backend as LockBackend).extend = async (requests) => {
+      const results = await extend(requests);
+      return requests.map((r, i) => {
+        if (r.keys[0] !== 'q:a' || !failNext) return results[i];
+        failNext = false;
+        return new Error('shard down (injected)');
+      });
+    };
+    const engine = new LockEngine(backend, { keyPrefix: 'q:', ttl: 3000, wait: 0 }, quiet);
+    // a is due at 1000 ms and may join a batch from 500 ms on: b's at 800 ms.
+    const a = await engine.acquire('a', {}, 'wait');
+    const b = await engine.acquire('b', { ttl: 600 }, 'wait'); // renewed every 200 ms
+    await jest.advanceTimersByTimeAsync(1600);
+
+    const sentAt = (lock: Lock): number[] =>
+      calls.filter((c) => c.tokens.includes(lock.token)).map((c) => c.at);
+    const [failed, retried] = sentAt(a);
+    expect(failNext).toBe(false);
+    expect(failed).toBeGreaterThanOrEqual(500);
+    expect(retried - failed).toBeGreaterThanOrEqual(299);
+    // b's batches in between did not take the retry along, early.
+    expect(sentAt(b).some((at) => at > failed && at < retried)).toBe(true);
+    expect(a.held && b.held).toBe(true);
+    await engine.shutdown();
+  });
+
   it('warns once per interval when every batch fails, counting the locks of all of them', async () => {
     const backend = new MemoryLockBackend();
     backend.extend = async () => {

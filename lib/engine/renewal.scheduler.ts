@@ -33,12 +33,12 @@ export const RENEWAL_WARN_INTERVAL_MS = 1_000;
 export class RenewalScheduler {
   /*
    * The queue: a binary min-heap over `times`, with `locks[i]` due at `times[i]` (its renewal or
-   * its validity deadline) and `position` the index of each lock. Parallel arrays, not an entry
-   * object per lock: doubles stored unboxed and no object to allocate, for 100,000 held locks.
+   * its validity deadline) and `locks[i].queueIndex === i`. Parallel arrays and an index on the
+   * lock, not an entry object or a Map entry per lock: doubles stored unboxed and nothing else to
+   * allocate, for 100,000 held locks.
    */
   private readonly times: number[] = [];
   private readonly locks: GrantedLock[] = [];
-  private readonly position = new Map<GrantedLock, number>();
   private timer: NodeJS.Timeout | undefined;
   private timerAt = Infinity;
   private stopped = false;
@@ -53,34 +53,34 @@ export class RenewalScheduler {
 
   /** Starts renewing `lock` and watching its validity deadline. */
   add(lock: GrantedLock): void {
-    if (this.stopped || this.position.has(lock)) return;
+    if (this.stopped || this.queued(lock) !== undefined) return;
     const at = this.dueAt(lock);
     const i = this.locks.length;
     this.locks.push(lock);
     this.times.push(at);
-    this.position.set(lock, i);
+    lock.queueIndex = i;
     this.up(i);
     this.arm(at);
   }
 
   /** Stops watching `lock` (released or lost). */
   delete(lock: GrantedLock): void {
-    const i = this.position.get(lock);
+    const i = this.queued(lock);
     if (i === undefined) return;
-    this.position.delete(lock);
+    lock.queueIndex = -1;
     const lastLock = this.locks.pop() as GrantedLock;
     const lastAt = this.times.pop() as number;
     if (i === this.locks.length) return;
     this.locks[i] = lastLock;
     this.times[i] = lastAt;
-    this.position.set(lastLock, i);
+    lastLock.queueIndex = i;
     this.up(i);
-    this.down(this.position.get(lastLock) as number);
+    this.down(lastLock.queueIndex);
   }
 
   /** Re-reads a lock's deadlines after they changed. */
   refresh(lock: GrantedLock): void {
-    const i = this.position.get(lock);
+    const i = this.queued(lock);
     if (i === undefined) return;
     const at = this.dueAt(lock);
     this.place(i, at);
@@ -93,9 +93,15 @@ export class RenewalScheduler {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
     this.timerAt = Infinity;
-    this.position.clear();
+    for (const lock of this.locks) lock.queueIndex = -1;
     this.locks.length = 0;
     this.times.length = 0;
+  }
+
+  /** The heap index of `lock`, if it is in this queue. */
+  private queued(lock: GrantedLock): number | undefined {
+    const i = lock.queueIndex;
+    return i >= 0 && this.locks[i] === lock ? i : undefined;
   }
 
   private dueAt(lock: GrantedLock): number {
@@ -162,8 +168,8 @@ export class RenewalScheduler {
 
   private async renewBatch(sent: GrantedLock[], extensions: Extension[]): Promise<void> {
     const requests: BackendExtendRequest[] = sent.map((lock, i) => ({
-      keys: lock.ref.keys,
-      token: lock.ref.token,
+      keys: lock.backendKeys,
+      token: lock.token,
       ttl: extensions[i].ttl,
     }));
     let results: (boolean | Error)[];
@@ -209,7 +215,7 @@ export class RenewalScheduler {
   }
 
   private up(index: number): void {
-    const { times, locks, position } = this;
+    const { times, locks } = this;
     const at = times[index];
     const lock = locks[index];
     let i = index;
@@ -218,17 +224,17 @@ export class RenewalScheduler {
       if (times[parent] <= at) break;
       times[i] = times[parent];
       locks[i] = locks[parent];
-      position.set(locks[i], i);
+      locks[i].queueIndex = i;
       i = parent;
     }
     if (i === index) return;
     times[i] = at;
     locks[i] = lock;
-    position.set(lock, i);
+    lock.queueIndex = i;
   }
 
   private down(index: number): void {
-    const { times, locks, position } = this;
+    const { times, locks } = this;
     const n = times.length;
     const at = times[index];
     const lock = locks[index];
@@ -240,12 +246,12 @@ export class RenewalScheduler {
       if (times[child] >= at) break;
       times[i] = times[child];
       locks[i] = locks[child];
-      position.set(locks[i], i);
+      locks[i].queueIndex = i;
       i = child;
     }
     if (i === index) return;
     times[i] = at;
     locks[i] = lock;
-    position.set(lock, i);
+    lock.queueIndex = i;
   }
 }
