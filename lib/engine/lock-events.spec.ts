@@ -391,3 +391,26 @@ describe('events and hold limits at the edges', () => {
     await engine.shutdown();
   });
 });
+
+describe('async listeners', () => {
+  it('logs a rejected async listener instead of leaving an unhandled rejection', async () => {
+    const logger = quietLogger();
+    const engine = engineOn(new MemoryLockBackend(), logger);
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown) => unhandled.push(reason);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      engine.events.on('acquired', async () => {
+        throw new Error('async listener bug');
+      });
+      const lock = await engine.acquire('k', {}, 'wait');
+      await lock.release();
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(logger.errors.join('\n')).toContain('async listener bug');
+      expect(unhandled).toEqual([]);
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+      await engine.shutdown();
+    }
+  });
+});

@@ -167,7 +167,12 @@ export class LockHealthIndicator {
       }
       return session.up({ ...identity, latencyMs: latency() });
     } catch (err) {
-      return session.down({ ...identity, latencyMs: latency(), message: errorMessage(err) });
+      // A backend error's message names the backend's endpoint as the backend gives it.
+      return session.down({
+        ...identity,
+        latencyMs: latency(),
+        message: withoutCredentials(errorMessage(err)),
+      });
     } finally {
       clearTimeout(timer);
       probe.abort();
@@ -179,6 +184,10 @@ export class LockHealthIndicator {
  * An endpoint without `user:password@` parts: the built-in backends never put credentials there,
  * but a custom backend's endpoint is shown as it says, and a health answer may be public.
  */
-function withoutCredentials(endpoint: string): string {
-  return endpoint.replace(/(^|[\s,/])[^\s,/@]+@/g, '$1');
+function withoutCredentials(text: string): string {
+  // `scheme://userinfo@host`: the userinfo runs to the last `@` before the host, and may itself
+  // hold `@`, `/` or `:`; then `user:pass@host` without a scheme.
+  return text
+    .replace(/([a-z][a-z0-9+.-]*:\/\/)[^\s,]*@(?=[^\s,@]*(?:[\s,]|$))/gi, '$1')
+    .replace(/(^|[\s,(])[^\s,/@():]+:[^\s,@]*@/g, '$1');
 }

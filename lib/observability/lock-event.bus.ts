@@ -11,6 +11,14 @@ const EVENT_TYPES: readonly LockEventType[] = [
   'error',
 ];
 
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as { then?: unknown }).then === 'function'
+  );
+}
+
 /** A listener that threw is reported at most this often, in ms, with the count of the others. */
 const REPORT_EVERY = 10_000;
 
@@ -71,7 +79,10 @@ export class LockEventBus {
     if (!list) return;
     for (const listener of list) {
       try {
-        listener(event);
+        const result: unknown = listener(event);
+        // An async listener's rejection must not become an unhandled rejection either.
+        if (isThenable(result))
+          result.then(undefined, (err: unknown) => this.reportFailure(type, err));
       } catch (err) {
         this.reportFailure(type, err);
       }

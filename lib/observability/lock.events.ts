@@ -102,5 +102,8 @@ export interface LockEventMap {
 /** The type of a lock event: a key of {@link LockEventMap}. */
 export type LockEventType = keyof LockEventMap;
 
-/** A function called, synchronously, with each event of one type. */
+/**
+ * A function called, synchronously, with each event of one type. It may be async: nothing waits
+ * for it, and a rejection is logged like a throw.
+ */
 export type LockEventListener<E extends LockEventType> = (event: LockEventMap[E]) => void;

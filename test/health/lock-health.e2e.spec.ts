@@ -3,7 +3,7 @@ import { HealthCheck, HealthCheckService, TerminusModule } from '@nestjs/terminu
 import { Etcd3, Watcher } from 'etcd3';
 import { Redis } from 'ioredis';
 import request from 'supertest';
-import { MemoryLockBackend } from 'nestjs-distributed-lock';
+import { LockService, MemoryLockBackend } from 'nestjs-distributed-lock';
 import type { DistributedLockModuleOptions } from 'nestjs-distributed-lock';
 import { LockHealthIndicator } from 'nestjs-distributed-lock/terminus';
 import type { LockHealthCheckOptions } from 'nestjs-distributed-lock/terminus';
@@ -121,6 +121,48 @@ describe('LockHealthIndicator over HTTP (Terminus)', () => {
         });
       } finally {
         await app.close();
+      }
+    });
+
+    it('never shows credentials, also when a custom backend puts them in its endpoint', async () => {
+      const backend = new MemoryLockBackend();
+      // A custom backend that names its endpoint with the credentials in it.
+      Object.defineProperty(backend, 'endpoint', { value: 'redis://admin:p@ss/w0rd@db:6379' });
+      const app = await healthApp({ backend });
+      try {
+        await backend.close();
+        const answer = await getHealth(app);
+        expect(answer.status).toBe(503);
+        expect(answer.lock).toMatchObject({ status: 'down', endpoint: 'redis://db:6379' });
+        expect(answer.lock?.message).toContain('redis://db:6379');
+        expect(JSON.stringify(answer)).not.toMatch(/admin|p@ss|w0rd/);
+      } finally {
+        await app.close();
+      }
+    });
+
+    it('reports down during the shutdown grace, when new locks are refused', async () => {
+      const app = await healthApp({ shutdownGrace: 5000 });
+      const locks = app.get(LockService);
+      const held = await locks.acquire(uniqueKey('grace'));
+      const closing = app.close();
+      try {
+        const indicator = app.get(LockHealthIndicator);
+        let message = '';
+        // app.close() reaches the lock module's shutdown after the destroy hooks: poll until then.
+        await eventually(
+          async () => {
+            const answer = await indicator.isHealthy('lock');
+            message = String(answer.lock.message ?? '');
+            return answer.lock.status === 'down';
+          },
+          3000,
+          'health down during the shutdown grace',
+        );
+        expect(message).toContain('shutting down');
+      } finally {
+        await held.release();
+        await closing;
       }
     });
 

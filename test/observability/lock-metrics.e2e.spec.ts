@@ -6,7 +6,7 @@ import { Counter, Registry } from 'prom-client';
 import request from 'supertest';
 import { AppModule } from '../../sample-app/src/app.module';
 import { createLockApp } from '../support/test-app';
-import { redisUrl } from '../support/test-env';
+import { redisUrl, withEnv } from '../support/test-env';
 import { uniqueId } from '../support/test-ids';
 
 /** The value of one series of the exposition text, or undefined when it is absent. */
@@ -39,19 +39,16 @@ describe('lock metrics (Prometheus)', () => {
     let app: INestApplication;
 
     beforeAll(async () => {
-      const saved = { ...process.env };
-      Object.assign(process.env, {
+      const env = {
         LOCK_BACKEND: 'redis',
         REDIS_URL: redisUrl(),
         LOCK_PREFIX: `ndl-test:metrics:${uniqueId()}:`,
-      });
-      try {
+      };
+      await withEnv(env, async () => {
         const moduleRef = await Test.createTestingModule({ imports: [AppModule] }).compile();
         app = moduleRef.createNestApplication({ logger: false });
         await app.init();
-      } finally {
-        process.env = saved;
-      }
+      });
     });
 
     afterAll(() => app?.close());

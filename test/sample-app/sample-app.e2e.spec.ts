@@ -6,6 +6,7 @@ import { lockOptionsFromEnv } from '../../sample-app/src/config/lock-options.fac
 import { PaymentLedger } from '../../sample-app/src/orders/payment.ledger';
 import { LockService } from 'nestjs-distributed-lock';
 import { sleep } from '../support/async.helpers';
+import { withEnv } from '../support/test-env';
 import { uniqueId } from '../support/test-ids';
 
 describe('sample app (memory backend)', () => {
@@ -138,25 +139,25 @@ describe('fenced writes: two sample app instances sharing Redis', () => {
   const apps: INestApplication[] = [];
 
   beforeAll(async () => {
-    const saved = { ...process.env };
-    Object.assign(process.env, {
-      LOCK_BACKEND: 'redis',
-      LOCK_PREFIX: `sample-fenced-${uniqueId()}:`,
-    });
-    try {
-      for (let i = 0; i < 2; i++) {
-        const moduleRef = await Test.createTestingModule({ imports: [AppModule] }).compile();
-        const app = moduleRef.createNestApplication({ logger: false });
-        await app.init();
-        apps.push(app);
-      }
-    } finally {
-      process.env = saved;
-    }
+    await withEnv(
+      { LOCK_BACKEND: 'redis', LOCK_PREFIX: `sample-fenced-${uniqueId()}:` },
+      async () => {
+        for (let i = 0; i < 2; i++) {
+          const moduleRef = await Test.createTestingModule({ imports: [AppModule] }).compile();
+          const app = moduleRef.createNestApplication({ logger: false });
+          await app.init();
+          apps.push(app);
+        }
+      },
+    );
   });
 
   afterAll(async () => {
     for (const app of apps) await app.close();
+  });
+
+  it('answers 400 to a payment without a positive amount', async () => {
+    await request(apps[0].getHttpServer()).post(`/orders/${uniqueId()}/pay`).send({}).expect(400);
   });
 
   it('pays an order once across instances, from the shared ledger', async () => {

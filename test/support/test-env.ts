@@ -16,3 +16,20 @@ export function redisUrl(): string {
 export function etcdHosts(): string[] {
   return requiredEnv('ETCD_HOSTS').split(',');
 }
+
+/**
+ * Runs `fn` with `vars` set in process.env, then puts back each of them as it was (deleted when
+ * it was unset): the sample app reads its configuration from the environment at startup.
+ */
+export async function withEnv<T>(vars: Record<string, string>, fn: () => Promise<T>): Promise<T> {
+  const saved = Object.keys(vars).map((name) => [name, process.env[name]] as const);
+  Object.assign(process.env, vars);
+  try {
+    return await fn();
+  } finally {
+    for (const [name, value] of saved) {
+      if (value === undefined) delete process.env[name];
+      else process.env[name] = value;
+    }
+  }
+}

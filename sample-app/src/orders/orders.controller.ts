@@ -1,4 +1,4 @@
-import { Body, Controller, Get, Param, Post } from '@nestjs/common';
+import { BadRequestException, Body, Controller, Get, Param, Post } from '@nestjs/common';
 import { OrdersService, Payment } from './orders.service';
 
 @Controller('orders')
@@ -7,7 +7,11 @@ export class OrdersController {
 
   @Post(':id/pay')
   pay(@Param('id') id: string, @Body() body: { amount?: number }): Promise<Payment> {
-    return this.orders.pay(id, Number(body?.amount ?? 0));
+    const amount = Number(body?.amount);
+    if (!Number.isFinite(amount) || amount <= 0) {
+      throw new BadRequestException('amount must be a positive number');
+    }
+    return this.orders.pay(id, amount);
   }
 
   @Get(':id')

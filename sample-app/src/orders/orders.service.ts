@@ -16,13 +16,18 @@ export class OrdersService {
     private readonly ledger: PaymentLedger,
   ) {}
 
-  /** Charges an order once. A second concurrent call waits for the lock, then sees it paid. */
+  /**
+   * Pays an order once. A second concurrent call waits for the lock, then sees it paid. The fence
+   * protects the ledger, not the card: a holder paused between the charge and the write could let
+   * a second holder charge too, so the charge carries the order as its idempotency key and the
+   * gateway charges an order at most once.
+   */
   @Locked('order:<orderId>')
   async pay(orderId: string, amount: number): Promise<Payment> {
     if (await this.ledger.find(orderId)) {
       throw new ConflictException(`order ${orderId} is already paid`);
     }
-    await this.chargeCard(amount);
+    await this.chargeCard(amount, `order-${orderId}`);
     const lock = this.locks.current();
     // The lock may have been lost while the gateway was slow: never record a payment then.
     lock?.signal.throwIfAborted();
@@ -45,7 +50,7 @@ export class OrdersService {
     return payment;
   }
 
-  private chargeCard(_amount: number): Promise<void> {
+  private chargeCard(_amount: number, _idempotencyKey: string): Promise<void> {
     return new Promise((resolve) => setTimeout(resolve, 50)); // the payment gateway's latency
   }
 }

@@ -22,7 +22,11 @@ export class RedisPaymentLedger extends PaymentLedger implements OnApplicationSh
     private readonly prefix: string,
   ) {
     super();
-    this.redis = new Redis(url, { maxRetriesPerRequest: 2 });
+    // Connects on first use: a start that fails elsewhere (Nest runs no shutdown hook then)
+    // must not leave a reconnecting client keeping the process alive.
+    this.redis = new Redis(url, { maxRetriesPerRequest: 2, lazyConnect: true });
+    // Failures reach the caller of each command; the client's own error events only repeat them.
+    this.redis.on('error', () => undefined);
   }
 
   async record(payment: Payment): Promise<FencedWrite> {
@@ -42,7 +46,8 @@ export class RedisPaymentLedger extends PaymentLedger implements OnApplicationSh
   }
 
   async onApplicationShutdown(): Promise<void> {
-    await this.redis.quit();
+    if (this.redis.status === 'wait') this.redis.disconnect();
+    else await this.redis.quit();
   }
 
   private key(orderId: string): string {
