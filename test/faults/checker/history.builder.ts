@@ -26,7 +26,7 @@ export class HistoryBuilder {
   readonly events: HistoryEvent[] = [];
   private faultId = 0;
 
-  constructor(backend = 'planted', settleBoundMs = 1000) {
+  constructor(backend = 'planted', settleBoundMs = 1000, pausedHolderMinMs = 0) {
     this.events.push({
       t: 0,
       process: 'nemesis',
@@ -34,7 +34,15 @@ export class HistoryBuilder {
       backend,
       settleBoundMs,
       epochAtT: 0,
+      pausedHolderMinMs,
     });
+  }
+
+  /** `client`'s event loop blocked for `ms` from `t`, right after its grant `op`. */
+  blocked(client: string, op: number, keys: readonly string[], t: number, ms: number): this {
+    const base = { process: client.split('/')[0], client, op, keys };
+    this.events.push({ ...base, t, event: 'blocked', ms });
+    return this;
   }
 
   phase(

@@ -230,7 +230,7 @@ describe('fault lab checker', () => {
         .end(300).events,
     );
 
-    expect(kinds(report)).toEqual(['stale-write', 'stale-write', 'stale-write']);
+    expect(kinds(report)).toEqual(['stale-write', 'stale-write', 'stale-write-unfenced']);
     expect(report.total).toMatchObject({ staleWritesAccepted: 2, staleWritesAcceptedUnfenced: 1 });
     expect(report.violations[0]).toMatchObject({ phase: 'pause', fault: 'pause-holder@w0' });
   });
@@ -419,5 +419,69 @@ describe('fault lab checker', () => {
       key: 'a',
     });
     expect(report.total.lossAfterRegrant).toBe(1);
+  });
+
+  it('counts a paused holder only when the pause outlived what keeps its lock (the run minimum), and counts blocked holders and their regrants', () => {
+    const report = checkHistory(
+      new HistoryBuilder('planted', 1000, 400)
+        .phase('pause', 0, 3000, ['client-pause'])
+        .grant({
+          client: 'w0/c0',
+          op: 1,
+          keys: ['a'],
+          invoke: 1,
+          ok: 2,
+          tokens: [1],
+          validUntil: 402,
+          lost: 900,
+        })
+        // Held, but frozen for 300 ms only, then for 450 ms: one paused-holder event.
+        .fault('pause-holder', 'client-pause', 'w0', 10, 310)
+        .fault('pause-holder', 'client-pause', 'w0', 320, 770)
+        // Long, but nothing of w1 held a lock: none.
+        .fault('pause-holder', 'client-pause', 'w1', 10, 900)
+        .grant({
+          client: 'w1/c0',
+          op: 1,
+          keys: ['b'],
+          invoke: 1000,
+          ok: 1001,
+          tokens: [1],
+          validUntil: 1401,
+          lost: 1700,
+        })
+        .blocked('w1/c0', 1, ['b'], 1002, 600)
+        .grant({
+          client: 'w2/c0',
+          op: 1,
+          keys: ['b'],
+          invoke: 1100,
+          ok: 1450,
+          tokens: [2],
+          release: 1460,
+          released: [1461, true],
+        })
+        // A block shorter than the minimum counts for nothing.
+        .grant({
+          client: 'w2/c1',
+          op: 1,
+          keys: ['c'],
+          invoke: 2000,
+          ok: 2001,
+          tokens: [1],
+          release: 2400,
+          released: [2401, true],
+        })
+        .blocked('w2/c1', 1, ['c'], 2002, 300)
+        .end(3000).events,
+    );
+
+    expect(kinds(report)).toEqual([]);
+    expect(report.total).toMatchObject({
+      faults: 3,
+      pausedHolderEvents: 1,
+      blockedHolderEvents: 1,
+      blockedHoldersRegranted: 1,
+    });
   });
 });

@@ -4,6 +4,7 @@ import type {
   FaultFamily,
   HistoryEvent,
   PhaseEvent,
+  ResourceMode,
   RunEvent,
   WriteEvent,
 } from '../history/history.event';
@@ -26,6 +27,8 @@ export interface Violation {
   readonly kind:
     | 'overlap'
     | 'stale-write'
+    /** A stale write the unfenced resource accepted: what the control measures, not a bug. */
+    | 'stale-write-unfenced'
     | 'token-regression'
     | 'foreign-release'
     | 'hung'
@@ -61,8 +64,15 @@ export interface CheckCounts {
   faults: number;
   /** Grants whose validity deadline had passed when `acquire` resolved them (held false at once). */
   deadOnArrival: number;
-  /** Client-pause faults that froze a process while one of its clients held a lock (by its signal). */
+  /**
+   * Client-pause faults that froze a process while one of its clients held a lock (by its signal),
+   * for longer than the run's `pausedHolderMinMs` (shorter ones cannot lose a lock).
+   */
   pausedHolderEvents: number;
+  /** Event loops blocked right after a grant, for longer than `pausedHolderMinMs`. */
+  blockedHolderEvents: number;
+  /** Of those, blocks during which another client was granted one of the holder's keys. */
+  blockedHoldersRegranted: number;
 }
 
 /** Recovery after the faults of one action: first grant to the affected clients after the fault. */
@@ -81,6 +91,8 @@ export interface CheckReport {
   readonly phases: readonly {
     phase: string;
     families: readonly FaultFamily[];
+    mode: ResourceMode;
+    durationMs: number;
     counts: CheckCounts;
   }[];
   readonly recovery: readonly RecoveryFigure[];
@@ -100,6 +112,7 @@ interface Grant {
   released?: ClientEvent & { event: 'released' };
   lost?: ClientEvent;
   renewals: (ClientEvent & { event: 'renew' })[];
+  blocked?: ClientEvent & { event: 'blocked' };
   /** End of the hold as the holder saw it: release start, loss signal or validity deadline. */
   beliefEnd: number;
   /** End of the hold by its signal alone: release start or loss signal. */
@@ -129,6 +142,8 @@ const ZERO_COUNTS = (): CheckCounts => ({
   faults: 0,
   deadOnArrival: 0,
   pausedHolderEvents: 0,
+  blockedHolderEvents: 0,
+  blockedHoldersRegranted: 0,
 });
 
 /** Judges a whole run's history; see CheckCounts for what each figure means. */
@@ -141,6 +156,7 @@ export function checkHistory(
   const events = sortHistory(input);
   const run = events.find((e): e is RunEvent => e.event === 'run');
   const settleBound = run?.settleBoundMs ?? 0;
+  const pausedHolderMinMs = run?.pausedHolderMinMs ?? 0;
   const historyEnd = events.length > 0 ? events[events.length - 1].t : 0;
 
   const phases: { event: PhaseEvent; end: number }[] = [];
@@ -220,9 +236,26 @@ export function checkHistory(
   const recovery = recoveryFigures(faults, granted, historyEnd);
   for (const f of faults) {
     bump(f.start.t, 'faults');
-    if (f.start.family === 'client-pause' && heldBy(f.start.target, f.start.t, granted)) {
+    const pausedMs = (f.end?.t ?? historyEnd) - f.start.t;
+    if (
+      f.start.action === 'pause-holder' &&
+      pausedMs > pausedHolderMinMs &&
+      heldBy(f.start.target, f.start.t, granted)
+    ) {
       bump(f.start.t, 'pausedHolderEvents');
     }
+  }
+  for (const g of granted) {
+    const blocked = g.blocked;
+    if (!blocked || blocked.ms <= pausedHolderMinMs) continue;
+    bump(blocked.t, 'blockedHolderEvents');
+    const until = blocked.t + blocked.ms;
+    const regranted = g.keys.some((key) =>
+      (byKey.get(key) ?? []).some(
+        (h) => h.client !== g.client && h.ok!.t > blocked.t && h.ok!.t < until,
+      ),
+    );
+    if (regranted) bump(blocked.t, 'blockedHoldersRegranted');
   }
   return {
     backend: run?.backend ?? 'unknown',
@@ -230,6 +263,8 @@ export function checkHistory(
     phases: phases.map((p) => ({
       phase: p.event.phase,
       families: p.event.families,
+      mode: p.event.mode,
+      durationMs: p.end - p.event.t,
       counts: counts.get(p.event.phase) ?? ZERO_COUNTS(),
     })),
     recovery,
@@ -245,6 +280,7 @@ const CLIENT_EVENTS: ReadonlySet<string> = new Set<ClientEvent['event']>([
   'lost',
   'release',
   'released',
+  'blocked',
 ]);
 
 function isClientEvent(e: HistoryEvent): e is Exclude<ClientEvent, WriteEvent> {
@@ -289,6 +325,9 @@ function collect(grants: Map<string, Grant>, e: ClientEvent): void {
       break;
     case 'released':
       g.released = e;
+      break;
+    case 'blocked':
+      g.blocked = e;
       break;
     default:
       break;
@@ -463,7 +502,7 @@ function checkWrites(
         w.mode === 'fenced' ? 'staleWritesAccepted' : 'staleWritesAcceptedUnfenced';
       report(
         {
-          kind: 'stale-write',
+          kind: w.mode === 'fenced' ? 'stale-write' : 'stale-write-unfenced',
           key: w.key,
           t: w.t,
           detail:

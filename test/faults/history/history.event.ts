@@ -92,6 +92,12 @@ export interface RunEvent extends EventBase {
   readonly settleBoundMs: number;
   /** Epoch ms at `t`: the shared reference that turns lab times into wall times for people. */
   readonly epochAtT: number;
+  /**
+   * A holder frozen or blocked for no longer than this (ms) does not count as a paused-holder
+   * event: its lock could not have been granted to another meanwhile (the lock's ttl; for etcd,
+   * the session lease too). Absent in older histories: every pause counts.
+   */
+  readonly pausedHolderMinMs?: number;
 }
 
 /** A phase of a run begins (faults of one family, or none) or ends. */
@@ -120,6 +126,15 @@ export type ResourceMode = 'fenced' | 'unfenced';
 /** Fault families, as the guarantees are stated per family. */
 export type FaultFamily = 'client-pause' | 'network' | 'server' | 'clock';
 
+/**
+ * A worker's event loop was blocked (a busy loop the nemesis asked for) from `t` for `ms`, right
+ * after `client`'s grant `op` and before its first write.
+ */
+export interface BlockedEvent extends ClientEventBase {
+  readonly event: 'blocked';
+  readonly ms: number;
+}
+
 export type ClientEvent =
   | InvokeEvent
   | OkEvent
@@ -128,7 +143,8 @@ export type ClientEvent =
   | LostEvent
   | ReleaseEvent
   | ReleasedEvent
-  | WriteEvent;
+  | WriteEvent
+  | BlockedEvent;
 
 export type HistoryEvent = ClientEvent | RunEvent | PhaseEvent | FaultEvent;
 

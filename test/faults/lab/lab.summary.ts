@@ -3,12 +3,15 @@ import { join } from 'node:path';
 import { format, resolveConfig } from 'prettier';
 import type { CheckCounts } from '../checker/history.checker';
 import type { LabRun } from './lab.runner';
-import { brokenPromises, summaryLine } from './lab.verdict';
+import { readmeSection } from './lab.readme';
+import { brokenPromises, controlLine, summaryLine } from './lab.verdict';
 
 const COLUMNS: readonly (readonly [keyof CheckCounts, string])[] = [
   ['grants', 'grants'],
   ['faults', 'faults'],
-  ['pausedHolderEvents', 'paused holders'],
+  ['pausedHolderEvents', 'paused holders (longer than the ttl / lease)'],
+  ['blockedHolderEvents', 'blocked event loops of holders'],
+  ['blockedHoldersRegranted', 'of those, lock granted to another meanwhile'],
   ['deadOnArrival', 'grants expired on arrival'],
   ['overlaps', 'overlaps'],
   ['signalOverlaps', 'overlaps by signal alone'],
@@ -31,7 +34,10 @@ function markdown(runs: readonly LabRun[]): string {
       '',
     );
     const rows = [
-      ...run.report.phases.map((p) => ({ name: p.phase, counts: p.counts })),
+      ...run.report.phases.map((p) => ({
+        name: `${p.phase} (${(p.durationMs / 1000).toFixed(0)} s${p.mode === 'unfenced' ? ', unfenced' : ''})`,
+        counts: p.counts,
+      })),
       { name: '**total**', counts: run.report.total },
     ];
     out.push(`| figure | ${rows.map((r) => r.name).join(' | ')} |`);
@@ -55,13 +61,15 @@ function markdown(runs: readonly LabRun[]): string {
       broken.length === 0 ? 'Every promise checked held.' : `Broken: ${broken.join('; ')}.`,
       '',
     );
-    for (const v of run.report.violations.slice(0, 5)) {
+    const shown = run.report.violations.filter((v) => v.kind !== 'stale-write-unfenced');
+    for (const v of shown.slice(0, 5)) {
       out.push(
         `- ${v.kind} on ${v.key} in ${v.phase}${v.fault ? ` (${v.fault})` : ''}: ${v.detail}`,
       );
     }
     out.push('');
   }
+  out.push('```', ...runs.map(controlLine), '```', '');
   out.push('```', ...runs.map(summaryLine), '```', '');
   return out.join('\n');
 }
@@ -73,7 +81,8 @@ function markdown(runs: readonly LabRun[]): string {
 export async function writeSummary(
   runs: readonly LabRun[],
   dir: string,
-): Promise<{ markdown: string; json: string }> {
+  command = 'npm run test:faults',
+): Promise<{ markdown: string; json: string; readme: string }> {
   mkdirSync(dir, { recursive: true });
   const md = join(dir, 'summary.md');
   const json = join(dir, 'summary.json');
@@ -84,7 +93,14 @@ export async function writeSummary(
     violationCount: r.report.violations.length,
     broken: brokenPromises(r),
   }));
+  const readme = join(dir, 'readme-section.md');
   writeFileSync(md, await format(markdown(runs), { ...options, filepath: md }));
-  writeFileSync(json, await format(JSON.stringify(data), { ...options, filepath: json }));
-  return { markdown: md, json };
+  // The lines a script reads come last in the JSON too.
+  const document = { runs: data, control: runs.map(controlLine), lines: runs.map(summaryLine) };
+  writeFileSync(json, await format(JSON.stringify(document), { ...options, filepath: json }));
+  writeFileSync(
+    readme,
+    await format(readmeSection(runs, command), { ...options, filepath: readme }),
+  );
+  return { markdown: md, json, readme };
 }

@@ -11,6 +11,8 @@ export interface NemesisContext {
   /** `proxies[i]` carries every connection of `workers[i]` to the server. */
   readonly proxies: readonly TcpProxy[];
   readonly random: () => number;
+  /** Aborts when the run is cut short: long faults end early. */
+  readonly signal?: AbortSignal;
   /**
    * Runs one fault on `target` (logged as fault-start / fault-end around `body`), unless another
    * fault holds that target: then resolves false without running it. Resolves false as well if

@@ -50,6 +50,27 @@ export function pauseHolder(pauseMs?: readonly [number, number]): NemesisAction 
   return action;
 }
 
+/**
+ * A client whose timers are delayed: the next client of a worker to be granted a lock blocks the
+ * worker's whole event loop (a busy loop, not a signal) for longer than the ttl before its first
+ * write. Its renewals cannot run, so its lock expires and goes to another client; when the loop
+ * runs again it must see the lock lost before anyone else was granted it, and its late write
+ * must be refused by fencing.
+ */
+export function blockLoop(ms?: readonly [number, number]): NemesisAction {
+  const action: NemesisAction = {
+    name: 'block-loop',
+    family: 'client-pause',
+    run: (ctx) => {
+      const worker = ctx.workers[anyWorker(ctx)];
+      return ctx.inject(action, worker.name, () =>
+        worker.block(between(ctx, ms ?? ctx.backend.pauseMs), 3000),
+      );
+    },
+  };
+  return action;
+}
+
 /** One worker's connections stop forwarding without closing: a partition of that client. */
 export function proxyStall(ms: readonly [number, number]): NemesisAction {
   const action: NemesisAction = {
@@ -139,6 +160,67 @@ export function serverKill(downMs: readonly [number, number]): NemesisAction {
         } finally {
           await ctx.server.restart();
         }
+      }),
+  };
+  return action;
+}
+
+function serverClock(ctx: NemesisContext): NonNullable<NemesisContext['server']['clock']> {
+  const clock = ctx.server.clock;
+  if (!clock) throw new Error(`${ctx.backend.name}: its server has no clock to shift`);
+  return clock;
+}
+
+/**
+ * The server's wall clock runs at `rate` × real time for a while (2: fast, 0.5: slow), moved in
+ * 10 ms steps through the clock shim; it keeps the offset it reached. A fast clock expires keys
+ * early, which no lock on that server can detect; fencing tokens must still only go up.
+ */
+export function clockRate(rate: number, ms: readonly [number, number]): NemesisAction {
+  const action: NemesisAction = {
+    name: rate > 1 ? 'clock-fast' : 'clock-slow',
+    family: 'clock',
+    run: (ctx) =>
+      ctx.inject(action, 'server', async () => {
+        const clock = serverClock(ctx);
+        const from = clock.offsetMs;
+        const startedAt = performance.now();
+        const endAt = startedAt + between(ctx, ms);
+        for (let i = 0; i < 10_000 && performance.now() < endAt && !ctx.signal?.aborted; i++) {
+          clock.set(from + (rate - 1) * (performance.now() - startedAt));
+          await sleep(10);
+        }
+      }),
+  };
+  return action;
+}
+
+/** The server's wall clock stepped back at once (an NTP correction, a VM restored). */
+export function clockStepBack(ms: readonly [number, number]): NemesisAction {
+  const action: NemesisAction = {
+    name: 'clock-step-back',
+    family: 'clock',
+    run: (ctx) =>
+      ctx.inject(action, 'server', async () => {
+        const clock = serverClock(ctx);
+        clock.set(clock.offsetMs - between(ctx, ms));
+        // Long enough for grants and writes under the stepped-back clock before the next fault.
+        await sleep(500);
+      }),
+  };
+  return action;
+}
+
+/** One of the topology's own faults (a Sentinel failover, Redlock masters lost), by name. */
+export function topologyFault(name: string): NemesisAction {
+  const action: NemesisAction = {
+    name,
+    family: 'server',
+    run: (ctx) =>
+      ctx.inject(action, 'server', async () => {
+        const fault = ctx.server.topology?.[name];
+        if (!fault) throw new Error(`${ctx.backend.name} has no topology fault ${name}`);
+        await fault(ctx.random);
       }),
   };
   return action;

@@ -2,6 +2,7 @@ import { ChildProcess, spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { stopPid } from '../../servers/server.process';
+import { reapOnExit } from './lab.reaper';
 
 /** One JSON line a lab child printed on stdout. */
 export interface ChildLine {
@@ -10,6 +11,7 @@ export interface ChildLine {
 }
 
 const REGISTER = join(__dirname, 'typescript.register.js');
+const LISTENER_ONLY: ReadonlySet<string> = new Set(['status', 'progress', 'blocked']);
 
 /**
  * A TypeScript entry point of the lab run as its own OS process (through the transpile-on-load
@@ -39,8 +41,8 @@ export class LabChildProcess {
         return;
       }
       for (const listener of this.listeners) listener(line);
-      // Frequent status lines go to listeners only, so a long run does not pile them up.
-      if (line.event === 'status') return;
+      // Frequent or repeated lines go to listeners only, so a long run does not pile them up.
+      if (LISTENER_ONLY.has(line.event)) return;
       this.lines.push(line);
       for (const w of this.waiters.splice(0)) {
         if (w.match(line)) w.resolve(line);
@@ -59,6 +61,7 @@ export class LabChildProcess {
     const child = spawn(process.execPath, ['-r', REGISTER, entry, JSON.stringify(config)], {
       stdio: ['pipe', 'pipe', 'pipe'],
     });
+    reapOnExit(child);
     return new LabChildProcess(name, child);
   }
 

@@ -6,9 +6,13 @@
  * check `lock.held` first, like most handlers: a pause between grant and write is exactly what
  * fencing must catch.
  *
- * argv[2]: WorkerConfig as JSON. stdin: `{"op":"go"}` starts the clients; end of stdin stops
- * them (each finishes its operation), closes the app and exits. stdout: `ready`, `done`, and
- * `status` with `holding` whenever the process starts or stops holding any lock.
+ * argv[2]: WorkerConfig as JSON. stdin: `{"op":"go"}` starts the clients; `{"op":"block",
+ * "ms":N}` makes the next client granted a lock block the whole event loop for N ms (a busy loop:
+ * timers, sockets and the engine's renewals all wait) before its first write; `{"op":"tune",
+ * "holdMs","writes","keys"}` changes the workload from the next operation on; end of stdin stops
+ * them (each finishes its operation), closes the app and exits. stdout: `ready`, `done`, `status`
+ * with `holding` whenever the process starts or stops holding any lock, `blocked` after a block,
+ * and `progress` with the grants so far, every half second.
  */
 import 'reflect-metadata';
 import { NestFactory } from '@nestjs/core';
@@ -21,6 +25,15 @@ import { ResourceClient } from '../resource/resource.client';
 import type { WorkerConfig } from './workload.config';
 import { seededRandom } from '../runtime/seeded.random';
 
+/** The grant's fencing tokens, or none where the backend issues none (Redlock: the getter throws). */
+function tokensOf(lock: Lock): readonly number[] {
+  try {
+    return lock.fencingTokens;
+  } catch {
+    return [];
+  }
+}
+
 function emit(line: Record<string, unknown>): void {
   process.stdout.write(`${JSON.stringify(line)}\n`);
 }
@@ -31,6 +44,9 @@ type Fields<E> = E extends ClientEvent
 
 async function main(): Promise<void> {
   const config = JSON.parse(process.argv[2] ?? '{}') as WorkerConfig;
+  const tuned = { holdMs: config.holdMs, writes: config.writes, keys: config.keys.length };
+  let blockNextMs = 0;
+  let grants = 0;
   const history = new HistoryWriter(config.historyPath);
   const resource = new ResourceClient(config.resourcePort);
   const app = await NestFactory.createApplicationContext(
@@ -54,9 +70,10 @@ async function main(): Promise<void> {
     let op = 0;
     for (; op < config.maxOps && !stopping && labNow() < deadline;) {
       op += 1;
-      const first = config.keys[Math.floor(next() * config.keys.length)];
+      const keyCount = Math.max(1, Math.min(tuned.keys, config.keys.length));
+      const first = config.keys[Math.floor(next() * keyCount)];
       const multi = config.multiKeyEvery > 0 && op % config.multiKeyEvery === 0;
-      const second = config.keys[(config.keys.indexOf(first) + 1) % config.keys.length];
+      const second = config.keys[(config.keys.indexOf(first) + 1) % keyCount];
       const keys = (multi && second !== first ? [first, second] : [first]).sort();
       const base = { process: config.process, client: name, op, keys };
       const log = (fields: Fields<ClientEvent>): void =>
@@ -74,7 +91,9 @@ async function main(): Promise<void> {
       }
       const validUntil = (): number => labTimeOfEpoch(lock.expiresAt);
       let known = validUntil();
-      log({ event: 'ok', fencingTokens: lock.fencingTokens, validUntil: known });
+      grants += 1;
+      const fenced = tokensOf(lock).length > 0;
+      log({ event: 'ok', fencingTokens: tokensOf(lock), validUntil: known });
       const signal = lock.signal;
       let counted = false;
       const stopCounting = (): void => {
@@ -106,11 +125,23 @@ async function main(): Promise<void> {
         }
       };
       const watch = setInterval(sample, Math.max(5, config.ttl / 10));
+      if (blockNextMs > 0) {
+        const ms = blockNextMs;
+        blockNextMs = 0;
+        log({ event: 'blocked', ms });
+        // The classic stop-the-world pause in-process: nothing else of this process runs meanwhile.
+        const until = labNow() + ms;
+        while (labNow() < until) {
+          /* busy */
+        }
+        emit({ event: 'blocked', ms });
+      }
       try {
-        for (let w = 0; w < config.writes; w++) {
-          if (w > 0) await sleep(config.holdMs);
+        // Without tokens there is nothing the resource could fence on: no writes to judge.
+        for (let w = 0; w < (fenced ? tuned.writes : 0); w++) {
+          if (w > 0) await sleep(tuned.holdMs);
           sample();
-          const tokens = lock.fencingTokens;
+          const tokens = tokensOf(lock);
           await resource.write({
             process: config.process,
             client: name,
@@ -119,7 +150,7 @@ async function main(): Promise<void> {
             writes: lock.keys.map((key, i) => ({ key, fencingToken: tokens[i] })),
           });
         }
-        await sleep(config.holdMs);
+        if (tuned.holdMs > 0) await sleep(tuned.holdMs);
       } catch {
         // A write the resource did not answer is the resource's business, not the lock's.
       }
@@ -140,7 +171,20 @@ async function main(): Promise<void> {
   const started = new Promise<void>((resolve) => {
     const lines = createInterface({ input: process.stdin });
     lines.on('line', (line) => {
-      if ((JSON.parse(line) as { op?: string }).op === 'go') resolve();
+      const command = JSON.parse(line) as {
+        op?: string;
+        ms?: number;
+        holdMs?: number;
+        writes?: number;
+        keys?: number;
+      };
+      if (command.op === 'go') resolve();
+      else if (command.op === 'block') blockNextMs = command.ms ?? 0;
+      else if (command.op === 'tune') {
+        tuned.holdMs = command.holdMs ?? tuned.holdMs;
+        tuned.writes = command.writes ?? tuned.writes;
+        tuned.keys = command.keys ?? tuned.keys;
+      }
     });
     lines.on('close', () => {
       stopping = true;
@@ -149,7 +193,9 @@ async function main(): Promise<void> {
   });
   emit({ event: 'ready', pid: process.pid });
   await started;
+  const progress = setInterval(() => emit({ event: 'progress', grants }), 500);
   const ops = await Promise.all(Array.from({ length: config.clients }, (_, i) => client(i)));
+  clearInterval(progress);
   await app.close();
   resource.close();
   history.close();

@@ -6,6 +6,8 @@ import type { WorkerConfig } from './workload.config';
 export class WorkerProcess {
   private frozen = false;
   private holdingNow = false;
+  private grantsSoFar = 0;
+  private readonly blockWaiters: ((ms: number) => void)[] = [];
 
   private constructor(
     readonly config: WorkerConfig,
@@ -13,6 +15,8 @@ export class WorkerProcess {
   ) {
     child.onLine((line) => {
       if (line.event === 'status') this.holdingNow = line.holding === true;
+      else if (line.event === 'progress') this.grantsSoFar = Number(line.grants);
+      else if (line.event === 'blocked') this.blockWaiters.shift()?.(Number(line.ms));
     });
   }
 
@@ -31,6 +35,39 @@ export class WorkerProcess {
       throw err;
     }
     return new WorkerProcess(config, child);
+  }
+
+  /** Grants of its clients so far, as it last said (every half second). */
+  get grants(): number {
+    return this.grantsSoFar;
+  }
+
+  /**
+   * Has the next client granted a lock block the event loop for `ms` before its first write;
+   * resolves true once it did, false if no grant came within `withinMs`.
+   */
+  async block(ms: number, withinMs: number): Promise<boolean> {
+    let resolveBlocked: (ms: number) => void = () => undefined;
+    const blocked = new Promise<number>((resolve) => (resolveBlocked = resolve));
+    this.blockWaiters.push(resolveBlocked);
+    this.child.send({ op: 'block', ms });
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<'timeout'>((resolve) => {
+      timer = setTimeout(() => resolve('timeout'), ms + withinMs);
+    });
+    const result = await Promise.race([blocked, timedOut]);
+    clearTimeout(timer);
+    if (result !== 'timeout') return true;
+    // Cancelled, so a late grant does not block outside the fault's window.
+    this.child.send({ op: 'block', ms: 0 });
+    const i = this.blockWaiters.indexOf(resolveBlocked);
+    if (i >= 0) this.blockWaiters.splice(i, 1);
+    return false;
+  }
+
+  /** Changes the workload of its clients from their next operation on. */
+  tune(workload: { holdMs?: number; writes?: number; keys?: number }): void {
+    this.child.send({ op: 'tune', ...workload });
   }
 
   get name(): string {
