@@ -59,8 +59,15 @@ export interface GrantRequest {
 export async function acquireGrant(host: AcquireHost, request: GrantRequest): Promise<GrantedLock> {
   const { keys, ttl, wait, renew, signal } = request;
   const { backend, stopping } = host;
+  const prefix = host.defaults.keyPrefix;
   const ref: BackendLockRef = {
-    keys: keys.map((key) => host.defaults.keyPrefix + key),
+    // Without a prefix the user keys are the backend keys (both arrays are never mutated).
+    keys:
+      prefix === ''
+        ? keys
+        : keys.length === 1
+          ? [prefix + keys[0]]
+          : keys.map((key) => prefix + key),
     token: randomUUID(),
   };
   const started = monotonicNow();

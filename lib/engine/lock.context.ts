@@ -6,6 +6,8 @@ interface Frame {
   readonly lock: Lock;
 }
 
+const NONE_HELD: ReadonlyMap<string, Lock> = new Map();
+
 /**
  * The locks held by the current async call chain, one stack per engine so that two applications
  * in one process never see each other's locks.
@@ -27,9 +29,12 @@ export class LockContext {
   }
 
   /** For each key held somewhere up the chain, the innermost lock holding it. */
-  heldKeys(): Map<string, Lock> {
+  heldKeys(): ReadonlyMap<string, Lock> {
+    let frame = this.storage.getStore();
+    // Most acquisitions run outside any lock: no Map for them.
+    if (!frame) return NONE_HELD;
     const held = new Map<string, Lock>();
-    for (let frame = this.storage.getStore(); frame; frame = frame.parent) {
+    for (; frame; frame = frame.parent) {
       if (!frame.lock.held) continue;
       for (const key of frame.lock.keys) if (!held.has(key)) held.set(key, frame.lock);
     }

@@ -108,14 +108,16 @@ export class LockEngine implements LockOwner, AcquireHost {
    * The engine's own async context, made with it: its timers (renewal, maxHold, holdAtLeast) run
    * in it, not in the context of whichever caller happened to arm them (a request, a span).
    */
-  private readonly scope = new AsyncResource('DistributedLockEngine');
+  private readonly scope = new EngineScope('DistributedLockEngine');
 
   constructor(
     readonly backend: LockBackend,
     readonly defaults: EngineDefaults,
     readonly logger: EngineLogger,
   ) {
-    this.scheduler = new RenewalScheduler(backend, logger);
+    this.scheduler = new RenewalScheduler(backend, logger, (callback, ms) =>
+      this.inScope(setTimeout, callback, ms),
+    );
     this.tasks = new BackgroundTasks(logger);
     this.events = new LockEventBus(logger);
     const lease = backend.leaseDeadline?.bind(backend);
@@ -188,10 +190,15 @@ export class LockEngine implements LockOwner, AcquireHost {
     options.signal?.throwIfAborted();
 
     const chain = this.context.heldKeys();
-    const inherited = new Map<string, Lock>();
-    for (const key of userKeys) {
-      const holder = chain.get(key);
-      if (holder) inherited.set(key, holder);
+    // Outside any lock (the usual case) nothing is inherited: one shared empty map.
+    let inherited = chain;
+    if (chain.size > 0) {
+      const found = new Map<string, Lock>();
+      for (const key of userKeys) {
+        const holder = chain.get(key);
+        if (holder) found.set(key, holder);
+      }
+      inherited = found;
     }
     // Work running during the shutdown grace may still re-enter what it holds.
     if (inherited.size === userKeys.length)
@@ -637,8 +644,7 @@ export class LockEngine implements LockOwner, AcquireHost {
   ): GrantedLock {
     const lock = new GrantedLock(this, keys, ref, fencingTokens, ttl, renew, sentAt, validFor);
     this.held.set(ref.token, lock);
-    // The renewal timer this may arm serves every lock: never in a caller's context.
-    this.scope.runInAsyncScope(this.scheduler.add, this.scheduler, lock);
+    this.scheduler.add(lock);
     for (const listener of this.grantListeners) listener(lock, ttl);
     return lock;
   }
@@ -714,6 +720,16 @@ export class LockEngine implements LockOwner, AcquireHost {
         ? backend.ping()
         : backend.inspect(`${this.defaults.keyPrefix}startup-check`).then(() => undefined),
     );
+  }
+}
+
+/**
+ * The engine's async context. It is a context, not a handle: it keeps nothing alive, which
+ * `hasRef` says to tools that look for open handles (jest's --detectOpenHandles).
+ */
+class EngineScope extends AsyncResource {
+  hasRef(): boolean {
+    return false;
   }
 }
 

@@ -49,6 +49,11 @@ export class RenewalScheduler {
   constructor(
     private readonly backend: LockBackend,
     private readonly logger: SchedulerLogger,
+    /**
+     * Arms the timer (`setTimeout` by default); the engine passes one that arms it in its own
+     * async context, not in the caller's whose grant happened to arm it.
+     */
+    private readonly setTimer: (callback: () => void, ms: number) => NodeJS.Timeout = setTimeout,
   ) {}
 
   /** Starts renewing `lock` and watching its validity deadline. */
@@ -117,7 +122,7 @@ export class RenewalScheduler {
     if (this.timer) clearTimeout(this.timer);
     this.timerAt = at;
     // Times are bounded by MAX_DURATION, so the delay never overflows Node's timer.
-    this.timer = setTimeout(() => this.tick(), Math.max(0, Math.ceil(at - monotonicNow())));
+    this.timer = this.setTimer(() => this.tick(), Math.max(0, Math.ceil(at - monotonicNow())));
     this.timer.unref();
   }
 

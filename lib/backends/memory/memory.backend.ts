@@ -86,22 +86,19 @@ export class MemoryLockBackend implements LockBackend {
   async acquire(request: BackendAcquireRequest): Promise<BackendAcquireResult> {
     const now = monotonicNow();
     const { keys, token, ttl } = request;
-    for (const key of keys) this.purgeQueue(key, now);
-    const takeable = keys.every((key) => {
-      const state = this.keys.get(key);
-      if (!state) return true;
-      if (state.holder) return state.holder.token === token; // handed to us, or ours already
-      return state.queue.length === 0 || state.queue[0].token === token;
-    });
-    if (takeable) {
-      const fencingTokens = keys.map((key) => {
+    // Plain loops, no closures: this runs on every acquisition.
+    for (let i = 0; i < keys.length; i++) this.purgeQueue(keys[i], now);
+    if (this.takeable(keys, token)) {
+      const fencingTokens: number[] = [];
+      for (let i = 0; i < keys.length; i++) {
+        const key = keys[i];
         const state = this.state(key);
         this.dequeue(state, token);
         const holder = state.holder;
         const fence = holder && holder.token === token ? holder.fence : ++this.fence;
-        this.hold(key, state, token, fence, ttl);
-        return fence;
-      });
+        this.hold(key, state, token, fence, ttl, now);
+        fencingTokens.push(fence);
+      }
       return { acquired: true, fencingTokens };
     }
     if (request.queueFor !== undefined && request.queueFor > 0) {
@@ -147,7 +144,9 @@ export class MemoryLockBackend implements LockBackend {
 
   async release(ref: BackendLockRef): Promise<boolean> {
     let owned = true;
-    for (const key of ref.keys) {
+    const keys = ref.keys;
+    for (let i = 0; i < keys.length; i++) {
+      const key = keys[i];
       const state = this.keys.get(key);
       if (state?.holder?.token === ref.token) this.free(key, state);
       else owned = false;
@@ -186,6 +185,20 @@ export class MemoryLockBackend implements LockBackend {
     this.listeners.clear();
   }
 
+  /** Whether `token` may take every key now: free and unawaited, handed to it, or its own. */
+  private takeable(keys: readonly string[], token: string): boolean {
+    for (let i = 0; i < keys.length; i++) {
+      const state = this.keys.get(keys[i]);
+      if (!state) continue;
+      if (state.holder) {
+        if (state.holder.token !== token) return false; // else handed to us, or ours already
+      } else if (state.queue.length > 0 && state.queue[0].token !== token) {
+        return false;
+      }
+    }
+    return true;
+  }
+
   private ownsAll(ref: BackendLockRef): boolean {
     return ref.keys.every((key) => {
       const holder = this.keys.get(key)?.holder;
@@ -199,13 +212,20 @@ export class MemoryLockBackend implements LockBackend {
     return state;
   }
 
-  private hold(key: string, state: KeyState, token: string, fence: number, ttl: number): void {
+  private hold(
+    key: string,
+    state: KeyState,
+    token: string,
+    fence: number,
+    ttl: number,
+    now = monotonicNow(),
+  ): void {
     if (state.holder) clearTimeout(state.holder.timer);
     const timer = setTimeout(() => {
       if (state.holder?.token === token) this.free(key);
     }, ttl);
     timer.unref();
-    state.holder = { token, fence, expiresAt: monotonicNow() + ttl, timer };
+    state.holder = { token, fence, expiresAt: now + ttl, timer };
   }
 
   /** Drops the holder of `key` and hands the key to the first live waiter that can take all its keys. */
@@ -245,7 +265,7 @@ export class MemoryLockBackend implements LockBackend {
   private purgeQueue(key: string, now: number): void {
     const state = this.keys.get(key);
     // Called on every acquire: no array allocated unless an entry is dead.
-    if (!state || !state.queue.some((w) => w.deadline <= now)) return;
+    if (!state || state.queue.length === 0 || !state.queue.some((w) => w.deadline <= now)) return;
     const live = state.queue.filter((w) => w.deadline > now);
     state.queue = live;
     // A dead entry may have been all that kept a free key from its next waiter.
