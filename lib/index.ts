@@ -45,6 +45,7 @@ export type {
   LockReleasedEvent,
   LockSkippedEvent,
 } from './observability/lock.events';
+export { LOCK_EVENT_TYPES } from './observability/lock.events';
 export type { LockCallInfo, LockInstrumentation } from './observability/lock.instrumentation';
 export type { Lock } from './engine/lock.interface';
 export type { LockKeys } from './engine/lock-key.validator';

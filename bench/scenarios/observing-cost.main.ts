@@ -82,16 +82,7 @@ async function main(): Promise<void> {
       name: 'listener',
       lib,
       observe: (locks) => {
-        for (const type of [
-          'acquired',
-          'busy',
-          'skipped',
-          'released',
-          'extended',
-          'lost',
-          'error',
-        ] as const)
-          locks.on(type, () => undefined);
+        for (const type of lib.LOCK_EVENT_TYPES) locks.on(type, () => undefined);
       },
     },
     {

@@ -2,24 +2,15 @@ import type { BackendLockRef } from '../backends/lock-backend.interface';
 import { MemoryLockBackend } from '../backends/memory/memory.backend';
 import { LockLostError } from '../errors/lock-lost.error';
 import { LockNotAcquiredError } from '../errors/lock-not-acquired.error';
+import { LOCK_EVENT_TYPES } from '../observability/lock.events';
 import type { LockEventMap, LockEventType } from '../observability/lock.events';
 import { LockEngine } from './lock.engine';
 
 type Recorded = { [E in LockEventType]: { type: E; event: LockEventMap[E] } }[LockEventType];
 
-const TYPES: LockEventType[] = [
-  'acquired',
-  'busy',
-  'skipped',
-  'released',
-  'extended',
-  'lost',
-  'error',
-];
-
 function recordAll(engine: LockEngine): Recorded[] {
   const seen: Recorded[] = [];
-  for (const type of TYPES) {
+  for (const type of LOCK_EVENT_TYPES) {
     engine.events.on(type, (event) => seen.push({ type, event } as Recorded));
   }
   return seen;

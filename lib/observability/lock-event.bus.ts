@@ -1,15 +1,6 @@
 import { errorMessage } from '../errors/error.message';
+import { LOCK_EVENT_TYPES } from './lock.events';
 import type { LockEventListener, LockEventMap, LockEventType } from './lock.events';
-
-const EVENT_TYPES: readonly LockEventType[] = [
-  'acquired',
-  'busy',
-  'skipped',
-  'released',
-  'extended',
-  'lost',
-  'error',
-];
 
 function isThenable(value: unknown): value is PromiseLike<unknown> {
   return (
@@ -42,9 +33,9 @@ export class LockEventBus {
    * @throws TypeError for an unknown type or a listener that is not a function
    */
   on<E extends LockEventType>(type: E, listener: LockEventListener<E>): () => void {
-    if (!EVENT_TYPES.includes(type)) {
+    if (!LOCK_EVENT_TYPES.includes(type)) {
       throw new TypeError(
-        `unknown lock event type ${String(type)}; expected one of ${EVENT_TYPES.join(', ')}`,
+        `unknown lock event type ${String(type)}; expected one of ${LOCK_EVENT_TYPES.join(', ')}`,
       );
     }
     if (typeof listener !== 'function')

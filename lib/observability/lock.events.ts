@@ -102,6 +102,17 @@ export interface LockEventMap {
 /** The type of a lock event: a key of {@link LockEventMap}. */
 export type LockEventType = keyof LockEventMap;
 
+/** Every lock event type, in the order of {@link LockEventMap}. */
+export const LOCK_EVENT_TYPES: readonly LockEventType[] = Object.freeze([
+  'acquired',
+  'busy',
+  'skipped',
+  'released',
+  'extended',
+  'lost',
+  'error',
+]);
+
 /**
  * A function called, synchronously, with each event of one type. It may be async: nothing waits
  * for it, and a rejection is logged like a throw.

@@ -132,7 +132,8 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown, OnA
   ): Promise<T | undefined> {
     const { onBusy, busy, traceHold, ...acquireOptions } = options;
     const skip = onBusy === 'skip';
-    const startedAt = skip ? monotonicNow() : 0;
+    // The skipped event's wait, read only when someone listens.
+    const startedAt = skip && this.engine.events.active ? monotonicNow() : 0;
     let lock: Lock;
     try {
       lock = await this.engine.acquire(keys, acquireOptions, skip ? 'skip' : 'work');
@@ -140,7 +141,7 @@ export class LockService implements OnModuleInit, BeforeApplicationShutdown, OnA
       const refused = err instanceof LockNotAcquiredError || err instanceof LockShutdownError;
       if (skip && refused) {
         this.logger.debug?.(`skipped: ${(err as Error).message}`);
-        if (this.engine.events.active) this.reportSkip(keys, acquireOptions.name, startedAt);
+        if (startedAt > 0) this.reportSkip(keys, acquireOptions.name, startedAt);
         return undefined;
       }
       if (busy && err instanceof LockNotAcquiredError) attachBusyResponse(err, busy);

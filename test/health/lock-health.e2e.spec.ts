@@ -71,6 +71,21 @@ async function getHealth(app: INestApplication): Promise<HealthAnswer> {
   return { status: res.status, ms, lock, overall: body.status };
 }
 
+/**
+ * GET /health while the server `pid` (started by this test) is frozen with SIGSTOP, kept frozen
+ * 300 ms past the answer so the check's own acquire is answered only after it, then thawed.
+ */
+async function healthWhileFrozen(app: INestApplication, pid: number): Promise<HealthAnswer> {
+  process.kill(pid, 'SIGSTOP');
+  try {
+    const answer = await getHealth(app);
+    await sleep(300);
+    return answer;
+  } finally {
+    process.kill(pid, 'SIGCONT');
+  }
+}
+
 /** Asks until the backend is healthy again after a fault; bounded in count and time. */
 async function eventuallyUp(app: INestApplication, ms: number): Promise<HealthAnswer> {
   let last: HealthAnswer | undefined;
@@ -236,15 +251,7 @@ describe('LockHealthIndicator over HTTP (Terminus)', () => {
 
     it('answers 503 within its timeout when Redis is frozen, and releases the late grant', async () => {
       events.length = 0;
-      process.kill(server.pid, 'SIGSTOP');
-      let answer: HealthAnswer;
-      try {
-        answer = await getHealth(app);
-        // Still frozen after the answer: the check's acquire is answered only after this.
-        await sleep(300);
-      } finally {
-        process.kill(server.pid, 'SIGCONT');
-      }
+      const answer = await healthWhileFrozen(app, server.pid);
       expect(answer.status).toBe(503);
       expect(answer.ms).toBeLessThan(TIMEOUT + MARGIN);
       expect(answer.overall).toBe('error');
@@ -323,14 +330,7 @@ describe('LockHealthIndicator over HTTP (Terminus)', () => {
 
     it('answers 503 within its timeout when etcd is frozen, and leaves no key behind', async () => {
       events.length = 0;
-      process.kill(server.pid, 'SIGSTOP');
-      let answer: HealthAnswer;
-      try {
-        answer = await getHealth(app);
-        await sleep(300);
-      } finally {
-        process.kill(server.pid, 'SIGCONT');
-      }
+      const answer = await healthWhileFrozen(app, server.pid);
       expect(answer.status).toBe(503);
       expect(answer.ms).toBeLessThan(TIMEOUT + MARGIN);
       expect(answer.lock).toMatchObject({
