@@ -84,10 +84,12 @@ describe('the built package', () => {
       }));
     `);
     const exported = JSON.parse(out) as { root: string[]; backend: string[]; sameError: boolean };
-    // No option tokens, no defaults but the key prefix, no backend internals.
+    // No option tokens, no defaults but the key prefix, no backend internals; the one other
+    // constant is the list of lock event types.
     expect(exported.root.sort()).toEqual(
       [
         'DEFAULT_KEY_PREFIX',
+        'LOCK_EVENT_TYPES',
         'DistributedLockModule',
         'EtcdLockBackend',
         'LockBackendError',

@@ -67,9 +67,12 @@ describe('RedlockLockBackend on 5 masters with some stopped or restarted', () =>
     async (frozen) => {
       const [a, b] = [await open(), await open()];
       const key = uniqueKey(`frozen-${frozen}`);
-      // Warm the connections first, so the frozen masters are a stall, not a refused connect.
-      await (await a.acquire(`${key}:warm`)).release();
-      await (await b.acquire(`${key}:warm`)).release();
+      // Warm the connections first, the wake-up subscriptions included (b waits once), so the
+      // frozen masters are a stall, not a connect that a loaded machine makes slow.
+      const warm = await a.acquire(`${key}:warm`);
+      const warmWaiter = b.acquire(`${key}:warm`, { wait: 5000 });
+      await warm.release();
+      await (await warmWaiter).release();
       for (let i = 0; i < frozen; i++) topology.freeze(i);
 
       const lock = await a.acquire(key, { ttl: 3000, wait: 0 });
