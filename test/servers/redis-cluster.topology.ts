@@ -12,6 +12,20 @@ export interface RedisClusterTopology {
   readonly nodes: readonly ServerProcess[];
   /** `{ host, port }` of every node, for an ioredis `Cluster`. */
   readonly startupNodes: readonly { host: string; port: number }[];
+  /** kill -9 of the node on `port` (thawed first; no-op if it is gone already). */
+  killNode(port: number): Promise<void>;
+  /**
+   * A new server on the port, dir and arguments of the node killed there: it reads its
+   * `nodes.conf` and rejoins (a former primary as a replica of whoever was promoted meanwhile).
+   * `nodes` then holds the new process.
+   */
+  restartNode(port: number): Promise<ServerProcess>;
+  /** Port of the primary serving `slot` and of its replicas, as a live node reports it. */
+  shardOf(slot: number): Promise<{ primary: number; replicas: number[] } | undefined>;
+  /** CLUSTER FAILOVER on the replica on `port`: it takes over from its primary, in sync. */
+  manualFailover(port: number): Promise<void>;
+  /** Whether the replica on `port` has a live, synced link to its primary. */
+  replicaSynced(port: number): Promise<boolean>;
   stop(): Promise<void>;
 }
 
@@ -27,6 +41,7 @@ export async function startRedisCluster(
   const replicas = options.replicasPerPrimary ?? 0;
   const cli = ensureBinary('redis-cli', 'redis-tools');
   const nodes: ServerProcess[] = [];
+  const argsOf = new Map<number, string[]>();
   const stop = async (): Promise<void> => {
     for (const node of nodes.splice(0)) {
       try {
@@ -41,21 +56,22 @@ export async function startRedisCluster(
   try {
     // allSettled: a node that fails to start must not leave the others running unrecorded.
     const settled = await Promise.allSettled(
-      Array.from({ length: primaries * (1 + replicas) }, async () =>
-        startRedis({
-          extraArgs: [
-            '--cluster-enabled',
-            'yes',
-            '--cluster-config-file',
-            'nodes.conf',
-            '--cluster-node-timeout',
-            String(options.nodeTimeoutMs ?? 1_000),
-            // A free bus port of its own: the default (port + 10000) may be taken, or above 65535.
-            '--cluster-port',
-            String(await freePort()),
-          ],
-        }),
-      ),
+      Array.from({ length: primaries * (1 + replicas) }, async () => {
+        const extraArgs = [
+          '--cluster-enabled',
+          'yes',
+          '--cluster-config-file',
+          'nodes.conf',
+          '--cluster-node-timeout',
+          String(options.nodeTimeoutMs ?? 1_000),
+          // A free bus port of its own: the default (port + 10000) may be taken, or above 65535.
+          '--cluster-port',
+          String(await freePort()),
+        ];
+        const node = await startRedis({ extraArgs });
+        argsOf.set(node.port, extraArgs);
+        return node;
+      }),
     );
     for (const result of settled) if (result.status === 'fulfilled') nodes.push(result.value);
     const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
@@ -76,6 +92,36 @@ export async function startRedisCluster(
     return {
       nodes,
       startupNodes: nodes.map((n) => ({ host: '127.0.0.1', port: n.port })),
+      killNode: async (port) => {
+        const node = nodes.find((n) => n.port === port);
+        if (!node) throw new Error(`no cluster node on port ${port}`);
+        try {
+          process.kill(node.pid, 'SIGCONT');
+        } catch {
+          // already gone
+        }
+        await node.stop('SIGKILL');
+      },
+      restartNode: async (port) => {
+        const i = nodes.findIndex((n) => n.port === port);
+        if (i < 0) throw new Error(`no cluster node on port ${port}`);
+        const next = await startRedis({ port, dir: nodes[i].dir, extraArgs: argsOf.get(port) });
+        nodes[i] = next;
+        return next;
+      },
+      shardOf: (slot) => shardOf(cli, nodes, slot),
+      manualFailover: async (port) => {
+        const { stdout } = await run(cli, ['-p', String(port), 'cluster', 'failover'], {
+          timeout: 5_000,
+        });
+        if (!/OK/.test(stdout)) throw new Error(`CLUSTER FAILOVER on ${port}: ${stdout.trim()}`);
+      },
+      replicaSynced: (port) =>
+        run(cli, ['-p', String(port), 'info', 'replication'], { timeout: 1_000 }).then(
+          (r) =>
+            /master_link_status:up/.test(r.stdout) && !/master_sync_in_progress:1/.test(r.stdout),
+          () => false,
+        ),
       stop,
     };
   } catch (err) {
@@ -103,4 +149,59 @@ async function waitForClusterOk(
     await sleep(100);
   }
   throw new Error(`the Redis cluster did not report cluster_state:ok within ${timeoutMs} ms`);
+}
+
+/**
+ * The primary serving `slot` and its replicas, from CLUSTER NODES of every node, when the nodes
+ * that answer (a frozen or killed one does not) are a majority and all agree; undefined otherwise
+ * (a failover in progress, a thawed node that has not learned of it yet).
+ */
+async function shardOf(
+  cli: string,
+  nodes: readonly ServerProcess[],
+  slot: number,
+): Promise<{ primary: number; replicas: number[] } | undefined> {
+  const views = await Promise.all(
+    nodes.map((node) =>
+      run(cli, ['-p', String(node.port), 'cluster', 'nodes'], { timeout: 1_000 }).then(
+        (r) => shardIn(r.stdout, slot),
+        () => null,
+      ),
+    ),
+  );
+  const answered = views.filter((v) => v !== null);
+  if (answered.length * 2 <= nodes.length) return undefined;
+  const [first] = answered;
+  const same = (v: typeof first): boolean =>
+    v !== undefined &&
+    first !== undefined &&
+    v.primary === first.primary &&
+    v.replicas.join() === first.replicas.join();
+  return answered.every(same) ? first : undefined;
+}
+
+/** The shard of `slot` in one node's CLUSTER NODES text; undefined when no live primary has it. */
+function shardIn(text: string, slot: number): { primary: number; replicas: number[] } | undefined {
+  // <id> <ip:port@bus> <flags> <primary id or -> <ping> <pong> <epoch> <link> <slot ranges…>
+  const rows = text
+    .split('\n')
+    .map((line) => line.trim().split(' '))
+    .filter((f) => f.length >= 8);
+  const portOf = (f: string[]): number => Number(/:(\d+)@/.exec(f[1])?.[1]);
+  const live = (f: string[]): boolean => !f[2].includes('fail') && f[7] === 'connected';
+  const serving = rows.find(
+    (f) =>
+      f[2].includes('master') &&
+      live(f) &&
+      f.slice(8).some((range) => {
+        const [from, to = from] = range.split('-').map(Number);
+        return slot >= from && slot <= to;
+      }),
+  );
+  if (!serving) return undefined;
+  const replicas = rows
+    .filter((f) => f[3] === serving[0] && live(f))
+    .map(portOf)
+    .sort((a, b) => a - b);
+  return { primary: portOf(serving), replicas };
 }

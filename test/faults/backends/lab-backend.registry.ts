@@ -1,8 +1,11 @@
+import { randomUUID } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { LockBackendConfig } from 'nestjs-distributed-lock';
-import { planEtcdCluster, startEtcdMember } from '../../servers/etcd.server';
+import { keySlot, lockHashKey } from '../../../lib/backends/redis/redis.keys';
+import { EtcdMember, planEtcdCluster, startEtcdMember } from '../../servers/etcd.server';
+import { startRedisCluster } from '../../servers/redis-cluster.topology';
 import { startRedisMasters } from '../../servers/redis-masters.topology';
 import { startSentinelTopology } from '../../servers/redis-sentinel.topology';
 import { setClockOffset, startRedis } from '../../servers/redis.server';
@@ -67,11 +70,45 @@ export interface LabBackendEntry {
   readonly serverPhases?: readonly { readonly phase: string; readonly faults: readonly string[] }[];
   /** It cannot promise mutual exclusion under its server faults: the lab measures how often. */
   readonly unsafeUnderServerFaults?: boolean;
+  /**
+   * It promises mutual exclusion under its server faults too (etcd's quorum; Redis that fsyncs
+   * every write before answering): overlaps and late losses there are broken promises.
+   */
+  readonly safeUnderServerFaults?: boolean;
+  /** The workers' key prefix, where not `lab:<name>:` (a Cluster's hash tag). */
+  readonly keyPrefix?: string;
   /** False: it hands out no fencing tokens, so its clients write nothing to the resource. */
   readonly fencing?: false;
 }
 
 const COMMAND_TIMEOUT = 1000;
+
+/**
+ * A data dir on tmpfs where there is one: a kill -9 keeps the data as a disk would, and the fsync
+ * per write that a loaded shared disk makes cost ~10 ms does not bound the workload.
+ */
+function dataDir(name: string): string {
+  return mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), `ndl-lab-${name}-`));
+}
+
+/** Polls `check` every 100 ms until it yields a value; bounded by `timeoutMs` and 600 rounds. */
+async function until<T>(
+  check: () => Promise<T | undefined>,
+  timeoutMs: number,
+  label: string,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (let round = 0; round < 600 && Date.now() < deadline; round++) {
+    const value = await check();
+    if (value !== undefined) return value;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`lab topology: ${label} not reached within ${timeoutMs} ms`);
+}
+
+function sleepMs(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
 
 /** Wraps a server process that can be restarted in place by `start(dir)`. */
 function restartable(
@@ -131,17 +168,29 @@ function shiftedClock(): { file: string; clock: NonNullable<LabServer['clock']>;
   return { file, clock, remove: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
-function redisEntry(name: string, extraArgs: string[], clockFaults: boolean): LabBackendEntry {
+/**
+ * A single Redis server. `persistent`: AOF with an fsync of every write before it is answered,
+ * on tmpfs (see {@link dataDir}), so a kill -9 loses no acknowledged grant and server faults are
+ * judged like the others; without it a restart comes back empty, which the lab measures.
+ */
+function redisEntry(
+  name: string,
+  options: { clockFaults: boolean; persistent: boolean },
+): LabBackendEntry {
+  const extraArgs = options.persistent
+    ? ['--appendonly', 'yes', '--appendfsync', 'always', '--appendfilename', 'lab.aof']
+    : [];
   return {
     name,
     start: async () => {
-      if (!clockFaults) {
-        const first = await startRedis({ extraArgs });
+      const dir = options.persistent ? dataDir(name) : undefined;
+      if (!options.clockFaults) {
+        const first = await startRedis({ extraArgs, dir });
         return restartable(first, (dir) => startRedis({ port: first.port, dir, extraArgs }));
       }
       const shifted = shiftedClock();
       const clockOffsetFile = shifted.file;
-      const first = await startRedis({ extraArgs, clockOffsetFile });
+      const first = await startRedis({ extraArgs, dir, clockOffsetFile });
       const server = restartable(
         first,
         (dir) => startRedis({ port: first.port, dir, extraArgs, clockOffsetFile }),
@@ -165,10 +214,12 @@ function redisEntry(name: string, extraArgs: string[], clockFaults: boolean): La
     // wait + one commandTimeout is the documented bound; the rest is a loaded 2-core machine.
     settleBoundMs: COMMAND_TIMEOUT + 1500,
     pausedHolderMinMs: 400,
-    families: clockFaults
+    families: options.clockFaults
       ? ['client-pause', 'network', 'server', 'clock']
       : ['client-pause', 'network', 'server'],
-    longGrantTarget: 100_000,
+    // The persistent server's fault-free figure is the plain one's; its server faults are the point.
+    longGrantTarget: options.persistent ? 20_000 : 100_000,
+    safeUnderServerFaults: options.persistent,
   };
 }
 
@@ -178,10 +229,7 @@ const etcdEntry: LabBackendEntry = {
   name: 'etcd',
   start: async () => {
     const [member] = await planEtcdCluster(1);
-    // On tmpfs: a kill -9 keeps the data as a disk would, and the fsync per write that a loaded
-    // shared disk makes cost ~10 ms does not bound the workload.
-    const dir = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'ndl-lab-etcd-'));
-    const first = await startEtcdMember(member, [member], { dir });
+    const first = await startEtcdMember(member, [member], { dir: dataDir('etcd') });
     return restartable(first, (dir) => startEtcdMember(member, [member], { dir }));
   },
   backend: (port) => ({
@@ -198,6 +246,7 @@ const etcdEntry: LabBackendEntry = {
   pausedHolderMinMs: Math.max(400, SESSION_TTL),
   families: ['client-pause', 'network', 'server'],
   longGrantTarget: 20_000,
+  safeUnderServerFaults: true,
 };
 
 /**
@@ -333,13 +382,254 @@ const redlockEntry: LabBackendEntry = {
   fencing: false,
 };
 
-/** Every backend the lab knows. Cluster entries go here. */
+/** Every key of the Cluster entry has this hash tag: one slot, on one primary the faults target. */
+const CLUSTER_PREFIX = 'lab:{redis-cluster}:';
+
+/**
+ * Redis Cluster, 3 primaries with a replica each (test/servers' topology, node timeout 1 s). All
+ * locks live in one slot (the workers' key prefix is a hash tag), so every fault hits the primary
+ * that holds them: a manual failover (the replica takes over in sync: nothing lost), the primary
+ * frozen until its replica is promoted, then thawed (it rejoins as a replica), and the primary
+ * killed until then, then restarted on its data dir. Replication is asynchronous: a grant the
+ * replica had not received when promoted is lost, and the lab counts how often.
+ */
+const clusterEntry: LabBackendEntry = {
+  name: 'redis-cluster',
+  keyPrefix: CLUSTER_PREFIX,
+  start: async () => {
+    const cluster = await startRedisCluster({ primaries: 3, replicasPerPrimary: 1 });
+    reapAll(cluster.nodes);
+    const slot = keySlot(lockHashKey(`${CLUSTER_PREFIX}k0`));
+    /** The slot's shard once every live node agrees on it and a replica is synced. */
+    const stable = (label: string, not?: number): Promise<{ primary: number; replica: number }> =>
+      until(
+        async () => {
+          const shard = await cluster.shardOf(slot);
+          if (!shard || shard.primary === not) return undefined;
+          for (const replica of shard.replicas) {
+            if (await cluster.replicaSynced(replica)) return { primary: shard.primary, replica };
+          }
+          return undefined;
+        },
+        30_000,
+        label,
+      );
+    /** Waits until a node other than `old` serves the slot (its replica was promoted). */
+    const promoted = (old: number): Promise<unknown> =>
+      until(
+        async () => {
+          const shard = await cluster.shardOf(slot);
+          return shard && shard.primary !== old ? shard : undefined;
+        },
+        20_000,
+        `a primary other than ${old} for slot ${slot}`,
+      );
+    const signal = (port: number, name: NodeJS.Signals): void => {
+      const node = cluster.nodes.find((n) => n.port === port);
+      try {
+        if (node) process.kill(node.pid, name);
+      } catch {
+        /* already gone */
+      }
+    };
+    const nothing = (): Promise<void> => Promise.resolve();
+    await stable('the cluster settled');
+    return {
+      port: 0,
+      freeze: () => undefined,
+      thaw: () => undefined,
+      kill: nothing,
+      restart: nothing,
+      stop: () => cluster.stop(),
+      clientConfig: {
+        type: 'redis',
+        cluster: [...cluster.startupNodes],
+        commandTimeout: COMMAND_TIMEOUT,
+      },
+      topology: {
+        'cluster-failover': async () => {
+          const { primary, replica } = await stable('a synced replica');
+          await cluster.manualFailover(replica);
+          await promoted(primary);
+          await stable('the failed-over shard settled', primary);
+        },
+        'cluster-primary-frozen': async () => {
+          const { primary } = await stable('a synced replica');
+          signal(primary, 'SIGSTOP');
+          try {
+            await promoted(primary);
+          } finally {
+            signal(primary, 'SIGCONT');
+          }
+          await stable('the thawed primary rejoined as a replica', primary);
+        },
+        'cluster-primary-killed': async (random) => {
+          const { primary } = await stable('a synced replica');
+          await cluster.killNode(primary);
+          try {
+            await promoted(primary);
+            await sleepMs(200 + 800 * random());
+          } finally {
+            reapOnExit((await cluster.restartNode(primary)).child);
+          }
+          await stable('the restarted primary rejoined as a replica', primary);
+        },
+      },
+    };
+  },
+  backend: () => {
+    throw new Error('redis-cluster: workers use the server clientConfig');
+  },
+  ttl: 400,
+  pauseMs: [500, 700],
+  settleBoundMs: COMMAND_TIMEOUT + 1500,
+  pausedHolderMinMs: 400,
+  families: ['client-pause', 'server'],
+  // Fault-free grants are the single server's figure; here the faults are the point.
+  longGrantTarget: 5_000,
+  serverPhases: [
+    {
+      phase: 'cluster-failover',
+      faults: ['cluster-failover', 'cluster-primary-frozen', 'cluster-primary-killed'],
+    },
+  ],
+  unsafeUnderServerFaults: true,
+};
+
+/** `/v3/maintenance/status` of one member: its id and the leader it knows, or undefined. */
+async function etcdStatus(member: EtcdMember): Promise<{ id: string; leader: string } | undefined> {
+  try {
+    const response = await fetch(`http://127.0.0.1:${member.clientPort}/v3/maintenance/status`, {
+      method: 'POST',
+      body: '{}',
+      signal: AbortSignal.timeout(1_000),
+    });
+    if (!response.ok) return undefined;
+    const body = (await response.json()) as { header?: { member_id?: string }; leader?: string };
+    const id = body.header?.member_id;
+    return id && body.leader && body.leader !== '0' ? { id, leader: body.leader } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Three etcd members (tmpfs data dirs, election timeout 500 ms), the workers' clients given all
+ * three. Its faults take the leader away: killed (kill -9) until the other two elect a new one,
+ * then restarted on its data dir; or frozen (SIGSTOP) until then, then thawed. etcd's quorum
+ * keeps every acknowledged grant and lease, so these faults are judged like the others.
+ */
+const etcdClusterEntry: LabBackendEntry = {
+  name: 'etcd-cluster',
+  start: async () => {
+    const members = await planEtcdCluster(3);
+    // One explicit token: startEtcdMember's default differs between members started apart.
+    const token = `ndl-lab-${process.pid}-${randomUUID()}`;
+    const start = (i: number, dir: string): Promise<ServerProcess> =>
+      startEtcdMember(members[i], members, { dir, token });
+    // Members only serve once a quorum formed: started together.
+    const settled = await Promise.allSettled(members.map((_, i) => start(i, dataDir('etcd'))));
+    const started = settled.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+    reapAll(started);
+    const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) {
+      for (const p of started) await p.stop('SIGKILL');
+      throw failed.reason;
+    }
+    const servers = started.map((first, i) => restartable(first, (dir) => start(i, dir)));
+    /** Index of the leader the answering members agree on (a majority of them), `not` excluded. */
+    const leader = (label: string, not?: number): Promise<number> =>
+      until(
+        async () => {
+          const statuses = await Promise.all(members.map(etcdStatus));
+          const answered = statuses.filter((s) => s !== undefined);
+          if (answered.length < 2 || answered.some((s) => s.leader !== answered[0].leader)) {
+            return undefined;
+          }
+          const i = statuses.findIndex((s) => s?.id === answered[0].leader);
+          return i >= 0 && i !== not ? i : undefined;
+        },
+        20_000,
+        label,
+      );
+    /** Every member answers and all agree on one leader. */
+    const whole = (label: string): Promise<number> =>
+      until(
+        async () => {
+          const statuses = await Promise.all(members.map(etcdStatus));
+          if (statuses.some((s) => s === undefined || s.leader !== statuses[0]?.leader)) {
+            return undefined;
+          }
+          return statuses.findIndex((s) => s?.id === statuses[0]?.leader);
+        },
+        30_000,
+        label,
+      );
+    await whole('the etcd cluster formed');
+    return {
+      port: 0,
+      freeze: () => undefined,
+      thaw: () => undefined,
+      kill: () => Promise.resolve(),
+      restart: () => Promise.resolve(),
+      stop: async () => {
+        for (const server of servers) await server.stop();
+      },
+      clientConfig: {
+        type: 'etcd',
+        hosts: members.map((m) => `127.0.0.1:${m.clientPort}`),
+        sessionTtl: SESSION_TTL,
+        commandTimeout: COMMAND_TIMEOUT,
+      },
+      topology: {
+        'leader-killed': async (random) => {
+          const old = await whole('one leader');
+          await servers[old].kill();
+          try {
+            await leader('a new leader', old);
+            await sleepMs(200 + 800 * random());
+          } finally {
+            await servers[old].restart();
+          }
+          await whole('the restarted member rejoined');
+        },
+        'leader-paused': async (random) => {
+          const old = await whole('one leader');
+          servers[old].freeze();
+          try {
+            await leader('a new leader', old);
+            await sleepMs(200 + 800 * random());
+          } finally {
+            servers[old].thaw();
+          }
+          await whole('the thawed member rejoined');
+        },
+      },
+    };
+  },
+  backend: () => {
+    throw new Error('etcd-cluster: workers use the server clientConfig');
+  },
+  ttl: 400,
+  pauseMs: [1050, 1300],
+  settleBoundMs: COMMAND_TIMEOUT + 1500,
+  pausedHolderMinMs: Math.max(400, SESSION_TTL),
+  families: ['client-pause', 'server'],
+  // Fault-free grants are the single member's figure; here the faults are the point.
+  longGrantTarget: 5_000,
+  serverPhases: [{ phase: 'leader-lost', faults: ['leader-killed', 'leader-paused'] }],
+  safeUnderServerFaults: true,
+};
+
+/** Every backend the lab knows. */
 export const LAB_BACKENDS: Readonly<Record<string, LabBackendEntry>> = {
   memory: memoryEntry,
-  redis: redisEntry('redis', [], true),
-  'redis-aof': redisEntry('redis-aof', ['--appendonly', 'yes', '--appendfsync', 'always'], false),
+  redis: redisEntry('redis', { clockFaults: true, persistent: false }),
+  'redis-aof': redisEntry('redis-aof', { clockFaults: false, persistent: true }),
   etcd: etcdEntry,
+  'etcd-cluster': etcdClusterEntry,
   'redis-sentinel': sentinelEntry,
+  'redis-cluster': clusterEntry,
   redlock: redlockEntry,
 };
 

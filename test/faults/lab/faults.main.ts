@@ -2,7 +2,7 @@
  * `npm run test:faults`: the long fault lab, backend after backend, then a summary (markdown and
  * JSON) and one line per backend a script can read. Exits 1 if a promise was broken.
  *
- *   --backends redis,etcd   (default: memory,redis,etcd,redis-sentinel,redlock; see LAB_BACKENDS)
+ *   --backends redis,etcd   (default: memory,redis,redis-aof,etcd,etcd-cluster,redis-sentinel,redis-cluster,redlock; see LAB_BACKENDS)
  *   --profile long|ci       (default: long)
  *   --out <dir>             (default: test/faults/results)
  *   --seed <n>
@@ -23,7 +23,10 @@ function option(name: string, fallback: string): string {
 }
 
 async function main(): Promise<void> {
-  const backends = option('backends', 'memory,redis,etcd,redis-sentinel,redlock').split(',');
+  const backends = option(
+    'backends',
+    'memory,redis,redis-aof,etcd,etcd-cluster,redis-sentinel,redis-cluster,redlock',
+  ).split(',');
   const profile = LAB_PROFILES[option('profile', 'long')];
   if (!profile) throw new Error(`unknown profile; known: ${Object.keys(LAB_PROFILES).join(', ')}`);
   const out = option('out', join(__dirname, '..', 'results'));

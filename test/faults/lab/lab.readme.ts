@@ -13,17 +13,21 @@ function sum(
     .reduce((n, p) => n + p.counts[field], 0);
 }
 
-const isServerOrClock = (_: string, fams: readonly string[]): boolean =>
-  fams.includes('server') || fams.includes('clock');
-const isSafe = (phase: string, fams: readonly string[]): boolean => !isServerOrClock(phase, fams);
+/**
+ * The phases in which the backend promises mutual exclusion: all but clock faults, and server
+ * faults only where no acknowledged write is lost (see `safeUnderServerFaults`).
+ */
+function promised(run: LabRun): (phase: string, fams: readonly string[]) => boolean {
+  return (_, fams) =>
+    !fams.includes('clock') && (!fams.includes('server') || run.safeUnderServerFaults);
+}
 
 /** Per backend, what it cannot promise and the lab's numbers for it. */
 function limits(run: LabRun): string[] {
   const out: string[] = [];
   for (const p of run.report.phases) {
     const c = p.counts;
-    const faulty = p.families.includes('server') || p.families.includes('clock');
-    if (!faulty && !counterLostPhases(run).has(p.phase)) continue;
+    if (promised(run)(p.phase, p.families) && !counterLostPhases(run).has(p.phase)) continue;
     const tokens = run.fencing
       ? `${c.tokenRegressions} token regressions, ${c.staleWritesAccepted} stale writes accepted, ` +
         `${c.staleWritesRejected} writes refused by fencing`
@@ -51,8 +55,10 @@ export function readmeSection(runs: readonly LabRun[], command: string): string 
       'records every write with its fencing token; a nemesis injects real faults (SIGSTOP of a ' +
       'holder past its lock, a busy loop blocking a holder past its ttl, stalled, slowed and reset ' +
       'connections through a TCP proxy, a Redis server clock run fast, slow and stepped back ' +
-      'through an LD_PRELOAD clock shim, SIGSTOP and kill -9 of the server, Sentinel failovers, ' +
-      'Redlock masters restarted empty); an offline checker judges the recorded history (it ' +
+      'through an LD_PRELOAD clock shim, SIGSTOP and kill -9 of the server with and without ' +
+      'persistence, Sentinel failovers, Redis Cluster primaries failed over by hand, frozen or ' +
+      'killed until their replica took over, the leader of a 3-member etcd cluster killed or ' +
+      'frozen, Redlock masters restarted empty); an offline checker judges the recorded history (it ' +
       'passes a self-test with planted violations first). Figures of one run of `' +
       command +
       '` on a shared 2-core machine; `test/faults/results/summary.md` has every phase.',
@@ -69,8 +75,8 @@ export function readmeSection(runs: readonly LabRun[], command: string): string 
       `| \`${run.backend}\` | ${t.grants} | ${noFaults} | ${t.faults} | ${t.pausedHolderEvents} | ` +
         `${t.blockedHolderEvents} | ${run.fencing ? t.staleWritesAccepted : 'no tokens'} | ` +
         `${sum(run, 'staleWritesRejected', kept)} | ` +
-        `${t.staleWritesAcceptedUnfenced} | ${sum(run, 'overlaps', isSafe)} | ` +
-        `${sum(run, 'lossAfterRegrant', isSafe)} | ` +
+        `${t.staleWritesAcceptedUnfenced} | ${sum(run, 'overlaps', promised(run))} | ` +
+        `${sum(run, 'lossAfterRegrant', promised(run))} | ` +
         `${run.fencing ? sum(run, 'tokenRegressions', kept) : 'no tokens'} | ${t.hung} |`,
     );
   }
@@ -82,15 +88,19 @@ export function readmeSection(runs: readonly LabRun[], command: string): string 
     '² The same pauses and blocks against a resource that accepts every write: stale writes ' +
       'that fencing would have refused. The faults bite; fencing is what stops them.',
     '³ In the phases without server or clock faults (no faults, paused and blocked holders, ' +
-      'network faults, teardown): every holder learned of its loss (its deadline passed or its ' +
-      'signal aborted) before another client was granted the lock.',
+      'network faults, teardown), and under server faults too where the server loses no ' +
+      'acknowledged write (`etcd`, `etcd-cluster`, `redis-aof`: AOF with an fsync per write): ' +
+      'every holder learned of its loss (its deadline passed or its signal aborted) before ' +
+      'another client was granted the lock.',
     '⁴ Where the server kept its counter: every phase but `clock-and-server` (and the teardown ' +
       'after it), which the next section reports.',
     '',
     '### Where a topology cannot promise safety',
     '',
-    'A server that loses a grant (Redis restarted without persistence, a Sentinel failover to a ' +
-      'replica that had not received it, a majority of Redlock masters restarted empty) or whose ' +
+    'A server that loses a grant (Redis restarted without persistence, a Sentinel or Cluster ' +
+      'failover to a replica that had not received it, a frozen Cluster primary that, thawed, ' +
+      'grants a lock before it learns that its replica replaced it, a majority of Redlock ' +
+      'masters restarted empty) or whose ' +
       'clock runs fast (keys expire early) can grant a lock twice; no client-side logic can see ' +
       'it. Fencing tokens still only go up where the counter survived, so a fenced store refuses ' +
       "the older holder's writes; where the counter is lost (no persistence) while the server " +

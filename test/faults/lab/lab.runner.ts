@@ -21,6 +21,8 @@ export interface LabRun {
   readonly fencing: boolean;
   /** It cannot promise mutual exclusion under its server faults (Sentinel, Redlock). */
   readonly unsafeUnderServerFaults: boolean;
+  /** It promises mutual exclusion under its server faults too (etcd, Redis fsyncing every write). */
+  readonly safeUnderServerFaults: boolean;
   readonly report: CheckReport;
   readonly historyFiles: readonly string[];
   readonly durationMs: number;
@@ -114,7 +116,7 @@ export async function runLab(
           writes: profile.writes,
           moduleOptions: {
             backend: server!.clientConfig ?? entry.backend(proxies[i].port),
-            keyPrefix: `lab:${entry.name}:`,
+            keyPrefix: entry.keyPrefix ?? `lab:${entry.name}:`,
             shutdownGrace: 1000,
           },
           resourcePort: resource!.port,
@@ -171,6 +173,7 @@ export async function runLab(
     profile: profile.name,
     fencing: entry.fencing !== false,
     unsafeUnderServerFaults: entry.unsafeUnderServerFaults === true,
+    safeUnderServerFaults: entry.safeUnderServerFaults === true,
     report,
     historyFiles,
     durationMs: performance.now() - startedAt,
@@ -197,6 +200,7 @@ export function rejudgeRun(entry: LabBackendEntry, profile: string, dir: string)
     profile,
     fencing: entry.fencing !== false,
     unsafeUnderServerFaults: entry.unsafeUnderServerFaults === true,
+    safeUnderServerFaults: entry.safeUnderServerFaults === true,
     report,
     historyFiles,
     durationMs: last - first,
