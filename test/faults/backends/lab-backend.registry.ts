@@ -37,6 +37,8 @@ export interface LabServer {
   readonly clientConfig?: LockBackendConfig;
   /** Faults of this topology by name (a failover, masters lost), run by `topologyFault`. */
   readonly topology?: Readonly<Record<string, (random: () => number) => Promise<void>>>;
+  /** Who leads now (the primary of the lab's slot, the etcd leader), for a test of `topology`. */
+  readonly leader?: () => Promise<string>;
 }
 
 /** One backend or topology of the lab: one entry here, nothing else to change. */
@@ -441,6 +443,7 @@ const clusterEntry: LabBackendEntry = {
       kill: nothing,
       restart: nothing,
       stop: () => cluster.stop(),
+      leader: async () => `primary 127.0.0.1:${(await stable('a settled shard')).primary}`,
       clientConfig: {
         type: 'redis',
         cluster: [...cluster.startupNodes],
@@ -575,6 +578,7 @@ const etcdClusterEntry: LabBackendEntry = {
       stop: async () => {
         for (const server of servers) await server.stop();
       },
+      leader: async () => `leader ${members[await whole('one leader')].name}`,
       clientConfig: {
         type: 'etcd',
         hosts: members.map((m) => `127.0.0.1:${m.clientPort}`),
