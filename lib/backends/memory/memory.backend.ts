@@ -24,13 +24,6 @@ export interface MemoryLockBackendOptions {
   claimWindow?: number;
 }
 
-interface Holder {
-  token: string;
-  fence: number;
-  expiresAt: number;
-  timer: NodeJS.Timeout;
-}
-
 interface Waiter {
   readonly token: string;
   readonly keys: readonly string[];
@@ -40,10 +33,31 @@ interface Waiter {
   attempt: number;
 }
 
+/**
+ * One key: its holder (inline, `token` undefined when free) and its waiters. A holder past
+ * `expiresAt` is no holder: every read checks the time, so a held key needs no timer of its
+ * own; one is armed only while somebody waits (to hand the key over at expiry), see `arm`.
+ */
 interface KeyState {
-  holder: Holder | undefined;
-  queue: Waiter[];
+  token: string | undefined;
+  fence: number;
+  expiresAt: number;
+  /** Undefined until the first waiter: most keys never have one. */
+  queue: Waiter[] | undefined;
+  /** Fires at (or after) `expiresAt` while the queue is not empty. */
+  timer: NodeJS.Timeout | undefined;
+  /** When `timer` fires (monotonic ms). */
+  timerAt: number;
+  /**
+   * The `setTimeout` that made `timer`. A test that installs or removes jest's fake timers swaps
+   * the global, and a timer of the other clock never fires: such a timer is made again.
+   */
+  timerFrom: typeof setTimeout | undefined;
 }
+
+/** Keys the sweep looks at per tick, at least; more when there are many (see `sweep`). */
+const SWEEP_MIN = 1_000;
+const SWEEP_EVERY_MS = 1_000;
 
 /**
  * The embedded backend: locks live in this process only. Same semantics as a remote backend (TTL
@@ -51,8 +65,10 @@ interface KeyState {
  * Redis or etcd unchanged; it cannot exclude other processes.
  *
  * Memory is bounded by the keys currently held or awaited: a key's state is dropped as soon as it
- * has neither a holder nor a waiter. Fencing tokens come from one counter for the whole backend,
- * which makes them strictly increasing per key without remembering keys that are gone.
+ * is released or cancelled with nobody waiting, and within ten seconds of expiring (a sweep; a
+ * held key has no timer of its own, its expiry is checked on every read). Fencing tokens come
+ * from one counter for the whole backend, which makes them strictly increasing per key without
+ * remembering keys that are gone.
  */
 export class MemoryLockBackend implements LockBackend {
   readonly name = 'memory';
@@ -63,6 +79,13 @@ export class MemoryLockBackend implements LockBackend {
   private readonly claimWindow: number;
   private fence = 0;
   private closed = false;
+  /** Drops keys that expired with nobody waiting; runs while any key is tracked. */
+  private sweeper: NodeJS.Timeout | undefined;
+  private sweepCursor: IterableIterator<[string, KeyState]> | undefined;
+  /** Keys per tick in the current pass over the map. */
+  private sweepBudget = SWEEP_MIN;
+  /** The `setInterval` that made `sweeper` (see `KeyState.timerFrom`). */
+  private sweepFrom: typeof setInterval | undefined;
 
   constructor(options: MemoryLockBackendOptions = {}) {
     assertKnownOptions(options, ['claimWindow'], 'MemoryLockBackend options');
@@ -70,8 +93,9 @@ export class MemoryLockBackend implements LockBackend {
   }
 
   /**
-   * Number of keys with a holder or a waiter, for tests of bounded memory. `@internal`, stripped
-   * from the published types: no public call can show it, and users have no use for it.
+   * Number of keys with state kept: held or awaited, and expired ones the sweep has not dropped
+   * yet. For tests of bounded memory. `@internal`, stripped from the published types: no public
+   * call can show it, and users have no use for it.
    * @internal
    */
   get trackedKeys(): number {
@@ -88,15 +112,14 @@ export class MemoryLockBackend implements LockBackend {
     const { keys, token, ttl } = request;
     // Plain loops, no closures: this runs on every acquisition.
     for (let i = 0; i < keys.length; i++) this.purgeQueue(keys[i], now);
-    if (this.takeable(keys, token)) {
+    if (this.takeable(keys, token, now)) {
       const fencingTokens: number[] = [];
       for (let i = 0; i < keys.length; i++) {
         const key = keys[i];
         const state = this.state(key);
         this.dequeue(state, token);
-        const holder = state.holder;
-        const fence = holder && holder.token === token ? holder.fence : ++this.fence;
-        this.hold(key, state, token, fence, ttl, now);
+        const fence = held(state, now) && state.token === token ? state.fence : ++this.fence;
+        this.hold(state, key, token, fence, ttl, now);
         fencingTokens.push(fence);
       }
       return { acquired: true, fencingTokens };
@@ -104,15 +127,17 @@ export class MemoryLockBackend implements LockBackend {
     if (request.queueFor !== undefined && request.queueFor > 0) {
       for (const key of keys) {
         const state = this.state(key);
-        const entry = state.queue.find((w) => w.token === token);
+        const queue = (state.queue ??= []);
+        const entry = queue.find((w) => w.token === token);
         const attempt = request.attempt ?? 0;
         if (entry) {
           entry.deadline = now + request.queueFor;
           entry.ttl = ttl;
           entry.attempt = attempt;
         } else {
-          state.queue.push({ token, keys, ttl, deadline: now + request.queueFor, attempt });
+          queue.push({ token, keys, ttl, deadline: now + request.queueFor, attempt });
         }
+        if (held(state, now)) this.arm(state, key, now);
       }
     }
     // No wake-up may come if a message is lost (remote backends) or a queue entry ahead of us
@@ -120,9 +145,10 @@ export class MemoryLockBackend implements LockBackend {
     let retryAfter = 1;
     for (const key of keys) {
       const state = this.keys.get(key);
-      if (state?.holder && state.holder.token !== token) {
-        retryAfter = Math.max(retryAfter, state.holder.expiresAt - now);
-      } else if (state && state.queue.length > 0 && state.queue[0].token !== token) {
+      if (!state) continue;
+      if (held(state, now) && state.token !== token) {
+        retryAfter = Math.max(retryAfter, state.expiresAt - now);
+      } else if (state.queue && state.queue.length > 0 && state.queue[0].token !== token) {
         retryAfter = Math.max(retryAfter, state.queue[0].deadline - now);
       }
     }
@@ -130,26 +156,32 @@ export class MemoryLockBackend implements LockBackend {
   }
 
   async extend(requests: readonly BackendExtendRequest[]): Promise<boolean[]> {
+    const now = monotonicNow();
     return requests.map((request) => {
-      if (!this.ownsAll(request)) return false;
+      if (!this.ownsAll(request, now)) return false;
       // Extending also claims a key handed to this token by a release.
       for (const key of request.keys) {
         const state = this.keys.get(key) as KeyState;
-        const holder = state.holder as Holder;
-        this.hold(key, state, holder.token, holder.fence, request.ttl);
+        this.hold(state, key, request.token, state.fence, request.ttl, now);
       }
       return true;
     });
   }
 
   async release(ref: BackendLockRef): Promise<boolean> {
+    const now = monotonicNow();
     let owned = true;
     const keys = ref.keys;
     for (let i = 0; i < keys.length; i++) {
       const key = keys[i];
       const state = this.keys.get(key);
-      if (state?.holder?.token === ref.token) this.free(key, state);
-      else owned = false;
+      if (state === undefined || state.token !== ref.token) {
+        owned = false;
+        continue;
+      }
+      // Expired: not ours any more, but its state goes (or passes to a waiter) all the same.
+      if (!held(state, now)) owned = false;
+      this.free(key, state);
     }
     return owned;
   }
@@ -158,19 +190,23 @@ export class MemoryLockBackend implements LockBackend {
     for (const key of ref.keys) {
       const state = this.keys.get(key);
       if (!state) continue;
+      const wasFirst = state.queue?.[0]?.token === ref.token;
       this.dequeue(state, ref.token);
-      if (state.holder?.token === ref.token) this.free(key);
-      else this.dropIfIdle(key, state);
+      // Freeing also hands the key on: to the waiter behind a first one that gave up, too.
+      if (state.token === ref.token || (wasFirst && !held(state, monotonicNow()))) {
+        this.free(key, state);
+      } else this.dropIfIdle(key, state);
     }
   }
 
   async inspect(key: string): Promise<BackendLockInfo> {
-    const holder = this.keys.get(key)?.holder;
-    if (!holder) return { held: false };
+    const state = this.keys.get(key);
+    const now = monotonicNow();
+    if (!state || !held(state, now)) return { held: false };
     return {
       held: true,
-      ttl: Math.max(0, Math.ceil(holder.expiresAt - monotonicNow())),
-      fencingToken: holder.fence,
+      ttl: Math.max(0, Math.ceil(state.expiresAt - now)),
+      fencingToken: state.fence,
     };
   }
 
@@ -180,73 +216,119 @@ export class MemoryLockBackend implements LockBackend {
 
   async close(): Promise<void> {
     this.closed = true;
-    for (const state of this.keys.values()) if (state.holder) clearTimeout(state.holder.timer);
+    for (const state of this.keys.values()) if (state.timer) clearTimeout(state.timer);
     this.keys.clear();
     this.listeners.clear();
+    if (this.sweeper) clearInterval(this.sweeper);
+    this.sweeper = undefined;
+    this.sweepCursor = undefined;
   }
 
   /** Whether `token` may take every key now: free and unawaited, handed to it, or its own. */
-  private takeable(keys: readonly string[], token: string): boolean {
+  private takeable(keys: readonly string[], token: string, now: number): boolean {
     for (let i = 0; i < keys.length; i++) {
       const state = this.keys.get(keys[i]);
       if (!state) continue;
-      if (state.holder) {
-        if (state.holder.token !== token) return false; // else handed to us, or ours already
-      } else if (state.queue.length > 0 && state.queue[0].token !== token) {
+      if (held(state, now)) {
+        if (state.token !== token) return false; // else handed to us, or ours already
+      } else if (state.queue && state.queue.length > 0 && state.queue[0].token !== token) {
         return false;
       }
     }
     return true;
   }
 
-  private ownsAll(ref: BackendLockRef): boolean {
+  private ownsAll(ref: BackendLockRef, now: number): boolean {
     return ref.keys.every((key) => {
-      const holder = this.keys.get(key)?.holder;
-      return holder !== undefined && holder.token === ref.token;
+      const state = this.keys.get(key);
+      return state !== undefined && state.token === ref.token && held(state, now);
     });
   }
 
   private state(key: string): KeyState {
     let state = this.keys.get(key);
-    if (!state) this.keys.set(key, (state = { holder: undefined, queue: [] }));
+    if (!state) {
+      state = {
+        token: undefined,
+        fence: 0,
+        expiresAt: 0,
+        queue: undefined,
+        timer: undefined,
+        timerAt: 0,
+        timerFrom: undefined,
+      };
+      this.keys.set(key, state);
+      if ((this.sweeper === undefined || this.sweepFrom !== setInterval) && !this.closed) {
+        if (this.sweeper) clearInterval(this.sweeper);
+        this.sweepFrom = setInterval;
+        this.sweeper = setInterval(() => this.sweep(), SWEEP_EVERY_MS);
+        this.sweeper.unref();
+      }
+    }
     return state;
   }
 
   private hold(
-    key: string,
     state: KeyState,
+    key: string,
     token: string,
     fence: number,
     ttl: number,
-    now = monotonicNow(),
+    now: number,
   ): void {
-    if (state.holder) clearTimeout(state.holder.timer);
-    const timer = setTimeout(() => {
-      if (state.holder?.token === token) this.free(key);
-    }, ttl);
-    timer.unref();
-    state.holder = { token, fence, expiresAt: now + ttl, timer };
+    state.token = token;
+    state.fence = fence;
+    state.expiresAt = now + ttl;
+    if (state.queue && state.queue.length > 0) this.arm(state, key, now);
+  }
+
+  /**
+   * Makes sure the key's expiry hands it to its waiters: one timer per awaited key, due at its
+   * holder's `expiresAt`; an extend moves `expiresAt` later without touching the timer, which
+   * then re-arms itself when it fires (only a shorter expiry re-arms it here).
+   */
+  private arm(state: KeyState, key: string, now: number): void {
+    const due = state.expiresAt;
+    if (state.timer !== undefined) {
+      if (state.timerAt <= due && state.timerFrom === setTimeout) return;
+      clearTimeout(state.timer);
+    }
+    state.timerFrom = setTimeout;
+    state.timerAt = due;
+    state.timer = setTimeout(() => this.expire(key, state), Math.max(1, Math.ceil(due - now)));
+    state.timer.unref();
+  }
+
+  private expire(key: string, state: KeyState): void {
+    state.timer = undefined;
+    if (this.keys.get(key) !== state) return;
+    const now = monotonicNow();
+    if (held(state, now)) {
+      if (state.queue && state.queue.length > 0) this.arm(state, key, now);
+      return;
+    }
+    if (state.token !== undefined) this.free(key, state);
+    else this.purgeQueue(key, now);
   }
 
   /** Drops the holder of `key` and hands the key to the first live waiter that can take all its keys. */
   private free(key: string, state = this.keys.get(key)): void {
     if (!state) return;
-    if (state.holder) clearTimeout(state.holder.timer);
-    state.holder = undefined;
+    state.token = undefined;
     // The usual release: nobody waits, the key's state goes.
-    if (state.queue.length === 0) {
+    if (!state.queue || state.queue.length === 0) {
       this.dropIfIdle(key, state);
       return;
     }
     const now = monotonicNow();
     this.purgeQueue(key, now);
     const next = state.queue[0];
-    if (next && this.canHandTo(next)) {
+    if (next && this.canHandTo(next, now)) {
       const reserve = Math.min(this.claimWindow, next.ttl);
       const fencingTokens = next.keys.map((k) => {
         const s = this.state(k);
         this.dequeue(s, next.token);
-        this.hold(k, s, next.token, ++this.fence, reserve);
+        this.hold(s, k, next.token, ++this.fence, reserve, now);
         return this.fence;
       });
       this.wake(next.token, { attempt: next.attempt, fencingTokens, ttl: reserve });
@@ -255,33 +337,70 @@ export class MemoryLockBackend implements LockBackend {
     this.dropIfIdle(key, state);
   }
 
-  private canHandTo(waiter: Waiter): boolean {
+  private canHandTo(waiter: Waiter, now: number): boolean {
     return waiter.keys.every((key) => {
       const state = this.keys.get(key);
-      return !!state && !state.holder && state.queue[0]?.token === waiter.token;
+      return !!state && !held(state, now) && state.queue?.[0]?.token === waiter.token;
     });
   }
 
   private purgeQueue(key: string, now: number): void {
     const state = this.keys.get(key);
+    const queue = state?.queue;
     // Called on every acquire: no array allocated unless an entry is dead.
-    if (!state || state.queue.length === 0 || !state.queue.some((w) => w.deadline <= now)) return;
-    const live = state.queue.filter((w) => w.deadline > now);
-    state.queue = live;
+    if (!state || !queue || queue.length === 0 || !queue.some((w) => w.deadline <= now)) return;
+    state.queue = queue.filter((w) => w.deadline > now);
     // A dead entry may have been all that kept a free key from its next waiter.
-    if (!state.holder) this.free(key);
+    if (!held(state, now)) this.free(key, state);
     else this.dropIfIdle(key, state);
   }
 
   private dequeue(state: KeyState, token: string): void {
-    if (state.queue.length === 0) return;
-    const i = state.queue.findIndex((w) => w.token === token);
-    if (i >= 0) state.queue.splice(i, 1);
+    const queue = state.queue;
+    if (!queue || queue.length === 0) return;
+    const i = queue.findIndex((w) => w.token === token);
+    if (i >= 0) queue.splice(i, 1);
   }
 
   private dropIfIdle(key: string, state: KeyState): void {
-    if (!state.holder && state.queue.length === 0 && this.keys.get(key) === state)
-      this.keys.delete(key);
+    if (state.token !== undefined && state.expiresAt > monotonicNow()) return;
+    if (state.queue && state.queue.length > 0) return;
+    if (this.keys.get(key) !== state) return;
+    if (state.timer) clearTimeout(state.timer);
+    this.keys.delete(key);
+  }
+
+  /**
+   * Drops keys whose holder expired with nobody waiting (their state is all that is left of
+   * them): a slice of the map per tick, at least SWEEP_MIN keys and the largest tenth of the map
+   * seen in the pass, so a pass over the keys present at its start takes ten ticks at most and
+   * no tick stalls the event loop on a large map.
+   */
+  private sweep(): void {
+    const now = monotonicNow();
+    if (this.sweepCursor === undefined) {
+      this.sweepCursor = this.keys.entries();
+      this.sweepBudget = SWEEP_MIN;
+    }
+    // Grows with the map within a pass: keys appended behind the cursor faster than it moves
+    // would otherwise keep one pass, and its budget, going for ever.
+    this.sweepBudget = Math.max(this.sweepBudget, Math.ceil(this.keys.size / 10));
+    for (let i = 0; i < this.sweepBudget; i++) {
+      const next = this.sweepCursor.next();
+      if (next.done) {
+        this.sweepCursor = undefined;
+        break;
+      }
+      const [key, state] = next.value;
+      if (!held(state, now) && (!state.queue || state.queue.length === 0)) {
+        this.dropIfIdle(key, state);
+      }
+    }
+    if (this.keys.size === 0 && this.sweeper) {
+      clearInterval(this.sweeper);
+      this.sweeper = undefined;
+      this.sweepCursor = undefined;
+    }
   }
 
   private wake(token: string, handoff: BackendHandoff): void {
@@ -289,4 +408,9 @@ export class MemoryLockBackend implements LockBackend {
     // Asynchronously, like a message from a remote server, so no engine code runs inside ours.
     queueMicrotask(() => this.listeners.wake(token, handoff));
   }
+}
+
+/** Whether the key has a holder whose ttl has not run out. */
+function held(state: KeyState, now: number): boolean {
+  return state.token !== undefined && state.expiresAt > now;
 }
