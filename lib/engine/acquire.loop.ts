@@ -1,5 +1,4 @@
 import { errorMessage } from '../errors/error.message';
-import { randomUUID } from 'node:crypto';
 import type {
   BackendHandoff,
   BackendLockRef,
@@ -7,6 +6,7 @@ import type {
 } from '../backends/lock-backend.interface';
 import { LockNotAcquiredError } from '../errors/lock-not-acquired.error';
 import { monotonicNow } from './clock';
+import { newOwnerToken } from './owner.token';
 import { GrantedLock, validityDeadline } from './granted.lock';
 import { WakeWaiter } from './wake.waiter';
 
@@ -68,7 +68,7 @@ export async function acquireGrant(host: AcquireHost, request: GrantRequest): Pr
         : keys.length === 1
           ? [prefix + keys[0]]
           : keys.map((key) => prefix + key),
-    token: randomUUID(),
+    token: newOwnerToken(),
   };
   const started = monotonicNow();
   const deadline = started + wait;

@@ -674,9 +674,22 @@ export class LockEngine implements LockOwner, AcquireHost {
     } catch (err) {
       return Promise.reject(this.backendError(operation, err));
     }
-    return promise.then(undefined, (err: unknown) => {
-      throw this.backendError(operation, err);
-    });
+    return promise.then(undefined, this.rethrowAs(operation));
+  }
+
+  /** Rejection handlers of {@link call}, one per operation name, made once. */
+  private readonly rethrowers = new Map<string, (err: unknown) => never>();
+
+  private rethrowAs(operation: string): (err: unknown) => never {
+    let rethrow = this.rethrowers.get(operation);
+    if (rethrow === undefined) {
+      rethrow = (err: unknown): never => {
+        throw this.backendError(operation, err);
+      };
+      // Operation names are the engine's own few; a caller's label (a startup check) is not kept.
+      if (this.rethrowers.size < 32) this.rethrowers.set(operation, rethrow);
+    }
+    return rethrow;
   }
 
   /** `err` as the LockBackendError an event reports. */
