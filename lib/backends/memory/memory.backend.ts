@@ -43,8 +43,13 @@ interface KeyState {
   fence: number;
   expiresAt: number;
   /** Undefined until the first waiter: most keys never have one. */
-  queue: Waiter[] | undefined;
-  /** Fires at (or after) `expiresAt` while the queue is not empty. */
+  waiting: Waiting | undefined;
+}
+
+/** The waiters of a key, and the timer that hands it to them at its holder's expiry. */
+interface Waiting {
+  queue: Waiter[];
+  /** Fires at (or after) the holder's `expiresAt` while the queue is not empty. */
   timer: NodeJS.Timeout | undefined;
   /** When `timer` fires (monotonic ms). */
   timerAt: number;
@@ -53,6 +58,13 @@ interface KeyState {
    * the global, and a timer of the other clock never fires: such a timer is made again.
    */
   timerFrom: typeof setTimeout | undefined;
+}
+
+const NO_WAITERS: readonly Waiter[] = [];
+
+/** The key's queue, empty when nobody waits. */
+function queueOf(state: KeyState): readonly Waiter[] {
+  return state.waiting?.queue ?? NO_WAITERS;
 }
 
 /** Keys the sweep looks at per tick, at least; more when there are many (see `sweep`). */
@@ -84,7 +96,7 @@ export class MemoryLockBackend implements LockBackend {
   private sweepCursor: IterableIterator<[string, KeyState]> | undefined;
   /** Keys per tick in the current pass over the map. */
   private sweepBudget = SWEEP_MIN;
-  /** The `setInterval` that made `sweeper` (see `KeyState.timerFrom`). */
+  /** The `setInterval` that made `sweeper` (see `Waiting.timerFrom`). */
   private sweepFrom: typeof setInterval | undefined;
 
   constructor(options: MemoryLockBackendOptions = {}) {
@@ -127,7 +139,13 @@ export class MemoryLockBackend implements LockBackend {
     if (request.queueFor !== undefined && request.queueFor > 0) {
       for (const key of keys) {
         const state = this.state(key);
-        const queue = (state.queue ??= []);
+        const waiting = (state.waiting ??= {
+          queue: [],
+          timer: undefined,
+          timerAt: 0,
+          timerFrom: undefined,
+        });
+        const queue = waiting.queue;
         const entry = queue.find((w) => w.token === token);
         const attempt = request.attempt ?? 0;
         if (entry) {
@@ -137,7 +155,7 @@ export class MemoryLockBackend implements LockBackend {
         } else {
           queue.push({ token, keys, ttl, deadline: now + request.queueFor, attempt });
         }
-        if (held(state, now)) this.arm(state, key, now);
+        if (held(state, now)) this.arm(state, waiting, key, now);
       }
     }
     // No wake-up may come if a message is lost (remote backends) or a queue entry ahead of us
@@ -148,8 +166,9 @@ export class MemoryLockBackend implements LockBackend {
       if (!state) continue;
       if (held(state, now) && state.token !== token) {
         retryAfter = Math.max(retryAfter, state.expiresAt - now);
-      } else if (state.queue && state.queue.length > 0 && state.queue[0].token !== token) {
-        retryAfter = Math.max(retryAfter, state.queue[0].deadline - now);
+      } else {
+        const first = queueOf(state)[0];
+        if (first && first.token !== token) retryAfter = Math.max(retryAfter, first.deadline - now);
       }
     }
     return { acquired: false, retryAfter: Math.ceil(retryAfter) };
@@ -190,7 +209,7 @@ export class MemoryLockBackend implements LockBackend {
     for (const key of ref.keys) {
       const state = this.keys.get(key);
       if (!state) continue;
-      const wasFirst = state.queue?.[0]?.token === ref.token;
+      const wasFirst = queueOf(state)[0]?.token === ref.token;
       this.dequeue(state, ref.token);
       // Freeing also hands the key on: to the waiter behind a first one that gave up, too.
       if (state.token === ref.token || (wasFirst && !held(state, monotonicNow()))) {
@@ -216,7 +235,7 @@ export class MemoryLockBackend implements LockBackend {
 
   async close(): Promise<void> {
     this.closed = true;
-    for (const state of this.keys.values()) if (state.timer) clearTimeout(state.timer);
+    for (const state of this.keys.values()) clearTimeout(state.waiting?.timer);
     this.keys.clear();
     this.listeners.clear();
     if (this.sweeper) clearInterval(this.sweeper);
@@ -231,8 +250,9 @@ export class MemoryLockBackend implements LockBackend {
       if (!state) continue;
       if (held(state, now)) {
         if (state.token !== token) return false; // else handed to us, or ours already
-      } else if (state.queue && state.queue.length > 0 && state.queue[0].token !== token) {
-        return false;
+      } else {
+        const first = queueOf(state)[0];
+        if (first && first.token !== token) return false;
       }
     }
     return true;
@@ -252,10 +272,7 @@ export class MemoryLockBackend implements LockBackend {
         token: undefined,
         fence: 0,
         expiresAt: 0,
-        queue: undefined,
-        timer: undefined,
-        timerAt: 0,
-        timerFrom: undefined,
+        waiting: undefined,
       };
       this.keys.set(key, state);
       if ((this.sweeper === undefined || this.sweepFrom !== setInterval) && !this.closed) {
@@ -279,7 +296,8 @@ export class MemoryLockBackend implements LockBackend {
     state.token = token;
     state.fence = fence;
     state.expiresAt = now + ttl;
-    if (state.queue && state.queue.length > 0) this.arm(state, key, now);
+    const waiting = state.waiting;
+    if (waiting && waiting.queue.length > 0) this.arm(state, waiting, key, now);
   }
 
   /**
@@ -287,24 +305,27 @@ export class MemoryLockBackend implements LockBackend {
    * holder's `expiresAt`; an extend moves `expiresAt` later without touching the timer, which
    * then re-arms itself when it fires (only a shorter expiry re-arms it here).
    */
-  private arm(state: KeyState, key: string, now: number): void {
+  private arm(state: KeyState, waiting: Waiting, key: string, now: number): void {
     const due = state.expiresAt;
-    if (state.timer !== undefined) {
-      if (state.timerAt <= due && state.timerFrom === setTimeout) return;
-      clearTimeout(state.timer);
+    if (waiting.timer !== undefined) {
+      if (waiting.timerAt <= due && waiting.timerFrom === setTimeout) return;
+      clearTimeout(waiting.timer);
     }
-    state.timerFrom = setTimeout;
-    state.timerAt = due;
-    state.timer = setTimeout(() => this.expire(key, state), Math.max(1, Math.ceil(due - now)));
-    state.timer.unref();
+    waiting.timerFrom = setTimeout;
+    waiting.timerAt = due;
+    waiting.timer = setTimeout(
+      () => this.expire(key, state, waiting),
+      Math.max(1, Math.ceil(due - now)),
+    );
+    waiting.timer.unref();
   }
 
-  private expire(key: string, state: KeyState): void {
-    state.timer = undefined;
-    if (this.keys.get(key) !== state) return;
+  private expire(key: string, state: KeyState, waiting: Waiting): void {
+    waiting.timer = undefined;
+    if (this.keys.get(key) !== state || state.waiting !== waiting) return;
     const now = monotonicNow();
     if (held(state, now)) {
-      if (state.queue && state.queue.length > 0) this.arm(state, key, now);
+      if (waiting.queue.length > 0) this.arm(state, waiting, key, now);
       return;
     }
     if (state.token !== undefined) this.free(key, state);
@@ -316,13 +337,13 @@ export class MemoryLockBackend implements LockBackend {
     if (!state) return;
     state.token = undefined;
     // The usual release: nobody waits, the key's state goes.
-    if (!state.queue || state.queue.length === 0) {
+    if (queueOf(state).length === 0) {
       this.dropIfIdle(key, state);
       return;
     }
     const now = monotonicNow();
     this.purgeQueue(key, now);
-    const next = state.queue[0];
+    const next = queueOf(state)[0];
     if (next && this.canHandTo(next, now)) {
       const reserve = Math.min(this.claimWindow, next.ttl);
       const fencingTokens = next.keys.map((k) => {
@@ -340,23 +361,23 @@ export class MemoryLockBackend implements LockBackend {
   private canHandTo(waiter: Waiter, now: number): boolean {
     return waiter.keys.every((key) => {
       const state = this.keys.get(key);
-      return !!state && !held(state, now) && state.queue?.[0]?.token === waiter.token;
+      return !!state && !held(state, now) && queueOf(state)[0]?.token === waiter.token;
     });
   }
 
   private purgeQueue(key: string, now: number): void {
     const state = this.keys.get(key);
-    const queue = state?.queue;
+    const waiting = state?.waiting;
     // Called on every acquire: no array allocated unless an entry is dead.
-    if (!state || !queue || queue.length === 0 || !queue.some((w) => w.deadline <= now)) return;
-    state.queue = queue.filter((w) => w.deadline > now);
+    if (!state || !waiting || !waiting.queue.some((w) => w.deadline <= now)) return;
+    waiting.queue = waiting.queue.filter((w) => w.deadline > now);
     // A dead entry may have been all that kept a free key from its next waiter.
     if (!held(state, now)) this.free(key, state);
     else this.dropIfIdle(key, state);
   }
 
   private dequeue(state: KeyState, token: string): void {
-    const queue = state.queue;
+    const queue = state.waiting?.queue;
     if (!queue || queue.length === 0) return;
     const i = queue.findIndex((w) => w.token === token);
     if (i >= 0) queue.splice(i, 1);
@@ -364,9 +385,9 @@ export class MemoryLockBackend implements LockBackend {
 
   private dropIfIdle(key: string, state: KeyState): void {
     if (state.token !== undefined && state.expiresAt > monotonicNow()) return;
-    if (state.queue && state.queue.length > 0) return;
+    if (queueOf(state).length > 0) return;
     if (this.keys.get(key) !== state) return;
-    if (state.timer) clearTimeout(state.timer);
+    clearTimeout(state.waiting?.timer);
     this.keys.delete(key);
   }
 
@@ -392,7 +413,7 @@ export class MemoryLockBackend implements LockBackend {
         break;
       }
       const [key, state] = next.value;
-      if (!held(state, now) && (!state.queue || state.queue.length === 0)) {
+      if (!held(state, now) && queueOf(state).length === 0) {
         this.dropIfIdle(key, state);
       }
     }
