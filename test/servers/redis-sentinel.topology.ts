@@ -29,6 +29,8 @@ export interface SentinelTopology {
   readonly masterName: string;
   /** The data nodes, primary first as started; a failover swaps their roles, not this order. */
   readonly nodes: readonly ServerProcess[];
+  /** The sentinel processes. */
+  readonly sentinelProcesses: readonly ServerProcess[];
   /** Port of the primary the sentinels report now (asking each until one answers). */
   primaryPort(): Promise<number>;
   /** The data node on `port`. */
@@ -200,6 +202,7 @@ export async function startSentinelTopology(): Promise<SentinelTopology> {
       sentinels: sentinels.map((s) => ({ host: '127.0.0.1', port: s.port })),
       masterName: SENTINEL_MASTER_NAME,
       nodes,
+      sentinelProcesses: sentinels,
       primaryPort: () =>
         poll(
           async () => {

@@ -290,7 +290,7 @@ const sentinelEntry: LabBackendEntry = {
   name: 'redis-sentinel',
   start: async () => {
     const topology = await startSentinelTopology();
-    reapAll(topology.nodes);
+    reapAll([...topology.nodes, ...topology.sentinelProcesses]);
     const nothing = (): Promise<void> => Promise.resolve();
     return {
       port: 0,
