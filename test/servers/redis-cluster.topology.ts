@@ -1,7 +1,10 @@
 import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { sleep } from '../support/async.helpers';
-import { startRedis } from './redis.server';
+import { setClockOffset, startRedis } from './redis.server';
 import { ensureBinary, freePort, removeDir, ServerProcess } from './server.process';
 
 const run = promisify(execFile);
@@ -24,6 +27,11 @@ export interface RedisClusterTopology {
   shardOf(slot: number): Promise<{ primary: number; replicas: number[] } | undefined>;
   /** CLUSTER FAILOVER on the replica on `port`: it takes over from its primary, in sync. */
   manualFailover(port: number): Promise<void>;
+  /**
+   * Sets the wall-clock offset, in ms, of the node on `port` (started with `clocks: true`; see
+   * redis.server.ts's clock shim): the server sees it within 10 ms.
+   */
+  setClock(port: number, offsetMs: number): void;
   /** Whether the replica on `port` has a live, synced link to its primary. */
   replicaSynced(port: number): Promise<boolean>;
   stop(): Promise<void>;
@@ -35,9 +43,18 @@ export interface RedisClusterTopology {
  * Short `cluster-node-timeout` so that a failover test sees one within seconds.
  */
 export async function startRedisCluster(
-  options: { primaries?: number; replicasPerPrimary?: number; nodeTimeoutMs?: number } = {},
+  options: {
+    primaries?: number;
+    replicasPerPrimary?: number;
+    nodeTimeoutMs?: number;
+    /** Every node behind the clock shim, its offset set by `setClock` (0 until then). */
+    clocks?: boolean;
+  } = {},
 ): Promise<RedisClusterTopology> {
   const primaries = options.primaries ?? 3;
+  const clockDir = options.clocks ? mkdtempSync(join(tmpdir(), 'ndl-cluster-clocks-')) : undefined;
+  const clockFile = (port: number): string | undefined =>
+    clockDir === undefined ? undefined : join(clockDir, String(port));
   const replicas = options.replicasPerPrimary ?? 0;
   const cli = ensureBinary('redis-cli', 'redis-tools');
   const nodes: ServerProcess[] = [];
@@ -52,6 +69,7 @@ export async function startRedisCluster(
       await node.stop('SIGKILL');
       removeDir(node.dir);
     }
+    if (clockDir) rmSync(clockDir, { recursive: true, force: true });
   };
   try {
     // allSettled: a node that fails to start must not leave the others running unrecorded.
@@ -68,7 +86,8 @@ export async function startRedisCluster(
           '--cluster-port',
           String(await freePort()),
         ];
-        const node = await startRedis({ extraArgs });
+        const port = await freePort();
+        const node = await startRedis({ port, extraArgs, clockOffsetFile: clockFile(port) });
         argsOf.set(node.port, extraArgs);
         return node;
       }),
@@ -105,11 +124,21 @@ export async function startRedisCluster(
       restartNode: async (port) => {
         const i = nodes.findIndex((n) => n.port === port);
         if (i < 0) throw new Error(`no cluster node on port ${port}`);
-        const next = await startRedis({ port, dir: nodes[i].dir, extraArgs: argsOf.get(port) });
+        const next = await startRedis({
+          port,
+          dir: nodes[i].dir,
+          extraArgs: argsOf.get(port),
+          clockOffsetFile: clockFile(port),
+        });
         nodes[i] = next;
         return next;
       },
       shardOf: (slot) => shardOf(cli, nodes, slot),
+      setClock: (port, offsetMs) => {
+        const file = clockFile(port);
+        if (file === undefined) throw new Error('the cluster was started without clocks: true');
+        setClockOffset(file, offsetMs);
+      },
       manualFailover: async (port) => {
         const { stdout } = await run(cli, ['-p', String(port), 'cluster', 'failover'], {
           timeout: 5_000,

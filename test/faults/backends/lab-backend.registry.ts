@@ -393,13 +393,17 @@ const CLUSTER_PREFIX = 'lab:{redis-cluster}:';
  * that holds them: a manual failover (the replica takes over in sync: nothing lost), the primary
  * frozen until its replica is promoted, then thawed (it rejoins as a replica), and the primary
  * killed until then, then restarted on its data dir. Replication is asynchronous: a grant the
- * replica had not received when promoted is lost, and the lab counts how often.
+ * replica had not received when promoted is lost, and the lab counts how often. A phase of its
+ * own then fails over, gracefully, to replicas whose clocks are 1–2 s behind (every node runs
+ * behind the clock shim): tokens must keep going up where nothing was lost.
  */
 const clusterEntry: LabBackendEntry = {
   name: 'redis-cluster',
   keyPrefix: CLUSTER_PREFIX,
   start: async () => {
-    const cluster = await startRedisCluster({ primaries: 3, replicasPerPrimary: 1 });
+    const cluster = await startRedisCluster({ primaries: 3, replicasPerPrimary: 1, clocks: true });
+    /** Each node's wall-clock offset, ms (see `cluster-failover-clock-behind`). */
+    const offsets = new Map<number, number>();
     reapAll(cluster.nodes);
     const slot = keySlot(lockHashKey(`${CLUSTER_PREFIX}k0`));
     /** The slot's shard once every live node agrees on it and a replica is synced. */
@@ -417,8 +421,8 @@ const clusterEntry: LabBackendEntry = {
         label,
       );
     /** Waits until a node other than `old` serves the slot (its replica was promoted). */
-    const promoted = (old: number): Promise<unknown> =>
-      until(
+    const promoted = async (old: number): Promise<void> => {
+      await until(
         async () => {
           const shard = await cluster.shardOf(slot);
           return shard && shard.primary !== old ? shard : undefined;
@@ -426,6 +430,13 @@ const clusterEntry: LabBackendEntry = {
         20_000,
         `a primary other than ${old} for slot ${slot}`,
       );
+      lastElection = performance.now();
+    };
+    // A primary votes for one replica of a shard at most once per two node timeouts (2 s here):
+    // a failover asked for sooner gets no votes and never happens.
+    let lastElection = -Infinity;
+    const votesAgain = (): Promise<void> =>
+      sleepMs(Math.max(0, lastElection + 2_500 - performance.now()));
     const signal = (port: number, name: NodeJS.Signals): void => {
       const node = cluster.nodes.find((n) => n.port === port);
       try {
@@ -451,12 +462,33 @@ const clusterEntry: LabBackendEntry = {
       },
       topology: {
         'cluster-failover': async () => {
+          await votesAgain();
           const { primary, replica } = await stable('a synced replica');
           await cluster.manualFailover(replica);
           await promoted(primary);
           await stable('the failed-over shard settled', primary);
         },
+        // A graceful failover (nothing lost) to a replica whose clock is 1–2 s behind its
+        // primary's, more than the failover takes: the tokens the replica hands out then come
+        // from the replicated counter, not from its clock, and must keep going up. Always behind
+        // the primary (keys expire by the server's clock, and replicated expiries are absolute:
+        // a clock ahead would expire them early), so only the tokens are at stake. Redis Cluster
+        // times its elections by the wall clock: right after a step back a replica may wait out
+        // the step before it runs for election, so the failover is asked for only then.
+        'cluster-failover-clock-behind': async (random) => {
+          const { primary, replica } = await stable('a synced replica');
+          const behind = (offsets.get(primary) ?? 0) - Math.round(1_000 + 1_000 * random());
+          const step = Math.abs((offsets.get(replica) ?? 0) - behind);
+          offsets.set(replica, behind);
+          cluster.setClock(replica, behind);
+          await sleepMs(step + 2_500);
+          await votesAgain();
+          await cluster.manualFailover(replica);
+          await promoted(primary);
+          await stable('the failed-over shard settled', primary);
+        },
         'cluster-primary-frozen': async () => {
+          await votesAgain();
           const { primary } = await stable('a synced replica');
           signal(primary, 'SIGSTOP');
           try {
@@ -467,6 +499,7 @@ const clusterEntry: LabBackendEntry = {
           await stable('the thawed primary rejoined as a replica', primary);
         },
         'cluster-primary-killed': async (random) => {
+          await votesAgain();
           const { primary } = await stable('a synced replica');
           await cluster.killNode(primary);
           try {
@@ -495,6 +528,7 @@ const clusterEntry: LabBackendEntry = {
       phase: 'cluster-failover',
       faults: ['cluster-failover', 'cluster-primary-frozen', 'cluster-primary-killed'],
     },
+    { phase: 'cluster-failover-clock-behind', faults: ['cluster-failover-clock-behind'] },
   ],
   unsafeUnderServerFaults: true,
 };

@@ -56,12 +56,15 @@ export function readmeSection(runs: readonly LabRun[], command: string): string 
       'holder past its lock, a busy loop blocking a holder past its ttl, stalled, slowed and reset ' +
       'connections through a TCP proxy, a Redis server clock run fast, slow and stepped back ' +
       'through an LD_PRELOAD clock shim, SIGSTOP and kill -9 of the server with and without ' +
-      'persistence, Sentinel failovers, Redis Cluster primaries failed over by hand, frozen or ' +
-      'killed until their replica took over, the leader of a 3-member etcd cluster killed or ' +
+      'persistence, Sentinel failovers, Redis Cluster primaries failed over by hand (also to ' +
+      'replicas whose clock is behind), frozen or killed until their replica took over, the ' +
+      'leader of a 3-member etcd cluster killed or ' +
       'frozen, Redlock masters restarted empty); an offline checker judges the recorded history (it ' +
-      'passes a self-test with planted violations first). Figures of one run of `' +
+      'passes a self-test with planted violations first). Figures of `' +
       command +
-      '` on a shared 2-core machine; `test/faults/results/summary.md` has every phase.',
+      '` on a shared 2-core machine, one run per backend, all judged by the same checker ' +
+      '(`--rejudge` judges recorded histories again); `test/faults/results/summary.md` has every ' +
+      'phase.',
     '',
     '| backend / topology | grants | fault-free grants | faults | paused holders¹ | blocked event loops¹ | stale writes accepted, fenced | stale writes refused by fencing⁴ | unfenced control: stale writes accepted² | overlaps³ | loss after regrant³ | token regressions⁴ | hung |',
     '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
