@@ -686,7 +686,7 @@ export class LockEngine implements LockOwner, AcquireHost {
       rethrow = (err: unknown): never => {
         throw this.backendError(operation, err);
       };
-      // Operation names are the engine's own few; a caller's label (a startup check) is not kept.
+      // Bounded: operation names are the engine's own few, but a caller may pass a label of its own.
       if (this.rethrowers.size < 32) this.rethrowers.set(operation, rethrow);
     }
     return rethrow;

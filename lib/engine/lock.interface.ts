@@ -8,7 +8,7 @@ export interface Lock extends AsyncDisposable {
   readonly key: string;
   /** Every key of the lock, de-duplicated, in canonical (code unit) order. */
   readonly keys: readonly string[];
-  /** Random owner token of this acquisition (a v4 UUID). */
+  /** Random owner token of this acquisition: 128 bits, as 22 URL-safe base64 characters. */
   readonly token: string;
   /**
    * Fencing token of `key`: a number that strictly increases with every grant of that key. Pass it

@@ -50,9 +50,8 @@ describe.each(TEST_BACKENDS)('LockService on $name', (testBackend) => {
     const lock = await locks.acquire(key);
     expect(lock.key).toBe(key);
     expect(lock.keys).toEqual([key]);
-    expect(lock.token).toMatch(
-      /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/,
-    );
+    // 128 random bits as URL-safe base64; a new one per acquisition.
+    expect(lock.token).toMatch(/^[A-Za-z0-9_-]{22}$/);
     expect(lock.expiresAt).toBeGreaterThan(Date.now());
     expect(await other.isLocked(key)).toBe(true);
     expect(await other.tryAcquire(key)).toBeNull();

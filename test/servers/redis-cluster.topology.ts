@@ -124,6 +124,10 @@ export async function startRedisCluster(
       restartNode: async (port) => {
         const i = nodes.findIndex((n) => n.port === port);
         if (i < 0) throw new Error(`no cluster node on port ${port}`);
+        // A server still on the port would answer for the new one, which then goes unrecorded.
+        if (nodes[i].child.exitCode === null && nodes[i].child.signalCode === null) {
+          throw new Error(`the cluster node on port ${port} is still running; killNode it first`);
+        }
         const next = await startRedis({
           port,
           dir: nodes[i].dir,

@@ -29,7 +29,7 @@ export interface SentinelTopology {
   readonly masterName: string;
   /** The data nodes, primary first as started; a failover swaps their roles, not this order. */
   readonly nodes: readonly ServerProcess[];
-  /** The sentinel processes. */
+  /** The sentinel processes, for callers that must stop or reap everything it started. */
   readonly sentinelProcesses: readonly ServerProcess[];
   /** Port of the primary the sentinels report now (asking each until one answers). */
   primaryPort(): Promise<number>;

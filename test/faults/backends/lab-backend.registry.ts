@@ -4,13 +4,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { LockBackendConfig } from 'nestjs-distributed-lock';
 import { keySlot, lockHashKey } from '../../../lib/backends/redis/redis.keys';
-import { EtcdMember, planEtcdCluster, startEtcdMember } from '../../servers/etcd.server';
+import { agreedLeader } from '../../servers/etcd-cluster.topology';
+import { planEtcdCluster, startEtcdMember } from '../../servers/etcd.server';
 import { startRedisCluster } from '../../servers/redis-cluster.topology';
 import { startRedisMasters } from '../../servers/redis-masters.topology';
 import { startSentinelTopology } from '../../servers/redis-sentinel.topology';
 import { setClockOffset, startRedis } from '../../servers/redis.server';
 import { removeDir, ServerProcess, stopPid } from '../../servers/server.process';
 import type { FaultFamily } from '../history/history.event';
+import { eventually, sleep } from '../../support/async.helpers';
 import { reapOnExit } from '../runtime/lab.reaper';
 
 /**
@@ -73,8 +75,9 @@ export interface LabBackendEntry {
   /** It cannot promise mutual exclusion under its server faults: the lab measures how often. */
   readonly unsafeUnderServerFaults?: boolean;
   /**
-   * It promises mutual exclusion under its server faults too (etcd's quorum; Redis that fsyncs
-   * every write before answering): overlaps and late losses there are broken promises.
+   * It promises mutual exclusion under its server faults too (etcd's quorum; Redis that writes
+   * its AOF before each reply), as the lab injects them (kill -9 and SIGSTOP of processes; a
+   * power loss is not tested): overlaps and late losses there are broken promises.
    */
   readonly safeUnderServerFaults?: boolean;
   /** The workers' key prefix, where not `lab:<name>:` (a Cluster's hash tag). */
@@ -93,23 +96,22 @@ function dataDir(name: string): string {
   return mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), `ndl-lab-${name}-`));
 }
 
-/** Polls `check` every 100 ms until it yields a value; bounded by `timeoutMs` and 600 rounds. */
+/**
+ * Polls `check` until it yields a value: test/support's `eventually` (bounded in time and
+ * rounds), for checks that find a value (a port, a member index) rather than a yes.
+ */
 async function until<T>(
   check: () => Promise<T | undefined>,
   timeoutMs: number,
   label: string,
 ): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (let round = 0; round < 600 && Date.now() < deadline; round++) {
-    const value = await check();
-    if (value !== undefined) return value;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  throw new Error(`lab topology: ${label} not reached within ${timeoutMs} ms`);
-}
-
-function sleepMs(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
+  let value: T | undefined;
+  await eventually(
+    async () => (value = await check()) !== undefined,
+    timeoutMs,
+    `lab topology: ${label}`,
+  );
+  return value as T;
 }
 
 /** Wraps a server process that can be restarted in place by `start(dir)`. */
@@ -171,7 +173,7 @@ function shiftedClock(): { file: string; clock: NonNullable<LabServer['clock']>;
 }
 
 /**
- * A single Redis server. `persistent`: AOF with an fsync of every write before it is answered,
+ * A single Redis server. `persistent`: AOF written (and fsynced) before every reply,
  * on tmpfs (see {@link dataDir}), so a kill -9 loses no acknowledged grant and server faults are
  * judged like the others; without it a restart comes back empty, which the lab measures.
  */
@@ -436,7 +438,7 @@ const clusterEntry: LabBackendEntry = {
     // a failover asked for sooner gets no votes and never happens.
     let lastElection = -Infinity;
     const votesAgain = (): Promise<void> =>
-      sleepMs(Math.max(0, lastElection + 2_500 - performance.now()));
+      sleep(Math.max(0, lastElection + 2_500 - performance.now()));
     const signal = (port: number, name: NodeJS.Signals): void => {
       const node = cluster.nodes.find((n) => n.port === port);
       try {
@@ -446,7 +448,13 @@ const clusterEntry: LabBackendEntry = {
       }
     };
     const nothing = (): Promise<void> => Promise.resolve();
-    await stable('the cluster settled');
+    try {
+      await stable('the cluster settled');
+    } catch (err) {
+      // Not handed to the runner yet: nothing else would stop its six servers before the lab ends.
+      await cluster.stop();
+      throw err;
+    }
     return {
       port: 0,
       freeze: () => undefined,
@@ -468,25 +476,6 @@ const clusterEntry: LabBackendEntry = {
           await promoted(primary);
           await stable('the failed-over shard settled', primary);
         },
-        // A graceful failover (nothing lost) to a replica whose clock is 1–2 s behind its
-        // primary's, more than the failover takes: the tokens the replica hands out then come
-        // from the replicated counter, not from its clock, and must keep going up. Always behind
-        // the primary (keys expire by the server's clock, and replicated expiries are absolute:
-        // a clock ahead would expire them early), so only the tokens are at stake. Redis Cluster
-        // times its elections by the wall clock: right after a step back a replica may wait out
-        // the step before it runs for election, so the failover is asked for only then.
-        'cluster-failover-clock-behind': async (random) => {
-          const { primary, replica } = await stable('a synced replica');
-          const behind = (offsets.get(primary) ?? 0) - Math.round(1_000 + 1_000 * random());
-          const step = Math.abs((offsets.get(replica) ?? 0) - behind);
-          offsets.set(replica, behind);
-          cluster.setClock(replica, behind);
-          await sleepMs(step + 2_500);
-          await votesAgain();
-          await cluster.manualFailover(replica);
-          await promoted(primary);
-          await stable('the failed-over shard settled', primary);
-        },
         'cluster-primary-frozen': async () => {
           await votesAgain();
           const { primary } = await stable('a synced replica');
@@ -504,11 +493,32 @@ const clusterEntry: LabBackendEntry = {
           await cluster.killNode(primary);
           try {
             await promoted(primary);
-            await sleepMs(200 + 800 * random());
+            await sleep(200 + 800 * random());
           } finally {
             reapOnExit((await cluster.restartNode(primary)).child);
           }
           await stable('the restarted primary rejoined as a replica', primary);
+        },
+        // Last: the clocks stay behind after it (never set forward), so the tests that run every
+        // fault in order, and the lab's own phases, meet it after the others.
+        // A graceful failover (nothing lost) to a replica whose clock is 1–2 s behind its
+        // primary's, more than the failover takes: the tokens the replica hands out then come
+        // from the replicated counter, not from its clock, and must keep going up. Always behind
+        // the primary (keys expire by the server's clock, and replicated expiries are absolute:
+        // a clock ahead would expire them early), so only the tokens are at stake. Redis Cluster
+        // times its elections by the wall clock: right after a step back a replica may wait out
+        // the step before it runs for election, so the failover is asked for only then.
+        'cluster-failover-clock-behind': async (random) => {
+          const { primary, replica } = await stable('a synced replica');
+          const behind = (offsets.get(primary) ?? 0) - Math.round(1_000 + 1_000 * random());
+          const step = Math.abs((offsets.get(replica) ?? 0) - behind);
+          offsets.set(replica, behind);
+          cluster.setClock(replica, behind);
+          await sleep(step + 2_500);
+          await votesAgain();
+          await cluster.manualFailover(replica);
+          await promoted(primary);
+          await stable('the failed-over shard settled', primary);
         },
       },
     };
@@ -533,23 +543,6 @@ const clusterEntry: LabBackendEntry = {
   unsafeUnderServerFaults: true,
 };
 
-/** `/v3/maintenance/status` of one member: its id and the leader it knows, or undefined. */
-async function etcdStatus(member: EtcdMember): Promise<{ id: string; leader: string } | undefined> {
-  try {
-    const response = await fetch(`http://127.0.0.1:${member.clientPort}/v3/maintenance/status`, {
-      method: 'POST',
-      body: '{}',
-      signal: AbortSignal.timeout(1_000),
-    });
-    if (!response.ok) return undefined;
-    const body = (await response.json()) as { header?: { member_id?: string }; leader?: string };
-    const id = body.header?.member_id;
-    return id && body.leader && body.leader !== '0' ? { id, leader: body.leader } : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
 /**
  * Three etcd members (tmpfs data dirs, election timeout 500 ms), the workers' clients given all
  * three. Its faults take the leader away: killed (kill -9) until the other two elect a new one,
@@ -565,44 +558,29 @@ const etcdClusterEntry: LabBackendEntry = {
     const start = (i: number, dir: string): Promise<ServerProcess> =>
       startEtcdMember(members[i], members, { dir, token });
     // Members only serve once a quorum formed: started together.
-    const settled = await Promise.allSettled(members.map((_, i) => start(i, dataDir('etcd'))));
+    const dirs = members.map(() => dataDir('etcd'));
+    const settled = await Promise.allSettled(members.map((_, i) => start(i, dirs[i])));
     const started = settled.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
     reapAll(started);
     const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) {
       for (const p of started) await p.stop('SIGKILL');
+      // On tmpfs: a dir left behind holds memory until the machine restarts.
+      for (const dir of dirs) removeDir(dir);
       throw failed.reason;
     }
     const servers = started.map((first, i) => restartable(first, (dir) => start(i, dir)));
-    /** Index of the leader the answering members agree on (a majority of them), `not` excluded. */
     const leader = (label: string, not?: number): Promise<number> =>
-      until(
-        async () => {
-          const statuses = await Promise.all(members.map(etcdStatus));
-          const answered = statuses.filter((s) => s !== undefined);
-          if (answered.length < 2 || answered.some((s) => s.leader !== answered[0].leader)) {
-            return undefined;
-          }
-          const i = statuses.findIndex((s) => s?.id === answered[0].leader);
-          return i >= 0 && i !== not ? i : undefined;
-        },
-        20_000,
-        label,
-      );
-    /** Every member answers and all agree on one leader. */
+      until(() => agreedLeader(members, { every: false, not }), 20_000, label);
     const whole = (label: string): Promise<number> =>
-      until(
-        async () => {
-          const statuses = await Promise.all(members.map(etcdStatus));
-          if (statuses.some((s) => s === undefined || s.leader !== statuses[0]?.leader)) {
-            return undefined;
-          }
-          return statuses.findIndex((s) => s?.id === statuses[0]?.leader);
-        },
-        30_000,
-        label,
-      );
-    await whole('the etcd cluster formed');
+      until(() => agreedLeader(members, { every: true }), 30_000, label);
+    try {
+      await whole('the etcd cluster formed');
+    } catch (err) {
+      // Not handed to the runner yet: nothing else would stop the members before the lab ends.
+      for (const server of servers) await server.stop();
+      throw err;
+    }
     return {
       port: 0,
       freeze: () => undefined,
@@ -625,7 +603,7 @@ const etcdClusterEntry: LabBackendEntry = {
           await servers[old].kill();
           try {
             await leader('a new leader', old);
-            await sleepMs(200 + 800 * random());
+            await sleep(200 + 800 * random());
           } finally {
             await servers[old].restart();
           }
@@ -636,7 +614,7 @@ const etcdClusterEntry: LabBackendEntry = {
           servers[old].freeze();
           try {
             await leader('a new leader', old);
-            await sleepMs(200 + 800 * random());
+            await sleep(200 + 800 * random());
           } finally {
             servers[old].thaw();
           }

@@ -198,7 +198,7 @@ export const LONG_PROFILE: LabProfile = {
   phases: (backend) =>
     supported(backend, [
       // Throughput, not faults: no hold time and one write per grant, so it reaches its target
-      // (100,000 grants on memory and Redis, 20,000 on etcd) in minutes on two cores.
+      // (each entry's longGrantTarget: 100,000 on memory and Redis, 20,000 on etcd) in minutes.
       phase({
         name: 'no-faults',
         durationMs: 1_200_000,

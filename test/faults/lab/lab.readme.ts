@@ -92,7 +92,8 @@ export function readmeSection(runs: readonly LabRun[], command: string): string 
       'that fencing would have refused. The faults bite; fencing is what stops them.',
     '³ In the phases without server or clock faults (no faults, paused and blocked holders, ' +
       'network faults, teardown), and under server faults too where the server loses no ' +
-      'acknowledged write (`etcd`, `etcd-cluster`, `redis-aof`: AOF with an fsync per write): ' +
+      'acknowledged write to a kill -9 or SIGSTOP (`etcd`, `etcd-cluster`, `redis-aof`: AOF written ' +
+      'before each reply; a power loss is not tested): ' +
       'every holder learned of its loss (its deadline passed or its signal aborted) before ' +
       'another client was granted the lock.',
     '⁴ Where the server kept its counter: every phase but `clock-and-server` (and the teardown ' +

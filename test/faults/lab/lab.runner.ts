@@ -21,7 +21,7 @@ export interface LabRun {
   readonly fencing: boolean;
   /** It cannot promise mutual exclusion under its server faults (Sentinel, Redlock). */
   readonly unsafeUnderServerFaults: boolean;
-  /** It promises mutual exclusion under its server faults too (etcd, Redis fsyncing every write). */
+  /** It promises mutual exclusion under its server faults too (etcd, Redis with AOF always). */
   readonly safeUnderServerFaults: boolean;
   readonly report: CheckReport;
   readonly historyFiles: readonly string[];

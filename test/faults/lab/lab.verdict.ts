@@ -38,7 +38,8 @@ export function brokenPromises(run: LabRun): string[] {
     // A server that loses its data (a restart without persistence, a failover to a replica
     // behind) may grant a lock twice, and a server clock running fast expires keys early: the
     // README says so with the lab's numbers; client pauses and network faults must not, nor
-    // server faults where no acknowledged write is lost (etcd's quorum, an fsync per write).
+    // server faults where a kill -9 or SIGSTOP loses no acknowledged write (etcd's quorum, an AOF
+    // written before each reply).
     if (p.families.includes('clock')) continue;
     if (p.families.includes('server') && !run.safeUnderServerFaults) continue;
     if (p.counts.overlaps > 0) broken.push(`${p.counts.overlaps} overlaps in phase ${p.phase}`);
