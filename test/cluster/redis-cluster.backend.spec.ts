@@ -1,3 +1,5 @@
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
 import { INestApplication } from '@nestjs/common';
 import { Cluster } from 'ioredis';
 import { LockService } from 'nestjs-distributed-lock';
@@ -391,4 +393,37 @@ describe('RedisLockBackend on Redis Cluster (3 primaries)', () => {
       message,
     );
   });
+  it('lets a process exit once its backend closed, even with a slot-map refresh in flight (ioredis would re-arm its refresh timer for good)', async () => {
+    const child = spawn(
+      process.execPath,
+      [
+        '-r',
+        join(__dirname, '..', 'faults', 'runtime', 'typescript.register.js'),
+        join(__dirname, 'redis-cluster-close.child.ts'),
+        JSON.stringify(topology.startupNodes),
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    const exited = new Promise<number | null>((resolve) =>
+      child.once('exit', (code) => resolve(code)),
+    );
+    let output = '';
+    const said = (line: string): Promise<void> =>
+      eventually(() => output.includes(line), 20_000, `the child says ${line} (output: ${output})`);
+    child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    const pids = topology.nodes.map((n) => n.pid);
+    try {
+      await said('ready');
+      for (const pid of pids) process.kill(pid, 'SIGSTOP');
+      child.kill('SIGUSR2');
+      await said('closed');
+    } finally {
+      for (const pid of pids) process.kill(pid, 'SIGCONT');
+    }
+    // Nothing of the backend is left to keep it alive: it exits on its own, well within this.
+    const code = await Promise.race([exited, sleep(10_000).then(() => 'still running' as const)]);
+    if (code === 'still running') child.kill('SIGKILL');
+    expect(code).toBe(0);
+  }, 60_000);
 });

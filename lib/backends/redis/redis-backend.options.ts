@@ -267,7 +267,12 @@ export interface RedisClusterConnectionOptions {
 export interface RedisLockBackendClusterOptions extends RedisLockBackendTuning {
   /** At least one node of the cluster; ioredis learns the others from it. */
   readonly cluster: readonly RedisClusterNode[];
-  /** Passed to ioredis's `new Cluster(nodes, clusterOptions)`. */
+  /**
+   * Passed to ioredis's `new Cluster(nodes, clusterOptions)`, except `slotsRefreshInterval`
+   * (ms, default 5000 as in ioredis, 0: never), which the backend runs with a timer of its own
+   * that stops at close: ioredis's own could re-arm itself after a close and keep the process
+   * alive.
+   */
   readonly clusterOptions?: RedisClusterConnectionOptions;
   /** @hidden */
   readonly url?: never;

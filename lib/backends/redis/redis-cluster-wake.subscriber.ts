@@ -11,6 +11,8 @@ import { deliverWakeMessage, type RedisWakeChannels } from './redis-wake.message
 const LINGER_MS = 30_000;
 /** Delay between two attempts to restore dropped subscriptions, in ms. */
 const HEAL_MS = 1_000;
+/** The subscriber's slot map is refreshed this often, ms: a moved slot's subscription comes back soon. */
+const SLOTS_REFRESH_EVERY = 1_000;
 /** A `sunsubscribe` pushed by a node that lost the slot, as ioredis reports it (a queue error). */
 const SUNSUBSCRIBE_PUSH = /Last reply: sunsubscribe,/;
 /** Longest wait, in ms, of a slot's first waiter for its SSUBSCRIBE before it queues anyway. */
@@ -182,7 +184,7 @@ export class RedisClusterWakeSubscriber implements RedisWakeChannels {
       if (moved) this.listeners.recheckAll(0);
       this.heal();
     });
-    this.connection = new RedisConnection(client, true, this.commandTimeout);
+    this.connection = new RedisConnection(client, true, this.commandTimeout, SLOTS_REFRESH_EVERY);
     return this.connection;
   }
 

@@ -47,9 +47,17 @@ function offerAttempt(attempt: number | undefined): number {
  * a migration), and failing those costs more than the rare resend of one that had run
  * (idempotent for acquire, extend and cancel; a resent release answers "not held").
  */
+/** ioredis's default `slotsRefreshInterval`, ms: what a Cluster we make refreshes at unless told. */
+const IOREDIS_SLOTS_REFRESH_INTERVAL = 5_000;
+
+/**
+ * Options of a Cluster client this backend makes. Its slot map is refreshed by our
+ * RedisConnection, not by ioredis (`slotsRefreshInterval: 0`): see its `slotsRefreshEvery`.
+ */
 function ownClusterOptions(options: ClusterOptions): ClusterOptions {
   return {
     ...options,
+    slotsRefreshInterval: 0,
     enableOfflineQueue: false,
     retryDelayOnTryAgain: 0,
     retryDelayOnClusterDown: 0,
@@ -120,6 +128,7 @@ export class RedisLockBackend implements LockBackend {
     this.scripts = this.cluster ? CLUSTER_SCRIPTS : SCRIPTS;
     if (this.cluster) this.assertKeys = (keys) => void clusterSlotOf(keys);
     let client: Redis | Cluster;
+    let slotsRefreshEvery = 0;
     if (connection.kind === 'client') {
       client = connection.client;
     } else if (connection.kind === 'cluster') {
@@ -128,6 +137,7 @@ export class RedisLockBackend implements LockBackend {
         throw new Error('RedisLockBackend: the installed ioredis does not export a Cluster class');
       }
       client = new ClusterClass([...connection.nodes], ownClusterOptions(connection.options));
+      slotsRefreshEvery = connection.options.slotsRefreshInterval ?? IOREDIS_SLOTS_REFRESH_INTERVAL;
     } else {
       const Redis = loadIoredis('RedisLockBackend');
       if (connection.kind === 'options') assertIoredisOptions(connection.options, Redis);
@@ -140,18 +150,22 @@ export class RedisLockBackend implements LockBackend {
               ...OWN_CONNECTION_OVERRIDES,
             });
     }
-    this.connection = new RedisConnection(client, connection.kind !== 'client', commandTimeout);
+    this.connection = new RedisConnection(
+      client,
+      connection.kind !== 'client',
+      commandTimeout,
+      slotsRefreshEvery,
+    );
     const instance = randomBytes(12).toString('hex');
     if (this.cluster) {
       const cluster = client as Cluster;
       this.wake = new RedisClusterWakeSubscriber(
-        // One sharded subscriber per primary (SSUBSCRIBE goes to the slot's primary); a slot
-        // map refreshed every second brings subscriptions back soon after a slot moved.
+        // One sharded subscriber per primary (SSUBSCRIBE goes to the slot's primary); the
+        // subscriber refreshes its slot map every second (see SLOTS_REFRESH_EVERY there).
         () =>
           cluster.duplicate([], {
             ...ownClusterOptions(cluster.options),
             shardedSubscribers: true,
-            slotsRefreshInterval: 1000,
             lazyConnect: true,
           }),
         channelPrefix,

@@ -53,17 +53,30 @@ export class RedisConnection<C extends Redis | Cluster = Redis | Cluster> {
   private readonly readyWaiters = new Set<() => void>();
   private lastError: Error | undefined;
   private closed = false;
+  /** Refreshes an owned Cluster client's slot map (see the constructor). */
+  private readonly slotRefresh: NodeJS.Timeout | undefined;
 
   /**
    * @param client the ioredis client
    * @param owned whether this backend created it (and so may close it and listen to its errors)
    * @param commandTimeout budget of one operation, in ms
+   * @param slotsRefreshEvery for an owned Cluster client made with `slotsRefreshInterval: 0`:
+   *   refresh its slot map every this many ms (0: never). ioredis's own refresh loop re-arms its
+   *   timer when a refresh that was in flight at `disconnect()` ends, and then keeps the process
+   *   alive for good; this timer is unref'd and stops at `close()`.
    */
   constructor(
     readonly client: C,
     readonly owned: boolean,
     private readonly commandTimeout: number,
+    slotsRefreshEvery = 0,
   ) {
+    if (owned && slotsRefreshEvery > 0 && isCluster(client)) {
+      this.slotRefresh = setInterval(() => {
+        if (client.status === 'ready') client.refreshSlotsCache();
+      }, slotsRefreshEvery);
+      this.slotRefresh.unref();
+    }
     if (owned) {
       // Connection errors also surface as rejected operations; without a listener ioredis would
       // print every reconnect failure as an unhandled error event.
@@ -168,6 +181,7 @@ export class RedisConnection<C extends Redis | Cluster = Redis | Cluster> {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    clearInterval(this.slotRefresh);
     // Leaves no listener behind on a client the user keeps using.
     this.wakeReadyWaiters();
     if (!this.owned) return;
@@ -347,4 +361,8 @@ function isClusterRetry(error: unknown): boolean {
 
 function isNoScript(error: unknown): boolean {
   return error instanceof Error && error.message.startsWith('NOSCRIPT');
+}
+
+function isCluster(client: Redis | Cluster): client is Cluster {
+  return typeof (client as Partial<Cluster>).refreshSlotsCache === 'function';
 }
