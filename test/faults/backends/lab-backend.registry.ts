@@ -259,15 +259,7 @@ const etcdEntry: LabBackendEntry = {
  */
 const memoryEntry: LabBackendEntry = {
   name: 'memory',
-  start: () =>
-    Promise.resolve({
-      port: 0,
-      freeze: () => undefined,
-      thaw: () => undefined,
-      kill: () => Promise.resolve(),
-      restart: () => Promise.resolve(),
-      stop: () => Promise.resolve(),
-    }),
+  start: () => Promise.resolve({ ...NO_SERVER_CONTROLS, stop: () => Promise.resolve() }),
   backend: () => ({ type: 'memory' }),
   ttl: 400,
   pauseMs: [500, 700],
@@ -277,6 +269,42 @@ const memoryEntry: LabBackendEntry = {
   workload: { workers: 1, clientsPerWorker: 16 },
   longGrantTarget: 100_000,
 };
+
+/**
+ * The controls of a server the lab does not drive through one port (memory; topologies whose
+ * faults are their own `topology` entries): nothing to freeze, kill or restart.
+ */
+const NO_SERVER_CONTROLS = {
+  port: 0,
+  freeze: (): void => undefined,
+  thaw: (): void => undefined,
+  kill: (): Promise<void> => Promise.resolve(),
+  restart: (): Promise<void> => Promise.resolve(),
+} as const;
+
+/**
+ * What every topology entry shares (Sentinel, Cluster, etcd cluster, Redlock): its workers use
+ * the server's `clientConfig`, no proxy, so no network faults; a fault-free target that is the
+ * single server's figure, since the faults are the point.
+ */
+function topologyEntry(
+  name: string,
+  rest: Pick<LabBackendEntry, 'start' | 'serverPhases'> & Partial<LabBackendEntry>,
+): LabBackendEntry {
+  return {
+    name,
+    backend: () => {
+      throw new Error(`${name}: workers use the server clientConfig`);
+    },
+    ttl: 400,
+    pauseMs: [500, 700],
+    settleBoundMs: COMMAND_TIMEOUT + 1500,
+    pausedHolderMinMs: 400,
+    families: ['client-pause', 'server'],
+    longGrantTarget: 5_000,
+    ...rest,
+  };
+}
 
 function reapAll(servers: readonly ServerProcess[]): void {
   for (const server of servers) reapOnExit(server.child);
@@ -288,18 +316,12 @@ function reapAll(servers: readonly ServerProcess[]): void {
  * a grant the replica had not received yet is lost, so two clients may hold one lock, and the
  * lab counts how often.
  */
-const sentinelEntry: LabBackendEntry = {
-  name: 'redis-sentinel',
+const sentinelEntry = topologyEntry('redis-sentinel', {
   start: async () => {
     const topology = await startSentinelTopology();
     reapAll([...topology.nodes, ...topology.sentinelProcesses]);
-    const nothing = (): Promise<void> => Promise.resolve();
     return {
-      port: 0,
-      freeze: () => undefined,
-      thaw: () => undefined,
-      kill: nothing,
-      restart: nothing,
+      ...NO_SERVER_CONTROLS,
       stop: () => topology.stop(),
       clientConfig: {
         type: 'redis',
@@ -322,27 +344,16 @@ const sentinelEntry: LabBackendEntry = {
       },
     };
   },
-  backend: () => {
-    throw new Error('redis-sentinel: workers use the server clientConfig');
-  },
-  ttl: 400,
-  pauseMs: [500, 700],
-  settleBoundMs: COMMAND_TIMEOUT + 1500,
-  pausedHolderMinMs: 400,
-  families: ['client-pause', 'server'],
-  // Fault-free grants are the single server's figure; here the faults are the point.
-  longGrantTarget: 5_000,
   serverPhases: [{ phase: 'server', faults: ['sentinel-failover'] }],
   unsafeUnderServerFaults: true,
-};
+});
 
 /**
  * Redlock on three independent masters (test/servers' topology), no fencing tokens. Its faults
  * restart masters empty (kill -9, no persistence): one at a time (a minority: still safe while
  * each lock outlives the restart), then two at once (a majority: a lock can be granted twice).
  */
-const redlockEntry: LabBackendEntry = {
-  name: 'redlock',
+const redlockEntry = topologyEntry('redlock', {
   start: async () => {
     const masters = await startRedisMasters(3);
     reapAll(masters.masters);
@@ -350,13 +361,8 @@ const redlockEntry: LabBackendEntry = {
       await Promise.all(indexes.map((i) => masters.restartEmpty(i)));
       reapAll(indexes.map((i) => masters.masters[i]));
     };
-    const nothing = (): Promise<void> => Promise.resolve();
     return {
-      port: 0,
-      freeze: () => undefined,
-      thaw: () => undefined,
-      kill: nothing,
-      restart: nothing,
+      ...NO_SERVER_CONTROLS,
       stop: () => masters.stop(),
       clientConfig: { type: 'redlock', urls: masters.urls, commandTimeout: COMMAND_TIMEOUT },
       topology: {
@@ -368,23 +374,13 @@ const redlockEntry: LabBackendEntry = {
       },
     };
   },
-  backend: () => {
-    throw new Error('redlock: workers use the server clientConfig');
-  },
-  ttl: 400,
-  pauseMs: [500, 700],
-  settleBoundMs: COMMAND_TIMEOUT + 1500,
-  pausedHolderMinMs: 400,
-  families: ['client-pause', 'server'],
-  // Fault-free grants are the single server's figure; here the faults are the point.
-  longGrantTarget: 5_000,
   serverPhases: [
     { phase: 'masters-minority', faults: ['masters-minority-lost'] },
     { phase: 'masters-majority', faults: ['masters-majority-lost'] },
   ],
   unsafeUnderServerFaults: true,
   fencing: false,
-};
+});
 
 /** Every key of the Cluster entry has this hash tag: one slot, on one primary the faults target. */
 const CLUSTER_PREFIX = 'lab:{redis-cluster}:';
@@ -399,8 +395,7 @@ const CLUSTER_PREFIX = 'lab:{redis-cluster}:';
  * own then fails over, gracefully, to replicas whose clocks are 1–2 s behind (every node runs
  * behind the clock shim): tokens must keep going up where nothing was lost.
  */
-const clusterEntry: LabBackendEntry = {
-  name: 'redis-cluster',
+const clusterEntry = topologyEntry('redis-cluster', {
   keyPrefix: CLUSTER_PREFIX,
   start: async () => {
     const cluster = await startRedisCluster({ primaries: 3, replicasPerPrimary: 1, clocks: true });
@@ -447,7 +442,6 @@ const clusterEntry: LabBackendEntry = {
         /* already gone */
       }
     };
-    const nothing = (): Promise<void> => Promise.resolve();
     try {
       await stable('the cluster settled');
     } catch (err) {
@@ -456,11 +450,7 @@ const clusterEntry: LabBackendEntry = {
       throw err;
     }
     return {
-      port: 0,
-      freeze: () => undefined,
-      thaw: () => undefined,
-      kill: nothing,
-      restart: nothing,
+      ...NO_SERVER_CONTROLS,
       stop: () => cluster.stop(),
       leader: async () => `primary 127.0.0.1:${(await stable('a settled shard')).primary}`,
       clientConfig: {
@@ -523,16 +513,6 @@ const clusterEntry: LabBackendEntry = {
       },
     };
   },
-  backend: () => {
-    throw new Error('redis-cluster: workers use the server clientConfig');
-  },
-  ttl: 400,
-  pauseMs: [500, 700],
-  settleBoundMs: COMMAND_TIMEOUT + 1500,
-  pausedHolderMinMs: 400,
-  families: ['client-pause', 'server'],
-  // Fault-free grants are the single server's figure; here the faults are the point.
-  longGrantTarget: 5_000,
   serverPhases: [
     {
       phase: 'cluster-failover',
@@ -541,7 +521,7 @@ const clusterEntry: LabBackendEntry = {
     { phase: 'cluster-failover-clock-behind', faults: ['cluster-failover-clock-behind'] },
   ],
   unsafeUnderServerFaults: true,
-};
+});
 
 /**
  * Three etcd members (tmpfs data dirs, election timeout 500 ms), the workers' clients given all
@@ -549,8 +529,7 @@ const clusterEntry: LabBackendEntry = {
  * then restarted on its data dir; or frozen (SIGSTOP) until then, then thawed. etcd's quorum
  * keeps every acknowledged grant and lease, so these faults are judged like the others.
  */
-const etcdClusterEntry: LabBackendEntry = {
-  name: 'etcd-cluster',
+const etcdClusterEntry = topologyEntry('etcd-cluster', {
   start: async () => {
     const members = await planEtcdCluster(3);
     // One explicit token: startEtcdMember's default differs between members started apart.
@@ -582,11 +561,7 @@ const etcdClusterEntry: LabBackendEntry = {
       throw err;
     }
     return {
-      port: 0,
-      freeze: () => undefined,
-      thaw: () => undefined,
-      kill: () => Promise.resolve(),
-      restart: () => Promise.resolve(),
+      ...NO_SERVER_CONTROLS,
       stop: async () => {
         for (const server of servers) await server.stop();
       },
@@ -623,19 +598,12 @@ const etcdClusterEntry: LabBackendEntry = {
       },
     };
   },
-  backend: () => {
-    throw new Error('etcd-cluster: workers use the server clientConfig');
-  },
-  ttl: 400,
+  // Past the session lease, as for a single member.
   pauseMs: [1050, 1300],
-  settleBoundMs: COMMAND_TIMEOUT + 1500,
   pausedHolderMinMs: Math.max(400, SESSION_TTL),
-  families: ['client-pause', 'server'],
-  // Fault-free grants are the single member's figure; here the faults are the point.
-  longGrantTarget: 5_000,
   serverPhases: [{ phase: 'leader-lost', faults: ['leader-killed', 'leader-paused'] }],
   safeUnderServerFaults: true,
-};
+});
 
 /** Every backend the lab knows. */
 export const LAB_BACKENDS: Readonly<Record<string, LabBackendEntry>> = {
