@@ -20,6 +20,7 @@ import {
   SENTINEL_CONNECTION_DEFAULTS,
   usesSentinels,
   type RedisLockBackendOptions,
+  type RedisReplicaAcks,
   type ResolvedRedisLockBackendOptions,
 } from './redis-backend.options';
 import { RedisConnection } from './redis.connection';
@@ -416,14 +417,25 @@ export class RedisLockBackend implements LockBackend {
    * Runs a script that may grant or extend; with `replicaAcks`, fails it when a grant or an
    * extension it made reached fewer replicas than asked.
    */
-  private async writeScript(
+  private writeScript(
     operation: 'acquire' | 'extend',
     script: RedisScript,
     keyCount: number,
     argv: readonly (string | number)[],
   ): Promise<unknown> {
     const acks = this.settings.replicaAcks;
+    // Not async: returning the script's promise from an async function would cost extra ticks.
     if (!acks) return this.connection.script(operation, script, keyCount, argv);
+    return this.scriptWithAcks(operation, script, keyCount, argv, acks);
+  }
+
+  private async scriptWithAcks(
+    operation: 'acquire' | 'extend',
+    script: RedisScript,
+    keyCount: number,
+    argv: readonly (string | number)[],
+    acks: RedisReplicaAcks,
+  ): Promise<unknown> {
     const { reply, acked } = await this.connection.scriptWithAcks(
       operation,
       script,

@@ -99,7 +99,7 @@ export class RedisConnection<C extends Redis | Cluster = Redis | Cluster> {
         return;
       }
       const op = this.track(operation, reject);
-      this.whenReady(op, () => command(this.client, op)).then(
+      this.whenReady(op, command).then(
         (value) => {
           if (this.finish(op)) resolve(value);
         },
@@ -124,25 +124,52 @@ export class RedisConnection<C extends Redis | Cluster = Redis | Cluster> {
     keyCount: number,
     argv: readonly (string | number)[],
   ): Promise<unknown> {
-    const once = (client: C, op: RedisOperation): Promise<unknown> =>
-      client.call('evalsha', [script.sha, keyCount, ...argv]).catch((error: unknown) => {
-        if (!isNoScript(error)) throw error;
+    // One argument array for EVALSHA and its EVAL fallback, built without a spread: this runs for
+    // every lock operation, and ioredis copies the array into its command anyway.
+    const args: (string | number)[] = new Array<string | number>(argv.length + 2);
+    args[0] = script.sha;
+    args[1] = keyCount;
+    for (let i = 0; i < argv.length; i++) args[i + 2] = argv[i];
+    return this.run(operation, (client, op) => this.evalScript(client, op, script, args));
+  }
+
+  /** EVALSHA of `args`, with the NOSCRIPT and Cluster-refusal fallbacks of {@link script}. */
+  private evalScript(
+    client: C,
+    op: RedisOperation,
+    script: RedisScript,
+    args: (string | number)[],
+  ): Promise<unknown> {
+    return client.call('evalsha', args).catch((error: unknown) => {
+      if (isNoScript(error)) {
+        // ioredis copied `args` into the command it sent, so the array is free to reuse.
+        const source = args.slice();
+        source[0] = script.source;
         // send() sends nothing once the operation settled (timed out while EVALSHA was pending).
-        return this.send(op, () => client.call('eval', [script.source, keyCount, ...argv]));
-      });
-    return this.run(operation, (client, op) => {
-      const attempt = (): Promise<unknown> =>
-        once(client, op).catch(async (error: unknown) => {
-          // Redis Cluster refuses a multi-key script while its slot migrates (TRYAGAIN, which
-          // ioredis retries a few times, then gives up with "Too many Cluster redirections"),
-          // and any script while the slot has no serving node (CLUSTERDOWN, in a failover).
-          // A refusal ran nothing, so trying again, within the operation's budget, is safe.
-          if (!isClusterRetry(error) || op.done) throw error;
-          await new Promise((resolve) => setTimeout(resolve, TRY_AGAIN_DELAY_MS));
-          return this.send(op, attempt);
-        });
-      return attempt();
+        return this.send(op, () => client.call('eval', source)).catch((e: unknown) =>
+          this.retryRefusal(client, op, script, args, e),
+        );
+      }
+      return this.retryRefusal(client, op, script, args, error);
     });
+  }
+
+  /**
+   * Redis Cluster refuses a multi-key script while its slot migrates (TRYAGAIN, which ioredis
+   * retries a few times, then gives up with "Too many Cluster redirections"), and any script
+   * while the slot has no serving node (CLUSTERDOWN, in a failover). A refusal ran nothing, so
+   * trying again, within the operation's budget, is safe.
+   */
+  private async retryRefusal(
+    client: C,
+    op: RedisOperation,
+    script: RedisScript,
+    args: (string | number)[],
+    error: unknown,
+  ): Promise<unknown> {
+    if (!isClusterRetry(error) || op.done) throw error;
+    await new Promise((resolve) => setTimeout(resolve, TRY_AGAIN_DELAY_MS));
+    return this.send(op, () => this.evalScript(client, op, script, args));
   }
 
   /**
@@ -199,9 +226,19 @@ export class RedisConnection<C extends Redis | Cluster = Redis | Cluster> {
   }
 
   /** Sends `command` now if the connection is ready, else once it is (within the deadline). */
-  private whenReady<T>(op: PendingOperation, command: () => Promise<T>): Promise<T> {
-    if (this.client.status === 'ready') return this.send(op, command);
-    return this.ready(op).then(() => this.send(op, command));
+  private whenReady<T>(
+    op: PendingOperation,
+    command: (client: C, op: RedisOperation) => Promise<T>,
+  ): Promise<T> {
+    if (this.client.status !== 'ready') {
+      return this.ready(op).then(() => this.send(op, () => command(this.client, op)));
+    }
+    // The common case, without a thunk: what send() does, for a command of this connection.
+    try {
+      return command(this.client, op);
+    } catch (error) {
+      return Promise.reject(error);
+    }
   }
 
   private send<T>(op: RedisOperation, command: () => Promise<T>): Promise<T> {

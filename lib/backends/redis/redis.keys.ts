@@ -185,11 +185,16 @@ export function scriptArgv(
   keys: readonly string[],
   ...args: readonly (string | number)[]
 ): (string | number)[] {
-  const out: (string | number)[] = [];
+  // Sized up front: this runs for every lock operation.
+  const out = new Array<string | number>(keys.length * KEYS_PER_LOCK + args.length);
+  let i = 0;
   for (const key of keys) {
     const lock = `{${key}}`;
-    out.push(lock, `${lock}:q`, `${lock}:w`, fenceKeyOfSlot(keySlot(lock)));
+    out[i++] = lock;
+    out[i++] = `${lock}:q`;
+    out[i++] = `${lock}:w`;
+    out[i++] = fenceKeyOfSlot(keySlot(lock));
   }
-  for (const arg of args) out.push(arg);
+  for (const arg of args) out[i++] = arg;
   return out;
 }
