@@ -141,7 +141,7 @@ export function benchConfig(env: NodeJS.ProcessEnv = process.env): BenchConfig {
   }
   return {
     quick,
-    rounds: 5,
+    rounds: 7,
     ttl: TTL,
     roundTrip: { ms: 1_000, maxOps: 100_000, pubSubSamples: 1_000 },
     // Bounded by time for the network contenders; the cycle bound keeps an in-process round

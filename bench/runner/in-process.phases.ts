@@ -114,34 +114,39 @@ export async function interleavedPhase(
     ms: config.handoff.ms / R,
   };
   for (let r = 0; r < R; r++) {
-    for (const c of contenders) {
-      if (!failed.has(`u:${c.id}`)) {
-        const u = await step('uncontended', c.id, uncRound.ms + 30_000, () =>
-          runUncontendedRound(c.adapter, `${c.tag}:u${r}`, {
-            ...uncRound,
-            warmup: r === 0 ? uncRound.warmup : 5,
-          }),
-        );
-        if ('error' in u) failed.set(`u:${c.id}`, u.error);
-        else unc.set(c.id, [...(unc.get(c.id) ?? []), u]);
-      }
-      if (!failed.has(`p:${c.id}`)) {
-        const p = await step('parallel', c.id, parRound.ms + 30_000, () =>
-          runParallelRound(c.adapter, `${c.tag}:p${r}`, {
-            ...parRound,
-            warmup: r === 0 ? parRound.warmup : 1,
-          }),
-        );
-        if ('error' in p) failed.set(`p:${c.id}`, p.error);
-        else par.set(c.id, [...(par.get(c.id) ?? []), p]);
-      }
-      if (!failed.has(`h:${c.id}`)) {
-        const h = await step('[1w] handoff', c.id, handRound.ms + 40_000, () =>
-          runHandoffSingleRound(c.adapter, `${c.tag}:h1`, handRound),
-        );
-        if ('error' in h) failed.set(`h:${c.id}`, h.error);
-        else hand.set(c.id, [...(hand.get(c.id) ?? []), h]);
-      }
+    // Phase by phase, each over every contender, in an order reversed every round: a contender's
+    // slice then sits within seconds of its floor's, on either side by turns, so a slow spell of
+    // the shared machine lands on both (the ratios are taken round by round).
+    const order = r % 2 === 0 ? contenders : [...contenders].reverse();
+    for (const c of order) {
+      if (failed.has(`u:${c.id}`)) continue;
+      const u = await step('uncontended', c.id, uncRound.ms + 30_000, () =>
+        runUncontendedRound(c.adapter, `${c.tag}:u${r}`, {
+          ...uncRound,
+          warmup: r === 0 ? uncRound.warmup : 5,
+        }),
+      );
+      if ('error' in u) failed.set(`u:${c.id}`, u.error);
+      else unc.set(c.id, [...(unc.get(c.id) ?? []), u]);
+    }
+    for (const c of order) {
+      if (failed.has(`p:${c.id}`)) continue;
+      const p = await step('parallel', c.id, parRound.ms + 30_000, () =>
+        runParallelRound(c.adapter, `${c.tag}:p${r}`, {
+          ...parRound,
+          warmup: r === 0 ? parRound.warmup : 1,
+        }),
+      );
+      if ('error' in p) failed.set(`p:${c.id}`, p.error);
+      else par.set(c.id, [...(par.get(c.id) ?? []), p]);
+    }
+    for (const c of order) {
+      if (failed.has(`h:${c.id}`)) continue;
+      const h = await step('[1w] handoff', c.id, handRound.ms + 40_000, () =>
+        runHandoffSingleRound(c.adapter, `${c.tag}:h1`, handRound),
+      );
+      if ('error' in h) failed.set(`h:${c.id}`, h.error);
+      else hand.set(c.id, [...(hand.get(c.id) ?? []), h]);
     }
     log(`interleaved round ${r + 1}/${R} done`);
   }
