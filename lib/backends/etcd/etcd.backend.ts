@@ -52,7 +52,6 @@ const MIN_RETRY_AFTER = 10;
 
 /** A token this backend has members for: queued, or holding (granted or handed over). */
 interface Entry extends BackendLockRef {
-  readonly members: readonly Buffer[];
   readonly session: EtcdSession;
   readonly ttl: number;
   /** The members' create revisions: queue position, and fencing tokens when held. */
@@ -64,6 +63,40 @@ interface Entry extends BackendLockRef {
   readonly attempt?: number;
   stopFollow?: () => void;
   expiry?: NodeJS.Timeout;
+}
+
+/**
+ * The member keys of an entry, made again at each use (release, renewal reads, inspect) rather
+ * than kept: they follow from its keys, lease and token, and a kept Buffer per key cost about
+ * 200 B of heap per held lock.
+ */
+function membersOf(entry: Entry): Buffer[] {
+  return entry.keys.map((key) => keys.memberKey(key, entry.session.leaseHex, entry.token));
+}
+
+/**
+ * An entry, held (`deadline` given) or queued. Every field is set here, in one order: an entry
+ * lives as long as its lock, and entries built by spreading a shared base got a hidden class and
+ * an out-of-object property array each.
+ */
+function newEntry(
+  request: BackendAcquireRequest,
+  session: EtcdSession,
+  revisions: readonly number[],
+  deadline: number | undefined,
+): Entry {
+  return {
+    token: request.token,
+    keys: request.keys,
+    session,
+    ttl: request.ttl,
+    revisions,
+    held: deadline !== undefined,
+    deadline: deadline ?? 0,
+    attempt: deadline === undefined ? request.attempt : undefined,
+    stopFollow: undefined,
+    expiry: undefined,
+  };
 }
 
 /**
@@ -172,7 +205,7 @@ export class EtcdLockBackend implements LockBackend {
       }
       // Deleted by someone else: drop what is left of it, and ask whether the lease is gone.
       this.take(entry.token);
-      entry.session.owe(entry.members);
+      entry.session.owe(membersOf(entry));
       entry.session.probe();
       return false;
     });
@@ -185,7 +218,7 @@ export class EtcdLockBackend implements LockBackend {
     if (!entry?.held) return false;
     this.take(ref.token);
     if (!entry.session.alive) return false;
-    const response = await entry.session.delete('release', entry.members);
+    const response = await entry.session.delete('release', membersOf(entry));
     const deleted = response.responses.map((op) => Number(op.response_delete_range?.deleted));
     return deleted.every((count) => count === 1);
   }
@@ -304,13 +337,12 @@ export class EtcdLockBackend implements LockBackend {
     if (!session.alive) return undefined;
     const answer = readAttempt(plan, response);
 
-    const base = { token, keys: request.keys, members, session, ttl, revisions: answer.revisions };
     if (answer.granted) {
-      this.track({ ...base, held: true, deadline: performance.now() + ttl });
+      this.track(newEntry(request, session, answer.revisions, performance.now() + ttl));
       return { acquired: true, fencingTokens: answer.revisions };
     }
     if (queue) {
-      const waiter = this.track({ ...base, held: false, deadline: 0, attempt: request.attempt });
+      const waiter = this.track(newEntry(request, session, answer.revisions, undefined));
       waiter.expiry = this.expireAfter(waiter, request.queueFor ?? 0);
       waiter.stopFollow = followQueue(this.watcher, answer.aheads, answer.revision, (turn) =>
         this.turn(waiter, turn),
@@ -389,16 +421,16 @@ export class EtcdLockBackend implements LockBackend {
 
   /** Which entries still have every member at the revision it was granted at. */
   private async readIntact(entries: readonly Entry[]): Promise<Map<Entry, boolean>> {
-    const chunks = chunkByCost(entries, (entry) => entry.members.length, keys.MAX_TXN_OPS);
+    const chunks = chunkByCost(entries, (entry) => entry.keys.length, keys.MAX_TXN_OPS);
     const intact = new Map<Entry, boolean>();
     await Promise.all(
       chunks.map(async (chunk) => {
-        const reads = chunk.flatMap((entry) => entry.members.map(keys.readOp));
+        const reads = chunk.flatMap((entry) => membersOf(entry).map(keys.readOp));
         const response = await this.rpc.txn('extend', { success: reads });
         let at = 0;
         for (const entry of chunk) {
           const found = entry.revisions.map((_, i) => keys.kvsAt(response, at + i)[0]);
-          at += entry.members.length;
+          at += entry.keys.length;
           intact.set(
             entry,
             found.every((kv, i) => Number(kv?.create_revision) === entry.revisions[i]),
@@ -412,7 +444,7 @@ export class EtcdLockBackend implements LockBackend {
   /** Remaining ttl of a lock held here whose member is `member`, ms; else `undefined`. */
   private ownRemaining(member: Buffer): number | undefined {
     const entry = this.entries.get(keys.memberToken(member));
-    if (!entry?.held || !entry.members.some((own) => own.equals(member))) return undefined;
+    if (!entry?.held || !membersOf(entry).some((own) => own.equals(member))) return undefined;
     return Math.max(0, Math.min(entry.deadline - performance.now(), entry.session.remaining()));
   }
 
