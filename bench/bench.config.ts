@@ -141,7 +141,8 @@ export function benchConfig(env: NodeJS.ProcessEnv = process.env): BenchConfig {
   }
   return {
     quick,
-    rounds: 7,
+    // Even: the interleaved rounds alternate the contender order (see interleavedPhase).
+    rounds: 8,
     ttl: TTL,
     roundTrip: { ms: 1_000, maxOps: 100_000, pubSubSamples: 1_000 },
     // Bounded by time for the network contenders; the cycle bound keeps an in-process round
