@@ -116,10 +116,14 @@ export async function interleavedPhase(
   for (let r = 0; r < R; r++) {
     // Phase by phase, each over every contender, in an order reversed every round: a contender's
     // slice then sits within seconds of its floor's, on either side by turns, so a slow spell of
-    // the shared machine lands on both (the ratios are taken round by round). The first run this
-    // way showed an effect of the order itself (Redis contenders 1.5-2x faster in one direction
-    // than the other), so the config asks for an even number of rounds: both orders count alike.
+    // the shared machine lands on both (the ratios are taken round by round); the config asks for
+    // an even number of rounds, so that both orders count alike.
     const order = r % 2 === 0 ? contenders : [...contenders].reverse();
+    // An unmeasured slice opens each phase: the first slice after the previous phase (mostly
+    // sleeps and waits) ran up to 2x faster than the same contender's other slices.
+    await step('uncontended warm-up', order[0].id, uncRound.ms + 30_000, () =>
+      runUncontendedRound(order[0].adapter, `${order[0].tag}:uw${r}`, { ...uncRound, warmup: 0 }),
+    );
     for (const c of order) {
       if (failed.has(`u:${c.id}`)) continue;
       const u = await step('uncontended', c.id, uncRound.ms + 30_000, () =>
@@ -131,6 +135,9 @@ export async function interleavedPhase(
       if ('error' in u) failed.set(`u:${c.id}`, u.error);
       else unc.set(c.id, [...(unc.get(c.id) ?? []), u]);
     }
+    await step('parallel warm-up', order[0].id, parRound.ms + 30_000, () =>
+      runParallelRound(order[0].adapter, `${order[0].tag}:pw${r}`, { ...parRound, warmup: 0 }),
+    );
     for (const c of order) {
       if (failed.has(`p:${c.id}`)) continue;
       const p = await step('parallel', c.id, parRound.ms + 30_000, () =>
