@@ -28,6 +28,9 @@ export interface RedisOperation {
   readonly done: boolean;
 }
 
+/** A command run on the connection's client for one operation. */
+type Command<C, T> = (client: C, op: RedisOperation) => Promise<T>;
+
 /**
  * Runs commands on one ioredis client so that each operation either settles or rejects with
  * `LockBackendError` within `commandTimeout` ms (one monotonic deadline per operation, covering
@@ -92,7 +95,7 @@ export class RedisConnection<C extends Redis | Cluster = Redis | Cluster> {
    *
    * @throws LockBackendError on any failure, timeout or closed backend
    */
-  run<T>(operation: string, command: (client: C, op: RedisOperation) => Promise<T>): Promise<T> {
+  run<T>(operation: string, command: Command<C, T>): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       if (this.closed) {
         reject(this.error(operation, 'the backend is closed'));
@@ -142,11 +145,11 @@ export class RedisConnection<C extends Redis | Cluster = Redis | Cluster> {
   ): Promise<unknown> {
     return client.call('evalsha', args).catch((error: unknown) => {
       if (isNoScript(error)) {
-        // ioredis copied `args` into the command it sent, so the array is free to reuse.
+        // A copy with the source in place of the SHA: a retry after a refusal sends `args` again.
         const source = args.slice();
         source[0] = script.source;
         // send() sends nothing once the operation settled (timed out while EVALSHA was pending).
-        return this.send(op, () => client.call('eval', source)).catch((e: unknown) =>
+        return this.send(op, (c) => c.call('eval', source)).catch((e: unknown) =>
           this.retryRefusal(client, op, script, args, e),
         );
       }
@@ -169,7 +172,7 @@ export class RedisConnection<C extends Redis | Cluster = Redis | Cluster> {
   ): Promise<unknown> {
     if (!isClusterRetry(error) || op.done) throw error;
     await new Promise((resolve) => setTimeout(resolve, TRY_AGAIN_DELAY_MS));
-    return this.send(op, () => this.evalScript(client, op, script, args));
+    return this.send(op, (c) => this.evalScript(c, op, script, args));
   }
 
   /**
@@ -198,7 +201,7 @@ export class RedisConnection<C extends Redis | Cluster = Redis | Cluster> {
       both(client, 'evalsha', script.sha)
         .catch((error: unknown) => {
           if (!isNoScript(error)) throw error;
-          return this.send(op, () => both(client, 'eval', script.source));
+          return this.send(op, (c) => both(c, 'eval', script.source));
         })
         .then(([reply, acked]) => ({ reply, acked })),
     );
@@ -226,27 +229,17 @@ export class RedisConnection<C extends Redis | Cluster = Redis | Cluster> {
   }
 
   /** Sends `command` now if the connection is ready, else once it is (within the deadline). */
-  private whenReady<T>(
-    op: PendingOperation,
-    command: (client: C, op: RedisOperation) => Promise<T>,
-  ): Promise<T> {
-    if (this.client.status !== 'ready') {
-      return this.ready(op).then(() => this.send(op, () => command(this.client, op)));
-    }
-    // The common case, without a thunk: what send() does, for a command of this connection.
-    try {
-      return command(this.client, op);
-    } catch (error) {
-      return Promise.reject(error);
-    }
+  private whenReady<T>(op: PendingOperation, command: Command<C, T>): Promise<T> {
+    if (this.client.status === 'ready') return this.send(op, command);
+    return this.ready(op).then(() => this.send(op, command));
   }
 
-  private send<T>(op: RedisOperation, command: () => Promise<T>): Promise<T> {
+  private send<T>(op: RedisOperation, command: Command<C, T>): Promise<T> {
     // The operation may have timed out while waiting for the connection: send nothing late.
     if (op.done) return Promise.reject(new Error('operation already settled'));
     // A command that throws instead of rejecting must still settle the operation.
     try {
-      return command();
+      return command(this.client, op);
     } catch (error) {
       return Promise.reject(error);
     }
