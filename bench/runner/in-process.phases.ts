@@ -10,6 +10,7 @@ import type {
   ParallelResult,
   UncontendedResult,
 } from '../report/results.types';
+import { isError } from '../report/results.types';
 import { runContendedInProcess, variantLabel } from '../scenarios/contended.scenario';
 import {
   HandoffRound,
@@ -119,44 +120,45 @@ export async function interleavedPhase(
     // the shared machine lands on both (the ratios are taken round by round); the config asks for
     // an even number of rounds, so that both orders count alike.
     const order = r % 2 === 0 ? contenders : [...contenders].reverse();
+    /** One phase over every contender still in it; a failure takes the contender out of it. */
+    const phase = async <T extends object>(
+      label: string,
+      phaseKey: string,
+      boundMs: number,
+      rounds: Map<string, T[]>,
+      run: (c: Contender) => Promise<T>,
+    ): Promise<void> => {
+      for (const c of order) {
+        const key = `${phaseKey}:${c.id}`;
+        if (failed.has(key)) continue;
+        const outcome = await step(label, c.id, boundMs, () => run(c));
+        if (isError(outcome)) failed.set(key, outcome.error);
+        else rounds.set(c.id, [...(rounds.get(c.id) ?? []), outcome]);
+      }
+    };
     // An unmeasured slice opens each phase: the first slice after the previous phase (mostly
     // sleeps and waits) ran up to 2x faster than the same contender's other slices.
     await step('uncontended warm-up', order[0].id, uncRound.ms + 30_000, () =>
       runUncontendedRound(order[0].adapter, `${order[0].tag}:uw${r}`, { ...uncRound, warmup: 0 }),
     );
-    for (const c of order) {
-      if (failed.has(`u:${c.id}`)) continue;
-      const u = await step('uncontended', c.id, uncRound.ms + 30_000, () =>
-        runUncontendedRound(c.adapter, `${c.tag}:u${r}`, {
-          ...uncRound,
-          warmup: r === 0 ? uncRound.warmup : 5,
-        }),
-      );
-      if ('error' in u) failed.set(`u:${c.id}`, u.error);
-      else unc.set(c.id, [...(unc.get(c.id) ?? []), u]);
-    }
+    await phase('uncontended', 'u', uncRound.ms + 30_000, unc, (c) =>
+      runUncontendedRound(c.adapter, `${c.tag}:u${r}`, {
+        ...uncRound,
+        warmup: r === 0 ? uncRound.warmup : 5,
+      }),
+    );
     await step('parallel warm-up', order[0].id, parRound.ms + 30_000, () =>
       runParallelRound(order[0].adapter, `${order[0].tag}:pw${r}`, { ...parRound, warmup: 0 }),
     );
-    for (const c of order) {
-      if (failed.has(`p:${c.id}`)) continue;
-      const p = await step('parallel', c.id, parRound.ms + 30_000, () =>
-        runParallelRound(c.adapter, `${c.tag}:p${r}`, {
-          ...parRound,
-          warmup: r === 0 ? parRound.warmup : 1,
-        }),
-      );
-      if ('error' in p) failed.set(`p:${c.id}`, p.error);
-      else par.set(c.id, [...(par.get(c.id) ?? []), p]);
-    }
-    for (const c of order) {
-      if (failed.has(`h:${c.id}`)) continue;
-      const h = await step('[1w] handoff', c.id, handRound.ms + 40_000, () =>
-        runHandoffSingleRound(c.adapter, `${c.tag}:h1`, handRound),
-      );
-      if ('error' in h) failed.set(`h:${c.id}`, h.error);
-      else hand.set(c.id, [...(hand.get(c.id) ?? []), h]);
-    }
+    await phase('parallel', 'p', parRound.ms + 30_000, par, (c) =>
+      runParallelRound(c.adapter, `${c.tag}:p${r}`, {
+        ...parRound,
+        warmup: r === 0 ? parRound.warmup : 1,
+      }),
+    );
+    await phase('[1w] handoff', 'h', handRound.ms + 40_000, hand, (c) =>
+      runHandoffSingleRound(c.adapter, `${c.tag}:h1`, handRound),
+    );
     log(`interleaved round ${r + 1}/${R} done`);
   }
   for (const c of contenders) {
