@@ -397,7 +397,7 @@ export function renderMarkdown(results: BenchResults, targets: readonly TargetCh
   out.push(
     'Each window lasts longer than one renewal period (ttl/3), so every lock is renewed in it. Redis: requests = EVALSHA + EVAL calls; INFO commandstats also counts the commands a script runs ' +
       '(hmget, pexpire...) under their own names, shown as commands/s. etcd: gRPC messages received, from /metrics (etcd is measured at 10,000 locks only: 100,000 acquires would take minutes each way). ' +
-      'Lag: monitorEventLoopDelay (1 ms resolution) minus the resolution. Heap per lock: heap used after full collections with every lock held, less before the first acquire, over the lock count.',
+      'Lag: monitorEventLoopDelay (1 ms resolution) minus the resolution. Heap per lock: heap used after full collections with every lock held, less before the first acquire (after a warm-up that acquires, renews and releases 2,000 locks, so code compiled on first use is not counted), over the lock count.',
     '',
   );
   out.push(

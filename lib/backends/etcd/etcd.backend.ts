@@ -43,6 +43,7 @@ import { EtcdTurn, followQueue } from './etcd-queue.follower';
 import * as keys from './etcd.keys';
 import { EtcdRpc, isLeaseNotFound } from './etcd.rpc';
 import { EtcdSession, EtcdSessionLoss } from './etcd.session';
+import { CompactList, compactList, itemCount, listItems } from '../../engine/compact.list';
 
 /** A queued attempt sends 4 operations per key in one transaction. */
 const MAX_KEYS = Math.floor(keys.MAX_TXN_OPS / 4);
@@ -51,11 +52,17 @@ const DELAYED_APPLY_GRACE = 10_000;
 const MIN_RETRY_AFTER = 10;
 
 /** A token this backend has members for: queued, or holding (granted or handed over). */
-interface Entry extends BackendLockRef {
+interface Entry {
+  readonly token: string;
+  /** The keys (see {@link keysOf}). */
+  readonly keys: CompactList<string>;
   readonly session: EtcdSession;
   readonly ttl: number;
-  /** The members' create revisions: queue position, and fencing tokens when held. */
-  readonly revisions: readonly number[];
+  /**
+   * The members' create revisions: queue position, and fencing tokens when held (see
+   * {@link revisionsOf}).
+   */
+  readonly revisions: CompactList<number>;
   held: boolean;
   /** Held: end of its ttl unless extended (monotonic ms), for `inspect` and `retryAfter`. */
   deadline: number;
@@ -65,13 +72,21 @@ interface Entry extends BackendLockRef {
   expiry?: NodeJS.Timeout;
 }
 
+function keysOf(entry: Entry): readonly string[] {
+  return listItems(entry.keys);
+}
+
+function revisionsOf(entry: Entry): readonly number[] {
+  return listItems(entry.revisions);
+}
+
 /**
  * The member keys of an entry, made again at each use (release, renewal reads, inspect) rather
  * than kept: they follow from its keys, lease and token, and a kept Buffer per key cost about
  * 200 B of heap per held lock.
  */
 function membersOf(entry: Entry): Buffer[] {
-  return entry.keys.map((key) => keys.memberKey(key, entry.session.leaseHex, entry.token));
+  return keysOf(entry).map((key) => keys.memberKey(key, entry.session.leaseHex, entry.token));
 }
 
 /**
@@ -87,10 +102,10 @@ function newEntry(
 ): Entry {
   return {
     token: request.token,
-    keys: request.keys,
+    keys: compactList(request.keys),
     session,
     ttl: request.ttl,
-    revisions,
+    revisions: compactList(revisions),
     held: deadline !== undefined,
     deadline: deadline ?? 0,
     attempt: deadline === undefined ? request.attempt : undefined,
@@ -235,7 +250,7 @@ export class EtcdLockBackend implements LockBackend {
     const session = this.session;
     // Without a live session, the lease takes the members along.
     if (this.closed || !session?.alive) return;
-    const all = new Set([...ref.keys, ...(entry?.keys ?? [])]);
+    const all = new Set([...ref.keys, ...(entry ? keysOf(entry) : [])]);
     await session.delete(
       'cancel',
       [...all].map((key) => keys.memberKey(key, session.leaseHex, ref.token)),
@@ -321,14 +336,14 @@ export class EtcdLockBackend implements LockBackend {
     const { token, ttl } = request;
     const queue = (request.queueFor ?? 0) > 0;
     const entry = this.entries.get(token);
-    const known = entry?.session === session && same(entry.keys, request.keys);
+    const known = entry?.session === session && same(keysOf(entry), request.keys);
     const members = request.keys.map((key) => keys.memberKey(key, session.leaseHex, token));
     session.forgive(members);
     const plan: EtcdAttempt = {
       ranges: request.keys.map(keys.lockRange),
       members,
       queue,
-      known: known && queue ? entry.revisions : undefined,
+      known: known && queue ? revisionsOf(entry) : undefined,
       value: keys.encodeHint({ ttl, session: session.ttl }),
       leaseId: session.leaseId,
     };
@@ -370,7 +385,7 @@ export class EtcdLockBackend implements LockBackend {
     clearTimeout(waiter.expiry);
     waiter.held = true;
     waiter.deadline = performance.now() + waiter.ttl;
-    this.wakes.wake(token, { attempt, fencingTokens: waiter.revisions, ttl: waiter.ttl });
+    this.wakes.wake(token, { attempt, fencingTokens: revisionsOf(waiter), ttl: waiter.ttl });
   }
 
   /** Deletes a queue entry no attempt refreshed within `queueFor` (the engine cancels first). */
@@ -378,7 +393,8 @@ export class EtcdLockBackend implements LockBackend {
     const timer = setTimeout(
       () => {
         if (this.entries.get(waiter.token) !== waiter || waiter.held) return;
-        if (!this.running.has(waiter.token)) this.cancel(waiter).catch(() => undefined);
+        if (!this.running.has(waiter.token))
+          this.cancel({ keys: keysOf(waiter), token: waiter.token }).catch(() => undefined);
         else waiter.expiry = this.expireAfter(waiter, this.rpc.timeout);
       },
       Math.min(ms, 2_147_483_647),
@@ -421,7 +437,7 @@ export class EtcdLockBackend implements LockBackend {
 
   /** Which entries still have every member at the revision it was granted at. */
   private async readIntact(entries: readonly Entry[]): Promise<Map<Entry, boolean>> {
-    const chunks = chunkByCost(entries, (entry) => entry.keys.length, keys.MAX_TXN_OPS);
+    const chunks = chunkByCost(entries, (entry) => itemCount(entry.keys), keys.MAX_TXN_OPS);
     const intact = new Map<Entry, boolean>();
     await Promise.all(
       chunks.map(async (chunk) => {
@@ -429,11 +445,12 @@ export class EtcdLockBackend implements LockBackend {
         const response = await this.rpc.txn('extend', { success: reads });
         let at = 0;
         for (const entry of chunk) {
-          const found = entry.revisions.map((_, i) => keys.kvsAt(response, at + i)[0]);
-          at += entry.keys.length;
+          const revisions = revisionsOf(entry);
+          const found = revisions.map((_, i) => keys.kvsAt(response, at + i)[0]);
+          at += revisions.length;
           intact.set(
             entry,
-            found.every((kv, i) => Number(kv?.create_revision) === entry.revisions[i]),
+            found.every((kv, i) => Number(kv?.create_revision) === revisions[i]),
           );
         }
       }),
@@ -484,7 +501,7 @@ export class EtcdLockBackend implements LockBackend {
     lost.forEach((entry) => this.take(entry.token));
     // In case etcd still has the lease (our local deadline is early): drop its keys now.
     void session.revoke();
-    const locks = lost.filter((e) => e.held).map((e) => ({ keys: e.keys, token: e.token }));
+    const locks = lost.filter((e) => e.held).map((e) => ({ keys: keysOf(e), token: e.token }));
     if (locks.length > 0) {
       const event: BackendLossEvent = { locks, reason: loss.reason, cause: loss.cause };
       for (const listener of [...this.lostListeners]) {
