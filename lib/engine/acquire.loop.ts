@@ -174,9 +174,11 @@ export async function acquireGrant(host: AcquireHost, request: GrantRequest): Pr
 
 /**
  * Takes a lock a release handed to us, without another round trip: the reservation lasts at
- * least `handoff.ttl` from `sentAt` (our attempt the handoff served was sent then), and we claim
- * the full ttl in the background. Declines when too little of the reservation is left, in which
- * case the next attempt claims it the usual way.
+ * least `handoff.ttl` from `sentAt` (our attempt the handoff served was sent then). A renewed
+ * lock is held on that reservation until its first renewal, at a third of it, claims the full
+ * ttl: a short locked section (the usual contended case) then costs no claim at all. Without
+ * renewal, the full ttl is claimed at once, in the background. Declines when too little of the
+ * reservation is left, in which case the next attempt claims it the usual way.
  */
 function takeHandoff(
   host: AcquireHost,
@@ -190,8 +192,7 @@ function takeHandoff(
   const validFor = Math.min(handoff.ttl, ttl);
   if (validityDeadline(sentAt, validFor) - monotonicNow() < validFor / 2) return undefined;
   const lock = host.hold(keys, ref, handoff.fencingTokens, ttl, renew, sentAt, validFor);
-  // A reservation shorter than the ttl is claimed now; a full one is just renewed as usual.
-  if (validFor < ttl) void claim(host, lock, ttl);
+  if (validFor < ttl && !renew) void claim(host, lock, ttl);
   return lock;
 }
 

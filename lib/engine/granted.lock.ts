@@ -207,8 +207,8 @@ export class GrantedLock implements Lock {
   /**
    * Monotonic ms from which this lock may join an earlier renewal batch: ttl/6 before it is due,
    * half its renewal period; a retry after a failure only when it is due. (A handed-over lock
-   * reserved for less than its ttl is being claimed from its creation on, so it is not renewable
-   * before that claim answered and set its times from the full ttl.)
+   * reserved for less than its ttl may join any batch from its creation on: that claims its full
+   * ttl early, in a call that is sent anyway.)
    */
   get renewFrom(): number {
     return this.retrying ? this.nextRenewAt : this.nextRenewAt - this.ttl / 6;

@@ -30,11 +30,48 @@ describe('LockEngine handoff', () => {
     // One grant for the holder, one busy attempt for the waiter, and no claim attempt.
     expect(attempts.map((a) => a.attempt)).toEqual([1, 1]);
     await new Promise((r) => setImmediate(r));
-    expect(claims).toBe(1); // the claim to the full ttl went out in the background
-    expect((await backend.inspect('k')).ttl).toBeGreaterThan(5000);
+    // Held on the reservation (claimWindow, 2000 ms) until its first renewal: no claim call yet.
+    expect(claims).toBe(0);
+    expect((await backend.inspect('k')).ttl).toBeLessThanOrEqual(2000);
     await lock.release();
     expect(backend.trackedKeys).toBe(0);
     await engine.shutdown();
+  });
+
+  it.each([
+    [
+      'a renewed lock claims its full ttl with its first renewal, at a third of the reservation',
+      true,
+    ],
+    ['a lock without renewal claims its full ttl at once', false],
+  ])('%s', async (_, renew) => {
+    jest.useFakeTimers();
+    try {
+      const backend = new MemoryLockBackend({ claimWindow: 300 });
+      const claims: number[] = [];
+      const extend = backend.extend.bind(backend);
+      backend.extend = (requests) => {
+        claims.push(...requests.map((r) => r.ttl));
+        return extend(requests);
+      };
+      const engine = new LockEngine(backend, { keyPrefix: '', ttl: 10_000, wait: 5000 }, quiet);
+      const holder = await engine.acquire('k', {}, 'wait');
+      const waiting = engine.acquire('k', { renew }, 'wait');
+      await jest.advanceTimersByTimeAsync(1);
+      await holder.release();
+      await jest.advanceTimersByTimeAsync(1);
+      const lock = await waiting;
+      expect(claims).toEqual(renew ? [] : [10_000]);
+      await jest.advanceTimersByTimeAsync(100); // a third of the reservation
+      expect(claims).toEqual([10_000]);
+      expect((await backend.inspect('k')).ttl).toBeGreaterThan(9000);
+      await jest.advanceTimersByTimeAsync(600); // twice the reservation
+      expect(lock.held).toBe(true);
+      await lock.release();
+      await engine.shutdown();
+    } finally {
+      jest.useRealTimers();
+    }
   });
 
   it('ignores a wake-up that reports an older attempt and claims with a new attempt instead', async () => {

@@ -211,6 +211,11 @@ describe('Redis Sentinel: one primary, one replica, three sentinels, on loopback
     const primary = node(primaryPort);
     const replica = node(topology.nodes.find((n) => n.port !== primaryPort)?.port ?? 0);
     const key = uniqueKey('acks');
+    // Loads the scripts on this primary first: a script's first call there is answered NOSCRIPT
+    // and sent again as EVAL, each with its WAIT.
+    const warm = await locks.acquire(uniqueKey('acks-warm'), { ttl: 10_000, renew: false });
+    await warm.extend(10_000);
+    await warm.release();
 
     const waitsBefore = await commandCalls(primary, 'wait');
     const offsetBefore = Number(

@@ -8,6 +8,8 @@ import { setClockOffset, startRedis } from './redis.server';
 import { ensureBinary, freePort, removeDir, ServerProcess } from './server.process';
 
 const run = promisify(execFile);
+/** Tries per node with newly found free ports (see `startRedisCluster`). */
+const PORT_ATTEMPTS = 3;
 
 /** A Redis Cluster of throwaway servers on 127.0.0.1, stopped by PID. */
 export interface RedisClusterTopology {
@@ -75,21 +77,29 @@ export async function startRedisCluster(
     // allSettled: a node that fails to start must not leave the others running unrecorded.
     const settled = await Promise.allSettled(
       Array.from({ length: primaries * (1 + replicas) }, async () => {
-        const extraArgs = [
-          '--cluster-enabled',
-          'yes',
-          '--cluster-config-file',
-          'nodes.conf',
-          '--cluster-node-timeout',
-          String(options.nodeTimeoutMs ?? 1_000),
-          // A free bus port of its own: the default (port + 10000) may be taken, or above 65535.
-          '--cluster-port',
-          String(await freePort()),
-        ];
-        const port = await freePort();
-        const node = await startRedis({ port, extraArgs, clockOffsetFile: clockFile(port) });
-        argsOf.set(node.port, extraArgs);
-        return node;
+        // A port found free can be taken before the node binds it (another server of a parallel
+        // suite, an outgoing connection's ephemeral port): then new ports, a few times.
+        for (let attempt = 1; ; attempt++) {
+          const extraArgs = [
+            '--cluster-enabled',
+            'yes',
+            '--cluster-config-file',
+            'nodes.conf',
+            '--cluster-node-timeout',
+            String(options.nodeTimeoutMs ?? 1_000),
+            // A free bus port of its own: the default (port + 10000) may be taken, or above 65535.
+            '--cluster-port',
+            String(await freePort()),
+          ];
+          const port = await freePort();
+          try {
+            const node = await startRedis({ port, extraArgs, clockOffsetFile: clockFile(port) });
+            argsOf.set(node.port, extraArgs);
+            return node;
+          } catch (err) {
+            if (attempt >= PORT_ATTEMPTS) throw err;
+          }
+        }
       }),
     );
     for (const result of settled) if (result.status === 'fulfilled') nodes.push(result.value);
