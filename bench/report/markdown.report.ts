@@ -344,7 +344,8 @@ export function renderMarkdown(results: BenchResults, targets: readonly TargetCh
       'switches: share of consecutive grants, in counter order across all processes, that went to another worker; lost: grants − final counter; ' +
       "gave up: acquires that exhausted the contender's own retry budget (retried). Multi-process runs use child_process.fork. " +
       'handoff: release called → the next grant (in counter order, across processes) resolved. ' +
-      `Ideal FIFO wait: (workers − 1) x (hold p50 + handoff p50), the wait of a worker served after all the others; the target is wait p99 ≤ ${FIFO_WAIT_FACTOR}x it.`,
+      `Ideal FIFO wait: (workers − 1) x (hold p50 + handoff p50), the wait of a worker served after all the others; the target is wait p99 ≤ ${FIFO_WAIT_FACTOR}x it. ` +
+      'out of turn: share of waits during which more than workers − 1 other grants were made (someone who asked later was served first; 0% is strict FIFO), and in brackets the most grants made during one wait; grant times of different processes are compared, so a sub-millisecond skew between their clocks can miscount a grant at the edge of a wait.',
     '',
   );
   for (const variant of variants) {
@@ -363,13 +364,14 @@ export function renderMarkdown(results: BenchResults, targets: readonly TargetCh
           'hold p50',
           'handoff p50',
           'wait p99 / ideal FIFO',
+          'out of turn',
           'switches',
           'lost',
           'gave up',
           'grants',
         ],
         rows.map((c) => {
-          if (isError(c)) return errorRow(c.adapter, c.error, 9);
+          if (isError(c)) return errorRow(c.adapter, c.error, 10);
           const floor = FLOOR_FOR_THROUGHPUT[backendOf(results, c.adapter)];
           return [
             c.adapter,
@@ -379,6 +381,7 @@ export function renderMarkdown(results: BenchResults, targets: readonly TargetCh
             n(c.holdP50Ms),
             n(c.handoffP50Ms),
             `${x(ratio(c.waitMs.p99, c.idealFifoWaitMs))} (${n(c.idealFifoWaitMs)})`,
+            c.outOfTurnPct === undefined ? '–' : `${n(c.outOfTurnPct)}% (${c.servedBeforeMax})`,
             `${n(c.ownerSwitchPct)}%`,
             String(c.lostUpdates),
             String(c.failedAcquires),

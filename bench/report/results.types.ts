@@ -60,6 +60,13 @@ export interface ContendedResult extends ContendedVariant {
   readonly idealFifoWaitMs: number;
   /** Share of grants (in counter order) that went to a different worker than the previous one. */
   readonly ownerSwitchPct: number;
+  /**
+   * Share of grants during whose wait more than workers − 1 other grants were made: served out
+   * of FIFO order (someone who asked later was served first). Absent in results of older runs.
+   */
+  readonly outOfTurnPct?: number;
+  /** The most other grants made during one wait (FIFO: at most workers − 1). */
+  readonly servedBeforeMax?: number;
   /** Grants whose increment was lost: grants minus the final counter value. */
   readonly lostUpdates: number;
   /** Acquires that gave up (the adapter's own retry budget ran out) and were retried. */

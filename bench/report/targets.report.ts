@@ -187,7 +187,7 @@ export function computeTargets(results: BenchResults): TargetCheck[] {
         target: `Contended ${backend} ${variant}: ≥ 90% switches, ≥ 0.8x ${floorId} throughput, wait p99 ≤ ${FIFO_WAIT_FACTOR}x ideal FIFO wait, 0 lost`,
         met,
         numbers: mine
-          ? `switches ${f(mine.ownerSwitchPct)}%, ${f(mine.grantsPerSec)}/s vs ${f(floor?.grantsPerSec)}/s (${f(rel, 2)}x), wait p99 ${f(mine.waitMs.p99)} ms vs ideal FIFO ${f(mine.idealFifoWaitMs)} ms (${f(fifo, 2)}x), lost ${mine.lostUpdates}; ${grantCost(results, backend, mine)}` +
+          ? `switches ${f(mine.ownerSwitchPct)}%, ${f(mine.grantsPerSec)}/s vs ${f(floor?.grantsPerSec)}/s (${f(rel, 2)}x), wait p99 ${f(mine.waitMs.p99)} ms vs ideal FIFO ${f(mine.idealFifoWaitMs)} ms (${f(fifo, 2)}x), out of turn ${f(mine.outOfTurnPct)}%, lost ${mine.lostUpdates}; ${grantCost(results, backend, mine)}` +
             (failures.length > 0 ? ` — fails: ${failures.join(', ')}` : '')
           : 'not measured',
       });

@@ -52,7 +52,9 @@ export async function heldScalePhase(
     const { backends, ...bounds } = row;
     for (const id of ids.filter((i) => adapterInfo(i).kind === 'ours')) {
       const backend = adapterInfo(id).backend;
-      if (!backends.includes(backend)) continue;
+      // The child measures the plain library of `backend`: another contender of ours on that
+      // backend (ours/memory+metrics) would only measure it again under its own name.
+      if (!backends.includes(backend) || id !== `ours/${backend}`) continue;
       // --expose-gc: heap per lock is read after full collections.
       const pool = ChildPool.start(HELD_SCALE_CHILD, 1, {}, ['--expose-gc']);
       pool.pids.forEach((pid) => childPids.add(pid));

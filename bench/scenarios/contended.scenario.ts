@@ -52,6 +52,28 @@ function task(
   };
 }
 
+/**
+ * For each grant, how many other grants were made while it waited (acquire called → resolved),
+ * from the grant times of every process. In FIFO order that is at most workers − 1: each of the
+ * others at most once. Times of different processes are compared, so a skew of their clocks'
+ * origins (well under a millisecond) can miscount a grant at the edge of a wait.
+ */
+function servedBefore(pairs: readonly (readonly number[])[]): number[] {
+  const grantedAt = pairs.map((p) => p[2]).sort((a, b) => a - b);
+  // Index of the first time in `grantedAt` greater than `t` (`orEqual`: at least `t`).
+  const firstAfter = (t: number, orEqual: boolean): number => {
+    let lo = 0;
+    let hi = grantedAt.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (grantedAt[mid] < t || (!orEqual && grantedAt[mid] === t)) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  };
+  return pairs.map((p) => Math.max(0, firstAfter(p[2], true) - firstAfter(p[4], false)));
+}
+
 /** Merges the partial results of every process into one result. */
 function merge(
   adapter: string,
@@ -60,12 +82,12 @@ function merge(
   startAt: number,
   counterValue: number,
 ): ContendedResult {
-  // [counter value, worker id, granted at, release called at] per grant.
-  const pairs: [number, number, number, number][] = [];
+  // [counter value, worker id, granted at, release called at, acquire called at] per grant.
+  const pairs: [number, number, number, number, number][] = [];
   for (const p of partials) {
     const r = p.records;
     for (let i = 0; i + RECORD_FIELDS <= r.length; i += RECORD_FIELDS) {
-      pairs.push([r[i], r[i + 1], r[i + 2], r[i + 3]]);
+      pairs.push([r[i], r[i + 1], r[i + 2], r[i + 3], r[i + 4]]);
     }
   }
   pairs.sort((a, b) => a[0] - b[0]);
@@ -81,6 +103,7 @@ function merge(
   const holdP50Ms = median(holds);
   const handoffP50Ms = median(handoffs);
   const workers = variant.processes * variant.workersPerProcess;
+  const served = servedBefore(pairs);
   const endedAt = Math.max(...partials.map((p) => p.endedAt));
   const seconds = Math.max(1e-3, (endedAt - startAt) / 1000);
   return {
@@ -94,6 +117,11 @@ function merge(
     handoffP50Ms,
     idealFifoWaitMs: (workers - 1) * (holdP50Ms + handoffP50Ms),
     ownerSwitchPct: pairs.length > 1 ? (100 * switches) / (pairs.length - 1) : Number.NaN,
+    outOfTurnPct:
+      served.length > 0
+        ? (100 * served.filter((n) => n > workers - 1).length) / served.length
+        : Number.NaN,
+    servedBeforeMax: served.length > 0 ? Math.max(...served) : Number.NaN,
     lostUpdates: pairs.length - counterValue,
     failedAcquires: partials.reduce((sum, p) => sum + p.failed, 0),
   };

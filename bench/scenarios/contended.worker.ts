@@ -3,7 +3,7 @@ import { BusyError, LockAdapter } from '../peers/lock-adapter.interface';
 import { epochMs, nowMs, sleep } from '../support/time.util';
 
 /** Numbers per grant in {@link ContendedPartial.records}. */
-export const RECORD_FIELDS = 4;
+export const RECORD_FIELDS = 5;
 
 /** What every process of a contended run is told. */
 export interface ContendedTask {
@@ -28,7 +28,8 @@ export interface ContendedTask {
 export interface ContendedPartial {
   /**
    * Flat groups of {@link RECORD_FIELDS}: counter value read in the critical section, worker id,
-   * epoch ms at which the acquire resolved, epoch ms at which the release was called.
+   * epoch ms at which the acquire resolved, epoch ms at which the release was called, epoch ms at
+   * which the acquire was called.
    */
   readonly records: number[];
   readonly waits: number[];
@@ -61,6 +62,7 @@ export async function runContendedWorkers(
     // Bounded by the deadline (checked before every acquire) and by a count.
     for (let round = 0; round < 1_000_000 && !stop && epochMs() < task.deadline; round++) {
       const t0 = nowMs();
+      const requestedAt = epochMs();
       let handle: unknown;
       try {
         handle = await adapter.acquire(task.key, task.ttl);
@@ -79,7 +81,7 @@ export async function runContendedWorkers(
       endedAt = Math.max(endedAt, epochMs());
       waits.push(t1 - t0);
       holds.push(t2 - t1);
-      records.push(value, id, grantedAt, releasedAt);
+      records.push(value, id, grantedAt, releasedAt, requestedAt);
       if (value + 1 >= task.targetGrants) stop = true;
       if (task.thinkMs > 0) await sleep(task.thinkMs);
     }
