@@ -345,7 +345,7 @@ export function renderMarkdown(results: BenchResults, targets: readonly TargetCh
       "gave up: acquires that exhausted the contender's own retry budget (retried). Multi-process runs use child_process.fork. " +
       'handoff: release called → the next grant (in counter order, across processes) resolved. ' +
       `Ideal FIFO wait: (workers − 1) x (hold p50 + handoff p50), the wait of a worker served after all the others; the target is wait p99 ≤ ${FIFO_WAIT_FACTOR}x it. ` +
-      'out of turn: share of waits during which more than workers − 1 other grants were made (someone who asked later was served first; 0% is strict FIFO), and in brackets the most grants made during one wait; grant times of different processes are compared, so a sub-millisecond skew between their clocks can miscount a grant at the edge of a wait.',
+      "out of turn: share of waits during which more than workers − 1 other grants were made, so someone who asked later was served first, and in brackets the most grants made during one wait. A one-sided check of FIFO order: more than workers − 1 is an overtaking (or a worker that took long to reach the queue after its acquire call), while an overtaking within that count is not seen. Times of the worker processes are moved onto the orchestrator's clock, each by its offset measured over IPC before the run.",
     '',
   );
   for (const variant of variants) {

@@ -7,6 +7,7 @@ import { Redis } from 'ioredis';
 import { createAdapter } from '../peers/adapter.registry';
 import type { BenchEnv, LockAdapter } from '../peers/lock-adapter.interface';
 import { serveParent } from '../support/child.pool';
+import { epochMs } from '../support/time.util';
 import { ContendedTask, runContendedWorkers } from './contended.worker';
 
 let adapter: LockAdapter | undefined;
@@ -39,6 +40,8 @@ serveParent({
     if (!adapter || !counter) throw new Error('run before prepare');
     return runContendedWorkers(adapter, counter, payload as ContendedTask);
   },
+  // This process's epoch clock, for the orchestrator's estimate of its offset (see clockOffset).
+  clock: async () => epochMs(),
   close: async () => {
     await closeAdapter();
     return true;

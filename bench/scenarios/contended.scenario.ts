@@ -54,9 +54,11 @@ function task(
 
 /**
  * For each grant, how many other grants were made while it waited (acquire called → resolved),
- * from the grant times of every process. In FIFO order that is at most workers − 1: each of the
- * others at most once. Times of different processes are compared, so a skew of their clocks'
- * origins (well under a millisecond) can miscount a grant at the edge of a wait.
+ * from the grant times of every process (on one clock: see ContendedProcesses.run). In FIFO order
+ * that is at most workers − 1, each of the others at most once, so more is a grant out of turn.
+ * The check is one-sided: a wait timed from the acquire call, not from its arrival in the queue,
+ * can count a grant made before it queued, and an overtaking that keeps the count within
+ * workers − 1 is not seen.
  */
 function servedBefore(pairs: readonly (readonly number[])[]): number[] {
   const grantedAt = pairs.map((p) => p[2]).sort((a, b) => a - b);
@@ -72,6 +74,20 @@ function servedBefore(pairs: readonly (readonly number[])[]): number[] {
     return lo;
   };
   return pairs.map((p) => Math.max(0, firstAfter(p[2], true) - firstAfter(p[4], false)));
+}
+
+/** Round trips per child for {@link ContendedProcesses.clockOffset}. */
+const CLOCK_SAMPLES = 9;
+
+/** `partial` with its epoch times moved by `-offset` ms onto the orchestrator's clock. */
+function onOurClock(partial: ContendedPartial, offset: number): ContendedPartial {
+  const records = partial.records.slice();
+  for (let i = 0; i + RECORD_FIELDS <= records.length; i += RECORD_FIELDS) {
+    records[i + 2] -= offset;
+    records[i + 3] -= offset;
+    records[i + 4] -= offset;
+  }
+  return { ...partial, records, endedAt: partial.endedAt - offset };
 }
 
 /** Merges the partial results of every process into one result. */
@@ -184,8 +200,13 @@ export class ContendedProcesses {
           ),
         ),
       );
+      // Each process's epoch clock has its own origin, off by up to about a millisecond: as
+      // much as a grant takes here. Grant times of different processes are compared (handoff,
+      // out of turn), so each is moved onto this process's clock first.
+      const offsets: number[] = [];
+      for (const i of indexes) offsets.push(await this.clockOffset(i));
       const startAt = epochMs() + START_DELAY_MS;
-      const partials = await Promise.all(
+      const reported = await Promise.all(
         indexes.map((i) => {
           const t = {
             ...task(key, counterKey, variant, config, i),
@@ -195,11 +216,30 @@ export class ContendedProcesses {
           return this.pool.call<ContendedPartial>(i, 'run', t, config.ms + DRAIN_MS);
         }),
       );
+      const partials = reported.map((partial, i) => onOurClock(partial, offsets[i]));
       const value = Number(await counter.get(counterKey));
       return merge(adapterId, variant, partials, startAt, value);
     } finally {
       await Promise.allSettled(indexes.map((i) => this.pool.call(i, 'close', undefined, 10_000)));
     }
+  }
+
+  /**
+   * How far child `index`'s epoch clock is ahead of ours, ms: its reading against the midpoint of
+   * the round trip that fetched it, from the shortest of a few round trips (the error is at most
+   * half of it, tens of microseconds over IPC).
+   */
+  private async clockOffset(index: number): Promise<number> {
+    let best = { rtt: Infinity, offset: 0 };
+    for (let i = 0; i < CLOCK_SAMPLES; i++) {
+      const sent = epochMs();
+      const theirs = await this.pool.call<number>(index, 'clock', undefined, 5_000);
+      const received = epochMs();
+      if (received - sent < best.rtt) {
+        best = { rtt: received - sent, offset: theirs - (sent + received) / 2 };
+      }
+    }
+    return best.offset;
   }
 
   async stop(): Promise<void> {

@@ -196,8 +196,9 @@ export interface LockBackend {
    * key it waits for was released). Registered by the engine before its first attempt, so no
    * wake-up is missed. Wake-ups are hints: spurious ones are allowed, missing ones are covered
    * by `retryAfter`. A backend that knows the lock was handed to the token passes the
-   * {@link BackendHandoff}, so the engine can take the lock at once and claim it in the background
-   * with `extend`; without it, the engine claims it with another `acquire`.
+   * {@link BackendHandoff}, so the engine can take the lock at once and claim its full ttl with
+   * `extend` (at its first renewal, or at once without renewal); without it, the engine claims it
+   * with another `acquire`.
    *
    * A wake-up with `recheckAfter` (ms) and no handoff says "nothing for you yet, but try again no
    * later than this": Redis sends it to the waiter queued right behind one a lock was just

@@ -196,15 +196,29 @@ function takeHandoff(
   return lock;
 }
 
+/** Tries of {@link claim}. */
+const CLAIM_TRIES = 3;
+
 /**
- * Extends a handed-over lock to its full ttl. On failure the renewal scheduler retries before
- * the reservation ends (it schedules from the reservation), and the validity deadline holds.
+ * Extends a handed-over lock without renewal to its full ttl. The renewal scheduler does not
+ * renew such a lock, so a failed claim is tried again, a sixth of what is left of the reservation
+ * later, while the lock is held; after the last try the lock ends with its reservation (the
+ * validity deadline holds either way).
  */
 async function claim(host: AcquireHost, lock: GrantedLock, ttl: number): Promise<void> {
-  try {
-    await lock.extend(ttl);
-  } catch (err) {
-    if (lock.held)
-      host.logger.warn(`could not claim handed-over lock "${lock.key}": ${errorMessage(err)}`);
+  for (let tries = 1; ; tries++) {
+    try {
+      await lock.extend(ttl);
+      return;
+    } catch (err) {
+      if (!lock.held) return;
+      if (tries >= CLAIM_TRIES) {
+        host.logger.warn(`could not claim handed-over lock "${lock.key}": ${errorMessage(err)}`);
+        return;
+      }
+    }
+    const pause = Math.max(1, (lock.validUntil - monotonicNow()) / 6);
+    await new Promise((resolve) => setTimeout(resolve, pause).unref());
+    if (!lock.held) return;
   }
 }

@@ -159,7 +159,7 @@ export class GrantedLock implements Lock {
           : tokens;
     this.ownValidUntil = wholeMs(validityDeadline(sentAt, validFor));
     // From `validFor`: a handed-over lock reserved for less than its ttl is renewed (claimed)
-    // well before its reservation ends, also when the first claim failed.
+    // well before its reservation ends, also when that first renewal failed.
     this.nextRenewAt = wholeMs(sentAt + validFor / 3);
   }
 
@@ -207,8 +207,8 @@ export class GrantedLock implements Lock {
   /**
    * Monotonic ms from which this lock may join an earlier renewal batch: ttl/6 before it is due,
    * half its renewal period; a retry after a failure only when it is due. (A handed-over lock
-   * reserved for less than its ttl may join any batch from its creation on: that claims its full
-   * ttl early, in a call that is sent anyway.)
+   * reserved for less than its ttl may join a batch that early too, ttl/6 before its first
+   * renewal, often from its creation on: that claims its full ttl early, in a call sent anyway.)
    */
   get renewFrom(): number {
     return this.retrying ? this.nextRenewAt : this.nextRenewAt - this.ttl / 6;

@@ -238,28 +238,34 @@ describe('LockEngine extensions', () => {
     await engine.shutdown();
   });
 
-  it('retries the claim of a handed-over lock when the first claim fails', async () => {
-    jest.useFakeTimers();
-    const backend = new MemoryLockBackend({ claimWindow: 300 });
-    const extend = backend.extend.bind(backend);
-    let failures = 1;
-    backend.extend = async (requests) => {
-      if (failures-- > 0) throw new Error('blip (injected)');
-      return extend(requests);
-    };
-    const engine = new LockEngine(backend, { keyPrefix: '', ttl: 10_000, wait: 5000 }, quiet);
-    const holder = await engine.acquire('k', {}, 'wait');
-    const waiting = engine.acquire('k', {}, 'wait');
-    await jest.advanceTimersByTimeAsync(1);
-    await holder.release();
-    await jest.advanceTimersByTimeAsync(1);
-    const lock = await waiting;
-    await jest.advanceTimersByTimeAsync(600); // twice the reservation
-    expect(lock.held).toBe(true);
-    expect((await backend.inspect('k')).ttl).toBeGreaterThan(5000);
-    await lock.release();
-    await engine.shutdown();
-  });
+  it.each([
+    ['renewed', true],
+    ['without renewal', false],
+  ])(
+    'retries the claim of a handed-over lock when the first claim fails (%s)',
+    async (_, renew) => {
+      jest.useFakeTimers();
+      const backend = new MemoryLockBackend({ claimWindow: 300 });
+      const extend = backend.extend.bind(backend);
+      let failures = 1;
+      backend.extend = async (requests) => {
+        if (failures-- > 0) throw new Error('blip (injected)');
+        return extend(requests);
+      };
+      const engine = new LockEngine(backend, { keyPrefix: '', ttl: 10_000, wait: 5000 }, quiet);
+      const holder = await engine.acquire('k', {}, 'wait');
+      const waiting = engine.acquire('k', { renew }, 'wait');
+      await jest.advanceTimersByTimeAsync(1);
+      await holder.release();
+      await jest.advanceTimersByTimeAsync(1);
+      const lock = await waiting;
+      await jest.advanceTimersByTimeAsync(600); // twice the reservation
+      expect(lock.held).toBe(true);
+      expect((await backend.inspect('k')).ttl).toBeGreaterThan(5000);
+      await lock.release();
+      await engine.shutdown();
+    },
+  );
 
   it('lets many waiters park without listener warnings', async () => {
     const warnings: string[] = [];

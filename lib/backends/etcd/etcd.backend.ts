@@ -447,7 +447,7 @@ export class EtcdLockBackend implements LockBackend {
         for (const entry of chunk) {
           const revisions = revisionsOf(entry);
           const found = revisions.map((_, i) => keys.kvsAt(response, at + i)[0]);
-          at += revisions.length;
+          at += itemCount(entry.keys);
           intact.set(
             entry,
             found.every((kv, i) => Number(kv?.create_revision) === revisions[i]),
