@@ -2,8 +2,22 @@ import type { BackendAcquireRequest, BackendHandoff } from '../backends/lock-bac
 import { MemoryLockBackend } from '../backends/memory/memory.backend';
 import { LockEngine } from './lock.engine';
 import { LockNotAcquiredError } from '../errors/lock-not-acquired.error';
+import type { Lock } from './lock.interface';
 
 const quiet = { warn: () => undefined, error: () => undefined };
+
+/**
+ * Under jest's fake timers: `engine` grants 'k', a second acquire (with `renew`) queues behind
+ * it, and the holder's release hands the lock over to it.
+ */
+async function handedOver(engine: LockEngine, renew: boolean): Promise<Lock> {
+  const holder = await engine.acquire('k', {}, 'wait');
+  const waiting = engine.acquire('k', { renew }, 'wait');
+  await jest.advanceTimersByTimeAsync(1);
+  await holder.release();
+  await jest.advanceTimersByTimeAsync(1);
+  return waiting;
+}
 
 describe('LockEngine handoff', () => {
   it('takes a handed-over lock from the wake-up, without another acquire round trip', async () => {
@@ -55,12 +69,7 @@ describe('LockEngine handoff', () => {
         return extend(requests);
       };
       const engine = new LockEngine(backend, { keyPrefix: '', ttl: 10_000, wait: 5000 }, quiet);
-      const holder = await engine.acquire('k', {}, 'wait');
-      const waiting = engine.acquire('k', { renew }, 'wait');
-      await jest.advanceTimersByTimeAsync(1);
-      await holder.release();
-      await jest.advanceTimersByTimeAsync(1);
-      const lock = await waiting;
+      const lock = await handedOver(engine, renew);
       expect(claims).toEqual(renew ? [] : [10_000]);
       await jest.advanceTimersByTimeAsync(100); // a third of the reservation
       expect(claims).toEqual([10_000]);
@@ -252,18 +261,17 @@ describe('LockEngine extensions', () => {
         if (failures-- > 0) throw new Error('blip (injected)');
         return extend(requests);
       };
-      const engine = new LockEngine(backend, { keyPrefix: '', ttl: 10_000, wait: 5000 }, quiet);
-      const holder = await engine.acquire('k', {}, 'wait');
-      const waiting = engine.acquire('k', { renew }, 'wait');
-      await jest.advanceTimersByTimeAsync(1);
-      await holder.release();
-      await jest.advanceTimersByTimeAsync(1);
-      const lock = await waiting;
-      await jest.advanceTimersByTimeAsync(600); // twice the reservation
-      expect(lock.held).toBe(true);
-      expect((await backend.inspect('k')).ttl).toBeGreaterThan(5000);
-      await lock.release();
-      await engine.shutdown();
+      try {
+        const engine = new LockEngine(backend, { keyPrefix: '', ttl: 10_000, wait: 5000 }, quiet);
+        const lock = await handedOver(engine, renew);
+        await jest.advanceTimersByTimeAsync(600); // twice the reservation
+        expect(lock.held).toBe(true);
+        expect((await backend.inspect('k')).ttl).toBeGreaterThan(5000);
+        await lock.release();
+        await engine.shutdown();
+      } finally {
+        jest.useRealTimers();
+      }
     },
   );
 
