@@ -1,4 +1,3 @@
-import { errorMessage } from '../errors/error.message';
 import type {
   BackendHandoff,
   BackendLockRef,
@@ -14,7 +13,6 @@ import { WakeWaiter } from './wake.waiter';
 export interface AcquireHost {
   readonly backend: LockBackend;
   readonly defaults: { readonly keyPrefix: string };
-  readonly logger: { warn(message: string): void };
   /** Aborted when the engine shuts down: waiting stops. */
   readonly stopping: AbortSignal;
   /** Runs one backend call; a failure becomes a `LockBackendError`. */
@@ -174,10 +172,8 @@ export async function acquireGrant(host: AcquireHost, request: GrantRequest): Pr
 
 /**
  * Takes a lock a release handed to us, without another round trip: the reservation lasts at
- * least `handoff.ttl` from `sentAt` (our attempt the handoff served was sent then). A renewed
- * lock is held on that reservation until its first renewal, at a third of it, claims the full
- * ttl: a short locked section (the usual contended case) then costs no claim at all. Without
- * renewal, the full ttl is claimed at once, in the background. Declines when too little of the
+ * least `handoff.ttl` from `sentAt` (our attempt the handoff served was sent then); the renewal
+ * scheduler claims the full ttl (see `GrantedLock.claiming`). Declines when too little of the
  * reservation is left, in which case the next attempt claims it the usual way.
  */
 function takeHandoff(
@@ -191,34 +187,5 @@ function takeHandoff(
 ): GrantedLock | undefined {
   const validFor = Math.min(handoff.ttl, ttl);
   if (validityDeadline(sentAt, validFor) - monotonicNow() < validFor / 2) return undefined;
-  const lock = host.hold(keys, ref, handoff.fencingTokens, ttl, renew, sentAt, validFor);
-  if (validFor < ttl && !renew) void claim(host, lock, ttl);
-  return lock;
-}
-
-/** Tries of {@link claim}. */
-const CLAIM_TRIES = 3;
-
-/**
- * Extends a handed-over lock without renewal to its full ttl. The renewal scheduler does not
- * renew such a lock, so a failed claim is tried again, a sixth of what is left of the reservation
- * later, while the lock is held; after the last try the lock ends with its reservation (the
- * validity deadline holds either way).
- */
-async function claim(host: AcquireHost, lock: GrantedLock, ttl: number): Promise<void> {
-  for (let tries = 1; ; tries++) {
-    try {
-      await lock.extend(ttl);
-      return;
-    } catch (err) {
-      if (!lock.held) return;
-      if (tries >= CLAIM_TRIES) {
-        host.logger.warn(`could not claim handed-over lock "${lock.key}": ${errorMessage(err)}`);
-        return;
-      }
-    }
-    const pause = Math.max(1, (lock.validUntil - monotonicNow()) / 6);
-    await new Promise((resolve) => setTimeout(resolve, pause).unref());
-    if (!lock.held) return;
-  }
+  return host.hold(keys, ref, handoff.fencingTokens, ttl, renew, sentAt, validFor);
 }

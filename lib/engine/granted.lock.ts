@@ -69,13 +69,15 @@ interface LockEnd {
 type State = 'held' | 'releasing' | 'released' | 'lost';
 
 /*
- * A lock's state, whether its last extension failed and whether it renews, packed in one small
- * integer: three fields fewer on each of up to 100,000 held locks.
+ * A lock's state, whether its last extension failed, whether it renews and whether it still has
+ * to claim its full ttl, packed in one small integer rather than a field each, on each of up to
+ * 100,000 held locks.
  */
 const STATES: readonly State[] = ['held', 'releasing', 'released', 'lost'];
 const STATE_MASK = 3;
 const RETRYING = 4;
 const RENEW = 8;
+const CLAIMING = 16;
 
 /**
  * A monotonic time as the whole ms at or before it. A lock's times are stored so: a field that
@@ -113,7 +115,7 @@ export class GrantedLock implements Lock {
   private ownValidUntil: number;
   /**
    * The state (`STATES` index), `RETRYING` (the last extension failed: its retry is due at
-   * `nextRenewAt`, never early in a batch) and `RENEW`.
+   * `nextRenewAt`, never early in a batch), `RENEW` and `CLAIMING` (see {@link claiming}).
    */
   private flags: number;
   /**
@@ -148,7 +150,7 @@ export class GrantedLock implements Lock {
     validFor: number = ttl,
   ) {
     this.token = ref.token;
-    this.flags = renew ? RENEW : 0;
+    this.flags = (renew ? RENEW : 0) | (validFor < ttl ? CLAIMING : 0);
     this.userKeys = compactList(keys);
     // A count that does not match the keys' stays a list, which `fencingTokens` refuses.
     this.tokens =
@@ -158,14 +160,24 @@ export class GrantedLock implements Lock {
           ? compactList(tokens)
           : tokens;
     this.ownValidUntil = wholeMs(validityDeadline(sentAt, validFor));
-    // From `validFor`: a handed-over lock reserved for less than its ttl is renewed (claimed)
-    // well before its reservation ends, also when that first renewal failed.
-    this.nextRenewAt = wholeMs(sentAt + validFor / 3);
+    // From `validFor`: a reserved lock is claimed well before its reservation ends, also when the
+    // first claim failed; without renewal, at once.
+    this.nextRenewAt = renew || validFor >= ttl ? wholeMs(sentAt + validFor / 3) : wholeMs(sentAt);
   }
 
-  /** Whether the lock is renewed in the background (the `renew` option). */
-  get renew(): boolean {
-    return (this.flags & RENEW) !== 0;
+  /**
+   * A lock handed over on a reservation shorter than its ttl, until an extension claimed the full
+   * ttl. The renewal scheduler claims it like a renewal: at its first renewal, at a third of the
+   * reservation (a short locked section, the usual contended case, so costs no call for it), or
+   * at once without renewal; a failed claim is retried like a failed renewal.
+   */
+  get claiming(): boolean {
+    return (this.flags & CLAIMING) !== 0;
+  }
+
+  /** Whether the renewal scheduler extends this lock: `renew`, or a claim still owed. */
+  get extendsInBackground(): boolean {
+    return (this.flags & (RENEW | CLAIMING)) !== 0;
   }
 
   private get state(): State {
@@ -367,6 +379,7 @@ export class GrantedLock implements Lock {
       this.ownValidUntil = wholeMs(validityDeadline(extension.sentAt, extension.ttl));
       this.nextRenewAt = wholeMs(extension.sentAt + extension.ttl / 3);
       this.retrying = false;
+      this.flags &= ~CLAIMING;
     } else if (outcome === false) {
       this.lose('it expired or was taken by another owner before it could be extended', {
         mayHold: this.keyCount > 1,

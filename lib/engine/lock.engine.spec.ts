@@ -70,6 +70,7 @@ describe('LockEngine handoff', () => {
       };
       const engine = new LockEngine(backend, { keyPrefix: '', ttl: 10_000, wait: 5000 }, quiet);
       const lock = await handedOver(engine, renew);
+      await jest.advanceTimersByTimeAsync(1); // the scheduler's next tick
       expect(claims).toEqual(renew ? [] : [10_000]);
       await jest.advanceTimersByTimeAsync(100); // a third of the reservation
       expect(claims).toEqual([10_000]);

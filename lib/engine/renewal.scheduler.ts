@@ -114,7 +114,7 @@ export class RenewalScheduler {
   }
 
   private renewable(lock: GrantedLock): boolean {
-    return lock.live && lock.renew && !lock.extending;
+    return lock.live && lock.extendsInBackground && !lock.extending;
   }
 
   private arm(at: number): void {
