@@ -128,7 +128,7 @@ export function benchConfig(env: NodeJS.ProcessEnv = process.env): BenchConfig {
       parallel: { callers: CALLERS, cycles: 4_000, ms: 600, ttl: TTL, warmup: 2 },
       handoff: { samples: 40, ms: 800, ttl: TTL, settleMs: 5 },
       handoffQueued: { samples: 40, ms: 800, ttl: TTL, settleMs: 5, waiters: 8, holdMs: 2 },
-      contended: { targetGrants: 300, ms: 700, ttl: TTL },
+      contended: { targetGrants: 300, ms: 700, ttl: TTL, warmupGrants: 100, warmupMs: 300 },
       inProcessVariants: variants(1, 8, true),
       multiProcessVariants: variants(4, 4, false),
       heldScale: [
@@ -151,7 +151,7 @@ export function benchConfig(env: NodeJS.ProcessEnv = process.env): BenchConfig {
     parallel: { callers: CALLERS, cycles: 40_000, ms: 2_000, ttl: TTL, warmup: 5 },
     handoff: { samples: 250, ms: 5_000, ttl: TTL, settleMs: 5 },
     handoffQueued: { samples: 250, ms: 5_000, ttl: TTL, settleMs: 5, waiters: 8, holdMs: 2 },
-    contended: { targetGrants: 2_000, ms: 3_000, ttl: TTL },
+    contended: { targetGrants: 2_000, ms: 3_000, ttl: TTL, warmupGrants: 1_000, warmupMs: 1_000 },
     inProcessVariants: variants(1, 8, true),
     multiProcessVariants: variants(4, 4, true),
     heldScale: [

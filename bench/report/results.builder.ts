@@ -41,7 +41,7 @@ export function benchResults(
       parallel: `${config.parallel.callers} callers, ${config.parallel.cycles} cycles or ${config.parallel.ms} ms`,
       handoff: `${config.handoff.samples} samples or ${config.handoff.ms} ms, settle ${config.handoff.settleMs}-${config.handoff.settleMs + 3} ms`,
       handoffQueued: `${config.handoffQueued.waiters} waiters + holder, hold ${config.handoffQueued.holdMs} ms`,
-      contended: `${config.contended.targetGrants} grants or ${config.contended.ms} ms`,
+      contended: `${config.contended.targetGrants} grants or ${config.contended.ms} ms, after a warm-up of ${config.contended.warmupGrants} grants per process or ${config.contended.warmupMs} ms on another key`,
       heldScale: config.heldScale
         .map(
           (h) =>
